@@ -1,0 +1,673 @@
+"""The scikit-learn estimator: :class:`VAEOutlierDetector`."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._network import ROW_BLOCK, VAEEnsemble
+from ._scaling import apply_scaling, fit_scaling
+
+SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
+# Optimisation steps each member takes when ``epochs='auto'``.
+AUTO_STEPS = 600
+# Rows each member trains on when ``max_samples='auto'``.
+AUTO_MAX_SAMPLES = 512
+# Rows scored per forward pass: memory is O(SCORE_CHUNK), not O(n_samples).
+SCORE_CHUNK = 256 * ROW_BLOCK
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn the ``device`` parameter into a :class:`torch.device`, or raise ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} was requested but only {torch.cuda.device_count()} "
+            "CUDA device(s) exist."
+        )
+    return torch.device(device)
+
+
+def default_latent_dim(n_features: int) -> int:
+    """Latent size used when ``latent_dim=None``: a quarter of the features, in [2, 16]."""
+    if n_features < 2:
+        return 1
+    return int(np.clip(n_features // 4, 2, 16))
+
+
+def default_hidden_dims(n_features: int) -> tuple[int, int]:
+    """Hidden sizes used when ``hidden_dims=None``: ``(h, h // 2)``, h a power of two in
+    [64, 256] that is at least ``n_features``."""
+    width = int(np.clip(2 ** int(np.ceil(np.log2(max(n_features, 1)))), 64, 256))
+    return width, width // 2
+
+
+def _fused_adam_kwargs(device: torch.device) -> dict[str, Any]:
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
+class VAEOutlierDetector(OutlierMixin, BaseEstimator):
+    """Outlier detector scoring samples with a variational autoencoder (VAE).
+
+    A VAE (or a small ensemble of VAEs trained on subsamples, like the trees of an
+    isolation forest) is fitted to the training data; samples the model explains badly
+    get low scores. The network is a PyTorch module trained on the CPU or a CUDA device.
+
+    Parameters
+    ----------
+    latent_dim : int or None, default=None
+        Size of the latent space. ``None`` uses a quarter of the number of features,
+        clipped to [2, 16] (1 for a single feature).
+    hidden_dims : tuple of int or None, default=None
+        Widths of the encoder's hidden layers; the decoder mirrors them. ``None`` uses
+        ``(h, h // 2)`` with ``h`` the power of two in [64, 256] closest above the
+        number of features.
+    beta : float, default=1.0
+        Weight of the KL term in the training loss (1 is a VAE, > 1 a beta-VAE).
+    epochs : int or 'auto', default='auto'
+        Passes over each member's training rows. ``'auto'`` runs enough epochs for
+        about 600 optimisation steps.
+    batch_size : int, default=128
+        Rows per optimisation step and member.
+    lr : float, default=1e-3
+        Learning rate of the Adam optimiser.
+    weight_decay : float, default=0.0
+        L2 penalty of the Adam optimiser.
+    validation_fraction : float in [0, 1), default=0.1
+        Fraction of the rows held out to monitor the validation loss for early stopping;
+        the weights of the epoch with the lowest validation loss are restored. ``0``
+        trains on all rows for ``epochs`` epochs. Ignored when fewer than two rows
+        would be held out or fewer than one would be left for training.
+    patience : int or None, default=10
+        Epochs without improvement of the validation loss after which training stops.
+        ``None`` never stops early (the best weights are still restored).
+    n_estimators : int, default=5
+        Number of VAEs in the ensemble. They are trained together as one batched
+        network; scores are averaged over them.
+    max_samples : 'auto', int or float, default='auto'
+        Rows each member is trained on, drawn without replacement. ``'auto'`` uses
+        ``min(512, n_train)``; a float is a fraction of the training rows. Small
+        subsamples dilute the outliers in contaminated training data and make the
+        members diverse; use ``1.0`` to fit every member on all rows (e.g. to model the
+        density of a large offline-RL dataset).
+    contamination : 'auto' or float in (0, 0.5], default=0.1
+        Expected fraction of outliers in the training data; sets ``offset_`` at that
+        quantile of the training scores. ``'auto'`` uses Tukey's lower fence of the
+        training scores instead, ``Q1 - 1.5 * IQR``.
+    score_type : {'elbo', 'reconstruction', 'reconstruction_probability'}, default='elbo'
+        How samples are scored (higher is more normal):
+
+        - ``'elbo'``: the evidence lower bound log p(x|z) - KL(q(z|x) || p(z)), with
+          z at the posterior mean; a lower bound of the log-likelihood.
+        - ``'reconstruction'``: minus the mean squared reconstruction error of the
+          posterior mean (in the detector's scaled units).
+        - ``'reconstruction_probability'``: the Monte-Carlo expected log-likelihood of
+          x under the decoder's Gaussian over ``n_score_samples`` latent draws
+          (An & Cho, 2015).
+    n_score_samples : int, default=10
+        Latent draws for ``score_type='reconstruction_probability'``. The draws are
+        made once at fit time, so scores are deterministic.
+    scaling : {'robust', 'standard'} or None, default='robust'
+        Per-feature scaling learned from the training data: ``'robust'`` centres on the
+        median and divides by the IQR-based standard deviation, ``'standard'`` by mean
+        and standard deviation; both clip scaled values to +-10. ``None`` uses the
+        data as given.
+    device : str, default='auto'
+        ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, subsamples, batches and noise. With an int, fits on the CPU
+        are reproducible.
+    verbose : int, default=0
+        Show a progress bar with per-epoch losses when > 0.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted network (:class:`skvae._network.VAEEnsemble`).
+    device_ : torch.device
+        Device the network lives on.
+    offset_ : float
+        Threshold on ``score_samples``: ``decision_function = score_samples - offset_``.
+    threshold_ : float
+        ``-offset_``: threshold on anomaly scores (PyOD convention; higher is more
+        abnormal).
+    decision_scores_ : ndarray of shape (n_samples,)
+        Anomaly scores (``-score_samples``) of the training data.
+    labels_ : ndarray of shape (n_samples,)
+        1 for training rows whose anomaly score exceeds ``threshold_``, else 0.
+    score_mean_, score_std_ : float
+        Mean and standard deviation of ``score_samples`` on the training data.
+    history_ : dict of list of float
+        Per-epoch mean per-sample losses: ``train_loss``, ``train_recon``,
+        ``train_kl`` and, with a validation split, ``val_loss``, ``val_recon``,
+        ``val_kl``.
+    n_epochs_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch (1-based) whose weights were kept.
+    latent_dim_, hidden_dims_ : int, tuple of int
+        The architecture used.
+    center_, scale_ : ndarray of shape (n_features_in_,)
+        The learned input scaling.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names seen during fit, when X has string column names.
+
+    See Also
+    --------
+    sklearn.ensemble.IsolationForest : Tree-based outlier detector.
+
+    Notes
+    -----
+    If ``fit`` is interrupted (e.g. ``KeyboardInterrupt``), the estimator is left as it
+    was before the call: fitted attributes are only set once training has finished.
+    If the loss becomes NaN or infinite during training, the weights of the best
+    finite epoch are restored with a warning naming the epoch; when no finite epoch
+    exists, ``fit`` raises a ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvae import VAEOutlierDetector
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.vstack([rng.normal(size=(200, 4)), [[8.0, 8.0, 8.0, 8.0]]])
+    >>> det = VAEOutlierDetector(epochs=20, random_state=0).fit(X)
+    >>> int(det.predict(X[-1:])[0])
+    -1
+    >>> bool(det.score_samples(X[-1:])[0] < det.score_samples(X[:1])[0])
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden_dims": ["array-like", None],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "max_samples": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="right"),
+        ],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "score_type": [StrOptions(set(SCORE_TYPES))],
+        "n_score_samples": [Interval(Integral, 1, None, closed="left")],
+        "scaling": [StrOptions({"robust", "standard"}), None],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int | None = None,
+        hidden_dims: tuple[int, ...] | None = None,
+        beta: float = 1.0,
+        epochs: int | str = "auto",
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        validation_fraction: float = 0.1,
+        patience: int | None = 10,
+        n_estimators: int = 5,
+        max_samples: int | float | str = "auto",
+        contamination: float | str = 0.1,
+        score_type: str = "elbo",
+        n_score_samples: int = 10,
+        scaling: str | None = "robust",
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.contamination = contamination
+        self.score_type = score_type
+        self.n_score_samples = n_score_samples
+        self.scaling = scaling
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None) -> "VAEOutlierDetector":
+        """Fit the VAE(s) to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data (may contain some outliers).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : VAEOutlierDetector
+            The fitted detector.
+        """
+        self._validate_params()
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        hidden_dims = self._check_hidden_dims()
+        device = resolve_device(self.device)
+        n_samples, n_features = X.shape
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+
+        center, scale = fit_scaling(X, self.scaling)
+        clip = self.scaling is not None
+        Z = torch.from_numpy(apply_scaling(X, center, scale, clip)).to(device)
+
+        latent_dim = self.latent_dim or default_latent_dim(n_features)
+        hidden = hidden_dims if hidden_dims is not None else default_hidden_dims(n_features)
+        module = VAEEnsemble(
+            n_features, latent_dim, hidden, self.n_estimators, self.n_score_samples
+        )
+        init_gen = torch.Generator().manual_seed(seed)
+        module.reset_parameters(init_gen)
+        module.to(device)
+
+        train_idx, val_idx = self._split(n_samples, rng)
+        history, n_epochs, best_epoch = self._train(
+            module, Z, train_idx, val_idx, rng, seed, device
+        )
+        module.eval()
+
+        scores = self._score_scaled(module, Z)
+        if not np.isfinite(scores).all():
+            raise ValueError(
+                "The fitted model produces non-finite scores on the training data; "
+                "lower lr or check the scale of X."
+            )
+        offset = self._compute_offset(scores)
+
+        # Everything learned is assigned only now, so an interrupted fit leaves the
+        # estimator as it was.
+        self.module_ = module
+        self.device_ = device
+        self.center_ = center
+        self.scale_ = scale
+        self.latent_dim_ = latent_dim
+        self.hidden_dims_ = tuple(hidden)
+        self.history_ = history
+        self.n_epochs_ = n_epochs
+        self.best_epoch_ = best_epoch
+        self.offset_ = offset
+        self.threshold_ = -offset
+        self.decision_scores_ = -scores
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        self.score_mean_ = float(scores.mean())
+        self.score_std_ = float(scores.std())
+        return self
+
+    def _check_hidden_dims(self) -> tuple[int, ...] | None:
+        if self.hidden_dims is None:
+            return None
+        dims = tuple(np.asarray(self.hidden_dims).ravel().tolist())
+        if len(dims) == 0 or not all(
+            isinstance(h, Integral) and not isinstance(h, bool) and h >= 1 for h in dims
+        ):
+            raise ValueError(
+                "hidden_dims must be a non-empty sequence of positive integers; "
+                f"got {self.hidden_dims!r}."
+            )
+        return dims
+
+    def _split(
+        self, n_samples: int, rng: np.random.RandomState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n_val = int(self.validation_fraction * n_samples)
+        perm = rng.permutation(n_samples)
+        if n_val < 2 or n_samples - n_val < 1:
+            return np.sort(perm), perm[:0]
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    def _member_rows(self, n_train: int) -> int:
+        if self.max_samples == "auto":
+            return min(AUTO_MAX_SAMPLES, n_train)
+        if isinstance(self.max_samples, Integral):
+            return min(int(self.max_samples), n_train)
+        return max(1, int(self.max_samples * n_train))
+
+    def _train(self, module, Z, train_idx, val_idx, rng, seed, device):
+        n_members = self.n_estimators
+        n_rows = self._member_rows(len(train_idx))
+        # Each member's subsample of training rows, drawn without replacement.
+        subsets = np.stack(
+            [rng.choice(train_idx, size=n_rows, replace=False) for _ in range(n_members)]
+        )
+        subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
+        batch_size = min(self.batch_size, n_rows)
+        steps_per_epoch = -(-n_rows // batch_size)
+        if self.epochs == "auto":
+            epochs = max(1, -(-AUTO_STEPS // steps_per_epoch))
+        else:
+            epochs = int(self.epochs)
+        Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
+        use_val = len(val_idx) > 0
+        beta = float(self.beta)
+
+        gen = torch.Generator(device=device).manual_seed(seed + 1)
+        optimizer = torch.optim.Adam(
+            module.parameters(),
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            **_fused_adam_kwargs(device),
+        )
+        keys = ["train_loss", "train_recon", "train_kl"]
+        if use_val:
+            keys += ["val_loss", "val_recon", "val_kl"]
+        history: dict[str, list[float]] = {k: [] for k in keys}
+
+        best_state = None
+        best_value = np.inf
+        best_epoch = 0
+        since_best = 0
+        epoch = 0
+        progress = _progress(epochs, self.verbose)
+        try:
+            for epoch in range(1, epochs + 1):
+                module.train()
+                order = torch.argsort(
+                    torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
+                )
+                rows = torch.gather(subsets, 1, order)
+                sums = torch.zeros(3, device=device)
+                for start in range(0, n_rows, batch_size):
+                    xb = Z[rows[:, start : start + batch_size]]
+                    noise = torch.randn(
+                        (*xb.shape[:2], module.latent_dim), generator=gen, device=device
+                    )
+                    nll, kl = module.loss_terms(xb, noise)
+                    member_loss = (nll + beta * kl).mean(1)
+                    optimizer.zero_grad(set_to_none=True)
+                    member_loss.sum().backward()
+                    optimizer.step()
+                    with torch.no_grad():
+                        parts = torch.stack([member_loss.mean(), nll.mean(), kl.mean()])
+                        sums += parts * xb.shape[1]
+                values = (sums / n_rows).tolist()
+                if use_val:
+                    module.eval()
+                    with torch.inference_mode():
+                        nll, kl = module.loss_terms(Z_val, None)
+                        values += [
+                            float((nll + beta * kl).mean()),
+                            float(nll.mean()),
+                            float(kl.mean()),
+                        ]
+                for key, value in zip(keys, values):
+                    history[key].append(value)
+                monitored = values[3] if use_val else values[0]
+                progress.update(1)
+                progress.set_postfix({k: f"{v:.4g}" for k, v in zip(keys, values)})
+
+                if not np.isfinite(values).all():
+                    if best_state is None:
+                        raise ValueError(
+                            f"Training diverged in epoch {epoch} (loss {values[0]}) "
+                            "before any epoch with a finite loss; lower lr or check "
+                            "the scale of X."
+                        )
+                    warnings.warn(
+                        f"Training diverged in epoch {epoch} (non-finite loss); the "
+                        f"weights of epoch {best_epoch} were restored.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    break
+                if monitored < best_value or not use_val:
+                    best_value = monitored
+                    best_epoch = epoch
+                    since_best = 0
+                    best_state = {
+                        k: v.detach().clone() for k, v in module.state_dict().items()
+                    }
+                else:
+                    since_best += 1
+                    if self.patience is not None and since_best >= self.patience:
+                        break
+        finally:
+            progress.close()
+        module.load_state_dict(best_state)
+        return history, epoch, best_epoch
+
+    def _compute_offset(self, scores: np.ndarray) -> float:
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(scores, [25, 75])
+            return float(q1 - 1.5 * (q3 - q1))
+        return float(np.percentile(scores, 100.0 * self.contamination))
+
+    # ------------------------------------------------------------------ scoring
+    def _score_scaled(self, module: VAEEnsemble, Z: torch.Tensor) -> np.ndarray:
+        out = np.empty(Z.shape[0], dtype=np.float64)
+        with torch.inference_mode():
+            for rows in gen_batches(Z.shape[0], SCORE_CHUNK):
+                out[rows] = module.scores(Z[rows], self.score_type).cpu().numpy()
+        return out
+
+    def _validate_X(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def _scaled_tensor(self, X: np.ndarray) -> torch.Tensor:
+        Z = apply_scaling(X, self.center_, self.scale_, self.scaling is not None)
+        return torch.from_numpy(Z).to(self.device_)
+
+    def score_samples(self, X) -> np.ndarray:
+        """Normality score of each sample: higher is more normal.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to score.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            The scores (float64), as selected by ``score_type``.
+        """
+        X = self._validate_X(X)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        with torch.inference_mode():
+            for rows in gen_batches(X.shape[0], SCORE_CHUNK):
+                z = self._scaled_tensor(X[rows])
+                out[rows] = self.module_.scores(z, self.score_type).cpu().numpy()
+        return out
+
+    def decision_function(self, X) -> np.ndarray:
+        """Shifted scores: negative for outliers, positive for inliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to score.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+            ``score_samples(X) - offset_``.
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """Label each sample as inlier (+1) or outlier (-1).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to label.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            +1 for inliers, -1 for outliers.
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    # ------------------------------------------------------------------ generative side
+    def encode(self, X, member: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and log-variance of q(z|x) for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to encode.
+        member : int, default=0
+            Which member of the ensemble encodes (each has its own latent space).
+
+        Returns
+        -------
+        mu, logvar : ndarray of shape (n_samples, latent_dim_)
+            Posterior means and log-variances.
+        """
+        X = self._validate_X(X)
+        member = self._check_member(member)
+        mus, logvars = [], []
+        with torch.inference_mode():
+            for rows in gen_batches(X.shape[0], SCORE_CHUNK):
+                mu, logvar = self.module_.encode(self._scaled_tensor(X[rows]))
+                mus.append(mu[member].double().cpu().numpy())
+                logvars.append(logvar[member].double().cpu().numpy())
+        return np.concatenate(mus), np.concatenate(logvars)
+
+    def reconstruct(self, X) -> np.ndarray:
+        """Reconstruction of each sample in input space (decoder mean at the posterior
+        mean, averaged over the ensemble).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to reconstruct.
+
+        Returns
+        -------
+        X_rec : ndarray of shape (n_samples, n_features)
+            Reconstructions.
+        """
+        X = self._validate_X(X)
+        out = np.empty(X.shape, dtype=np.float64)
+        with torch.inference_mode():
+            for rows in gen_batches(X.shape[0], SCORE_CHUNK):
+                mu, _ = self.module_.encode(self._scaled_tensor(X[rows]))
+                mean, _ = self.module_.decode(mu)
+                out[rows] = mean.mean(0).double().cpu().numpy()
+        return out * self.scale_ + self.center_
+
+    def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
+        """Draw new points in input space: decoder means at z ~ N(0, I).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of points.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws (which member, which z).
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features_in_)
+            Generated points.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        rng = check_random_state(random_state)
+        member = rng.randint(self.module_.n_members, size=n_samples)
+        z = rng.standard_normal((n_samples, self.latent_dim_)).astype(np.float32)
+        out = np.empty((n_samples, self.n_features_in_), dtype=np.float64)
+        with torch.inference_mode():
+            for m in np.unique(member):
+                rows = np.flatnonzero(member == m)
+                zt = torch.from_numpy(z[rows]).to(self.device_)
+                stacked = zt.unsqueeze(0).expand(self.module_.n_members, -1, -1)
+                mean, _ = self.module_.decode(stacked.contiguous())
+                out[rows] = mean[m].double().cpu().numpy()
+        return out * self.scale_ + self.center_
+
+    def _check_member(self, member: int) -> int:
+        n = self.module_.n_members
+        if not isinstance(member, Integral) or not 0 <= member < n:
+            raise ValueError(f"member must be an integer in [0, {n}); got {member!r}.")
+        return int(member)
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        module = state.get("module_")
+        if module is not None:
+            # Stored as CPU tensors plus the architecture, so that a model fitted on a
+            # GPU unpickles on a machine without one.
+            state["module_"] = {
+                "config": dict(module.config),
+                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            }
+        if "device_" in state:
+            state["device_"] = str(state["device_"])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        module_state = state.get("module_")
+        if isinstance(module_state, dict):
+            module = VAEEnsemble(**module_state["config"])
+            module.load_state_dict(module_state["state_dict"])
+            module.eval()
+            device = torch.device(state.get("device_", "cpu"))
+            if device.type == "cuda" and not torch.cuda.is_available():
+                device = torch.device("cpu")
+            state["module_"] = module.to(device)
+            state["device_"] = device
+        super().__setstate__(state)
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, verbose: int):
+    if not verbose:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="VAEOutlierDetector.fit", unit="epoch")

@@ -1,0 +1,425 @@
+"""Behaviour of VAEOutlierDetector beyond scikit-learn's generic checks."""
+
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skvae import VAEOutlierDetector
+
+SCORE_TYPES = ["elbo", "reconstruction", "reconstruction_probability"]
+FAST = dict(epochs=15, n_estimators=2, patience=None, random_state=0)
+
+
+def gaussian_with_outliers(n=600, d=6, n_out=30, seed=0):
+    rng = np.random.RandomState(seed)
+    cov = np.eye(d) + 0.5
+    inliers = rng.multivariate_normal(np.zeros(d), cov, size=n)
+    outliers = rng.uniform(-8, 8, size=(n_out, d))
+    X = np.vstack([inliers, outliers])
+    y = np.r_[np.zeros(n), np.ones(n_out)]
+    return X, y
+
+
+def manifold_with_outliers(n=800, n_out=40, seed=1):
+    """A noisy circle in 3-D (a curved 1-D manifold) and points off it inside its hull."""
+    rng = np.random.RandomState(seed)
+    t = rng.uniform(0, 2 * np.pi, n)
+    inliers = np.c_[np.cos(t), np.sin(t), 0.5 * np.sin(2 * t)] + 0.03 * rng.normal(size=(n, 3))
+    outliers = rng.uniform(-0.6, 0.6, size=(n_out, 3))
+    return np.vstack([inliers, outliers]), np.r_[np.zeros(n), np.ones(n_out)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return gaussian_with_outliers()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, _ = data
+    return VAEOutlierDetector(**FAST).fit(X)
+
+
+@pytest.mark.parametrize("score_type", SCORE_TYPES)
+@pytest.mark.parametrize("make", [gaussian_with_outliers, manifold_with_outliers])
+def test_finds_anomalies(score_type, make):
+    X, y = make()
+    det = VAEOutlierDetector(score_type=score_type, epochs=400, random_state=0).fit(X)
+    auc = roc_auc_score(y, -det.score_samples(X))
+    assert auc > 0.95, (score_type, make.__name__, auc)
+
+
+def test_sign_conventions_and_threshold(fitted, data):
+    X, y = data
+    scores = fitted.score_samples(X)
+    assert scores.dtype == np.float64
+    assert scores[y == 1].mean() < scores[y == 0].mean()
+    np.testing.assert_allclose(fitted.decision_function(X), scores - fitted.offset_)
+    pred = fitted.predict(X)
+    assert set(np.unique(pred)) <= {-1, 1}
+    np.testing.assert_array_equal(pred == -1, fitted.decision_function(X) < 0)
+    # contamination=0.1 -> about 10 % of the training rows are flagged
+    assert abs((fitted.predict(X) == -1).mean() - 0.1) < 0.01
+    # PyOD-style attributes
+    np.testing.assert_allclose(fitted.decision_scores_, -scores)
+    assert fitted.threshold_ == -fitted.offset_
+    np.testing.assert_array_equal(fitted.labels_, (pred == -1).astype(int))
+    assert fitted.score_mean_ == pytest.approx(scores.mean())
+
+
+def test_fit_predict_matches_fit_then_predict(data):
+    X, _ = data
+    a = VAEOutlierDetector(**FAST).fit_predict(X)
+    b = VAEOutlierDetector(**FAST).fit(X).predict(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_contamination_auto_is_tukey_fence(data):
+    X, _ = data
+    det = VAEOutlierDetector(contamination="auto", **FAST).fit(X)
+    s = det.score_samples(X)
+    q1, q3 = np.percentile(s, [25, 75])
+    assert det.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
+
+
+def test_fitted_attributes(fitted, data):
+    X, _ = data
+    assert fitted.n_features_in_ == X.shape[1]
+    assert isinstance(fitted.module_, torch.nn.Module)
+    assert fitted.latent_dim_ == 2 and fitted.hidden_dims_ == (64, 32)
+    assert fitted.n_epochs_ == 15 and 1 <= fitted.best_epoch_ <= 15
+    for key in ["train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"]:
+        assert len(fitted.history_[key]) == fitted.n_epochs_
+        assert np.isfinite(fitted.history_[key]).all()
+
+
+def test_early_stopping_restores_best_weights(data):
+    X, _ = data
+    det = VAEOutlierDetector(
+        epochs=300, patience=3, n_estimators=1, lr=3e-2, random_state=0
+    ).fit(X)
+    assert det.n_epochs_ < 300
+    val = np.array(det.history_["val_loss"])
+    assert det.best_epoch_ == int(np.argmin(val)) + 1
+    assert det.n_epochs_ == det.best_epoch_ + 3
+    # the restored weights are those of the best epoch: recompute its validation loss
+    rng = np.random.RandomState(0)
+    rng.randint(np.iinfo(np.int32).max)
+    _, val_idx = det._split(X.shape[0], rng)
+    z = det._scaled_tensor(X[val_idx])
+    with torch.inference_mode():
+        nll, kl = det.module_.loss_terms(z, None)
+    assert float((nll + kl).mean()) == pytest.approx(val.min(), rel=1e-5)
+
+
+def test_no_validation_split():
+    X, _ = gaussian_with_outliers(n=100)
+    det = VAEOutlierDetector(validation_fraction=0.0, epochs=4, random_state=0).fit(X)
+    assert "val_loss" not in det.history_
+    assert det.n_epochs_ == det.best_epoch_ == 4
+
+
+def test_defaults_choose_architecture_from_data():
+    rng = np.random.RandomState(0)
+    det = VAEOutlierDetector(epochs=1, random_state=0).fit(rng.normal(size=(50, 100)))
+    assert det.hidden_dims_ == (128, 64) and det.latent_dim_ == 16
+    det = VAEOutlierDetector(epochs=1, hidden_dims=[16], latent_dim=3).fit(
+        rng.normal(size=(50, 5))
+    )
+    assert det.hidden_dims_ == (16,) and det.latent_dim_ == 3
+
+
+def test_in_pipeline_and_grid_search(data):
+    X, y = data
+    pipe = Pipeline([("scale", StandardScaler()), ("vae", VAEOutlierDetector(**FAST))])
+    pipe.fit(X)
+    assert pipe.predict(X).shape == (len(X),)
+    assert roc_auc_score(y, -pipe.score_samples(X)) > 0.9
+
+    def auc(estimator, X, y):
+        return roc_auc_score(y, -estimator.score_samples(X))
+
+    search = GridSearchCV(
+        pipe,
+        {"vae__latent_dim": [1, 3], "vae__beta": [0.5, 1.0]},
+        scoring=auc,
+        cv=StratifiedKFold(2, shuffle=True, random_state=0),
+    )
+    search.fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_score_ > 0.9
+
+
+def test_clone_keeps_params_not_fit(fitted):
+    c = clone(fitted)
+    assert c.get_params() == fitted.get_params()
+    assert not hasattr(c, "module_")
+
+
+@pytest.mark.parametrize("dump_load", ["pickle", "joblib"])
+def test_persistence_round_trip(fitted, data, tmp_path, dump_load):
+    X, _ = data
+    if dump_load == "pickle":
+        restored = pickle.loads(pickle.dumps(fitted))
+    else:
+        joblib.dump(fitted, tmp_path / "det.joblib")
+        restored = joblib.load(tmp_path / "det.joblib")
+    np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+    assert restored.offset_ == fitted.offset_
+
+
+def test_pickle_stores_module_on_cpu(fitted):
+    state = fitted.__getstate__()
+    assert all(t.device.type == "cpu" for t in state["module_"]["state_dict"].values())
+    assert isinstance(state["device_"], str)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_pickles_to_cpu_loadable_file(data, tmp_path, monkeypatch):
+    X, _ = data
+    det = VAEOutlierDetector(device="cuda", **FAST).fit(X)
+    assert next(det.module_.parameters()).is_cuda
+    joblib.dump(det, tmp_path / "gpu.joblib")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = joblib.load(tmp_path / "gpu.joblib")
+    assert cpu.device_.type == "cpu"
+    np.testing.assert_allclose(cpu.score_samples(X), det.score_samples(X), rtol=1e-4)
+
+
+def test_cuda_path_in_state_loads_on_cpu(fitted, data, monkeypatch):
+    """A pickle written with device_='cuda' unpickles on the CPU when CUDA is absent."""
+    X, _ = data
+    state = fitted.__getstate__()
+    state["device_"] = "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restored = VAEOutlierDetector.__new__(VAEOutlierDetector)
+    restored.__setstate__(state)
+    assert restored.device_.type == "cpu"
+    np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+
+
+def test_same_random_state_same_scores(data):
+    X, _ = data
+    a = VAEOutlierDetector(**FAST).fit(X).score_samples(X)
+    b = VAEOutlierDetector(**FAST).fit(X).score_samples(X)
+    np.testing.assert_array_equal(a, b)
+    c = VAEOutlierDetector(**{**FAST, "random_state": 1}).fit(X).score_samples(X)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int32])
+def test_input_dtypes(dtype):
+    rng = np.random.RandomState(0)
+    X = (rng.normal(size=(80, 3)) * 10).astype(dtype)
+    det = VAEOutlierDetector(epochs=2, random_state=0).fit(X)
+    s = det.score_samples(X)
+    assert s.dtype == np.float64 and np.isfinite(s).all()
+
+
+@pytest.mark.parametrize("score_type", SCORE_TYPES)
+def test_scores_invariant_to_batching_and_order(fitted, data, score_type):
+    X, _ = data
+    det = clone(fitted).set_params(score_type=score_type).fit(X)
+    full = det.score_samples(X)
+    one_by_one = np.concatenate([det.score_samples(X[i : i + 1]) for i in range(50)])
+    np.testing.assert_array_equal(one_by_one, full[:50])
+    for size in (7, 100, 333):
+        parts = np.concatenate(
+            [det.score_samples(X[i : i + size]) for i in range(0, len(X), size)]
+        )
+        np.testing.assert_array_equal(parts, full)
+    perm = np.random.RandomState(0).permutation(len(X))
+    np.testing.assert_array_equal(det.score_samples(X[perm]), full[perm])
+    # repeated calls are deterministic (Monte-Carlo noise is fixed at fit time)
+    np.testing.assert_array_equal(det.score_samples(X), full)
+
+
+def test_tiny_data_and_single_row_batches():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(5, 3))
+    det = VAEOutlierDetector(batch_size=64, epochs=3, random_state=0).fit(X)
+    assert det.score_samples(X).shape == (5,)
+    det = VAEOutlierDetector(batch_size=1, epochs=2, random_state=0).fit(X)
+    assert np.isfinite(det.score_samples(X)).all()
+    det = VAEOutlierDetector(epochs=2, random_state=0).fit(X[:1])
+    assert np.isfinite(det.score_samples(X)).all()
+
+
+def test_init_only_stores_parameters():
+    det = VAEOutlierDetector(device="not-a-device", score_type="nope", contamination=3)
+    assert det.device == "not-a-device" and det.score_type == "nope"
+    assert not hasattr(det, "device_")
+
+
+def test_pandas_feature_names():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    df = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    det = VAEOutlierDetector(epochs=2, random_state=0).fit(df)
+    np.testing.assert_array_equal(det.feature_names_in_, ["a", "b", "c"])
+    with pytest.warns(UserWarning, match="feature names"):
+        det.score_samples(df.to_numpy())
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0]]), "NaN"),
+        (np.array([[1.0, np.inf], [2.0, 3.0]]), "infinity"),
+        (np.empty((0, 3)), "0 sample"),
+        (np.array([1.0, 2.0, 3.0]), "2D array"),
+        (np.array([["a", "b"], ["c", "d"]]), "string|convert"),
+    ],
+)
+def test_bad_input_to_fit(X, match):
+    with pytest.raises(ValueError, match=match):
+        VAEOutlierDetector(epochs=1).fit(X)
+
+
+def test_bad_input_at_score_time(fitted, data):
+    X, _ = data
+    with pytest.raises(ValueError, match="features"):
+        fitted.score_samples(X[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(np.full((2, X.shape[1]), np.nan))
+    with pytest.raises(NotFittedError):
+        VAEOutlierDetector().score_samples(X)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"score_type": "likelihood"}, "score_type"),
+        ({"device": "tpu"}, "device"),
+        ({"contamination": 0.7}, "contamination"),
+        ({"contamination": 0.0}, "contamination"),
+        ({"hidden_dims": (64, -1)}, "hidden_dims"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1.0}, "lr"),
+    ],
+)
+def test_bad_parameters(data, params, match):
+    X, _ = data
+    with pytest.raises(ValueError, match=match):
+        VAEOutlierDetector(**params).fit(X)
+
+
+def test_cuda_requested_without_cuda(data, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        VAEOutlierDetector(device="cuda", epochs=1).fit(data[0])
+
+
+def test_generative_methods(fitted, data):
+    X, _ = data
+    mu, logvar = fitted.encode(X)
+    assert mu.shape == logvar.shape == (len(X), fitted.latent_dim_)
+    mu1, _ = fitted.encode(X, member=1)
+    assert not np.allclose(mu, mu1)
+    with pytest.raises(ValueError, match="member"):
+        fitted.encode(X, member=5)
+    rec = fitted.reconstruct(X)
+    assert rec.shape == X.shape
+    # reconstructions are closer to the inputs than the inputs are to their mean
+    inl = slice(0, 600)
+    assert ((rec[inl] - X[inl]) ** 2).mean() < ((X[inl] - X[inl].mean(0)) ** 2).mean()
+    new = fitted.sample(500, random_state=0)
+    assert new.shape == (500, X.shape[1])
+    np.testing.assert_array_equal(new, fitted.sample(500, random_state=0))
+    # samples look like the inliers: their mean is near the data mean
+    assert np.abs(new.mean(0) - X[inl].mean(0)).max() < 0.5
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+
+
+def test_divergence_restores_best_finite_epoch():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 4))
+    det = VAEOutlierDetector(epochs=5, random_state=0, n_estimators=1)
+    det.fit(X)
+    # make the third epoch's loss non-finite by poisoning the weights during training
+    calls = {"n": 0}
+    original = torch.optim.Adam.step
+
+    def poisoned_step(self, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, *args, **kwargs)
+        if calls["n"] == 2 * 3:  # inside epoch 2 (3 steps per epoch at 270 rows)
+            with torch.no_grad():
+                for group in self.param_groups:
+                    group["params"][0].fill_(float("nan"))
+        return out
+
+    det = VAEOutlierDetector(epochs=5, random_state=0, n_estimators=1, batch_size=128)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", poisoned_step)
+        with pytest.warns(RuntimeWarning, match="diverged in epoch 2.*epoch 1"):
+            det.fit(X)
+    assert det.best_epoch_ == 1
+    assert np.isfinite(det.score_samples(X)).all()
+
+
+def test_divergence_without_finite_epoch_raises():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(50, 4))
+    det = VAEOutlierDetector(epochs=3, n_estimators=1, random_state=0)
+    original = torch.optim.Adam.step
+
+    def poisoned_step(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", poisoned_step)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(ValueError, match="diverged in epoch 1"):
+                det.fit(X)
+    assert not hasattr(det, "module_")
+
+
+def test_interrupted_fit_leaves_estimator_unchanged(fitted, data):
+    X, _ = data
+    det = clone(fitted).fit(X)
+    before = det.score_samples(X)
+    original = torch.optim.Adam.step
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            det.set_params(latent_dim=4).fit(X)
+    assert original is torch.optim.Adam.step
+    assert det.latent_dim_ == fitted.latent_dim_
+    np.testing.assert_array_equal(det.score_samples(X), before)
+
+
+def test_verbose_shows_progress(data, capsys):
+    X, _ = data
+    VAEOutlierDetector(epochs=2, verbose=1, random_state=0).fit(X)
+    err = capsys.readouterr().err
+    assert "epoch" in err and "train_loss" in err
+
+
+def test_extreme_but_finite_input_gives_finite_scores():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(100, 3))
+    X[:, 1] *= 1e30
+    X[:, 2] = 7.0  # constant column
+    det = VAEOutlierDetector(epochs=3, random_state=0).fit(X)
+    s = det.score_samples(np.vstack([X, [[1e300, -1e300, 1e-300]]]))
+    assert np.isfinite(s).all()
