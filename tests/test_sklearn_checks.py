@@ -9,7 +9,10 @@ from skvae import VAEOutlierDetector
     [
         VAEOutlierDetector(epochs=5, random_state=0),
         VAEOutlierDetector(
-            epochs=3, n_estimators=1, score_type="reconstruction_probability", n_score_samples=3
+            epochs=3,
+            n_estimators=1,
+            score_type="reconstruction_probability",
+            n_score_samples=3,
         ),
     ]
 )

@@ -14,16 +14,18 @@ from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._network import ROW_BLOCK, VAEEnsemble
-from ._scaling import apply_scaling, fit_scaling
+from ._network import VAEEnsemble
+from ._scaling import apply_scaling, fit_scaling, to_float32
 
 SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
 # Optimisation steps each member takes when ``epochs='auto'``.
 AUTO_STEPS = 600
 # Rows each member trains on when ``max_samples='auto'``.
-AUTO_MAX_SAMPLES = 512
+AUTO_MAX_SAMPLES = 128
+# Held-out rows the validation loss is computed on, at most (a fixed random subset).
+MAX_VALIDATION_ROWS = 1024
 # Rows scored per forward pass: memory is O(SCORE_CHUNK), not O(n_samples).
-SCORE_CHUNK = 256 * ROW_BLOCK
+SCORE_CHUNK = 16384
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,6 +47,13 @@ def resolve_device(device: str) -> torch.device:
             "CUDA device(s) exist."
         )
     return torch.device(device)
+
+
+def scoring_dtype(device: torch.device) -> torch.dtype:
+    """Precision of the fitted network: float64 on the CPU, where a row's score then does
+    not depend on the other rows scored with it (float32 CPU kernels change their
+    summation order with the batch shape); float32 on CUDA, where float64 is slow."""
+    return torch.float32 if device.type == "cuda" else torch.float64
 
 
 def default_latent_dim(n_features: int) -> int:
@@ -93,8 +102,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     weight_decay : float, default=0.0
         L2 penalty of the Adam optimiser.
     validation_fraction : float in [0, 1), default=0.1
-        Fraction of the rows held out to monitor the validation loss for early stopping;
-        the weights of the epoch with the lowest validation loss are restored. ``0``
+        Fraction of the rows held out to monitor the validation loss for early stopping
+        (computed on at most 1024 of them); the weights of the epoch with the lowest
+        validation loss are restored. ``0``
         trains on all rows for ``epochs`` epochs. Ignored when fewer than two rows
         would be held out or fewer than one would be left for training.
     patience : int or None, default=10
@@ -105,7 +115,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         network; scores are averaged over them.
     max_samples : 'auto', int or float, default='auto'
         Rows each member is trained on, drawn without replacement. ``'auto'`` uses
-        ``min(512, n_train)``; a float is a fraction of the training rows. Small
+        ``min(128, n_train)``; a float is a fraction of the training rows. Small
         subsamples dilute the outliers in contaminated training data and make the
         members diverse; use ``1.0`` to fit every member on all rows (e.g. to model the
         density of a large offline-RL dataset).
@@ -126,6 +136,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     n_score_samples : int, default=10
         Latent draws for ``score_type='reconstruction_probability'``. The draws are
         made once at fit time, so scores are deterministic.
+    decoder_variance : {'feature', 'sample'}, default='feature'
+        Variance of the decoder's Gaussian p(x|z): one learned value per feature, or
+        predicted for each sample by the decoder (as in An & Cho, 2015). A per-sample
+        variance lets the decoder explain outliers away as noisy and ranks them worse on
+        tabular benchmarks; it is offered for likelihood modelling.
     scaling : {'robust', 'standard'} or None, default='robust'
         Per-feature scaling learned from the training data: ``'robust'`` centres on the
         median and divides by the IQR-based standard deviation, ``'standard'`` by mean
@@ -217,6 +232,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "score_type": [StrOptions(set(SCORE_TYPES))],
         "n_score_samples": [Interval(Integral, 1, None, closed="left")],
+        "decoder_variance": [StrOptions({"feature", "sample"})],
         "scaling": [StrOptions({"robust", "standard"}), None],
         "device": [str],
         "random_state": ["random_state"],
@@ -240,6 +256,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         contamination: float | str = 0.1,
         score_type: str = "elbo",
         n_score_samples: int = 10,
+        decoder_variance: str = "feature",
         scaling: str | None = "robust",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -259,13 +276,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.contamination = contamination
         self.score_type = score_type
         self.n_score_samples = n_score_samples
+        self.decoder_variance = decoder_variance
         self.scaling = scaling
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None) -> "VAEOutlierDetector":
+    def fit(self, X, y=None) -> VAEOutlierDetector:
         """Fit the VAE(s) to ``X``.
 
         Parameters
@@ -290,12 +308,17 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
         center, scale = fit_scaling(X, self.scaling)
         clip = self.scaling is not None
-        Z = torch.from_numpy(apply_scaling(X, center, scale, clip)).to(device)
+        Z = torch.from_numpy(to_float32(apply_scaling(X, center, scale, clip))).to(device)
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
         hidden = hidden_dims if hidden_dims is not None else default_hidden_dims(n_features)
         module = VAEEnsemble(
-            n_features, latent_dim, hidden, self.n_estimators, self.n_score_samples
+            n_features,
+            latent_dim,
+            hidden,
+            self.n_estimators,
+            self.n_score_samples,
+            self.decoder_variance,
         )
         init_gen = torch.Generator().manual_seed(seed)
         module.reset_parameters(init_gen)
@@ -306,8 +329,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             module, Z, train_idx, val_idx, rng, seed, device
         )
         module.eval()
+        module.to(dtype=scoring_dtype(device))
 
-        scores = self._score_scaled(module, Z)
+        scores = self._score_scaled(module, Z.to(scoring_dtype(device)))
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
@@ -354,7 +378,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         perm = rng.permutation(n_samples)
         if n_val < 2 or n_samples - n_val < 1:
             return np.sort(perm), perm[:0]
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+        return np.sort(perm[n_val:]), np.sort(perm[: min(n_val, MAX_VALIDATION_ROWS)])
 
     def _member_rows(self, n_train: int) -> int:
         if self.max_samples == "auto":
@@ -486,7 +510,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _scaled_tensor(self, X: np.ndarray) -> torch.Tensor:
         Z = apply_scaling(X, self.center_, self.scale_, self.scaling is not None)
-        return torch.from_numpy(Z).to(self.device_)
+        return torch.from_numpy(Z).to(self.device_, scoring_dtype(self.device_))
 
     def score_samples(self, X) -> np.ndarray:
         """Normality score of each sample: higher is more normal.
@@ -507,6 +531,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             for rows in gen_batches(X.shape[0], SCORE_CHUNK):
                 z = self._scaled_tensor(X[rows])
                 out[rows] = self.module_.scores(z, self.score_type).cpu().numpy()
+        if not np.isfinite(out).all():
+            raise ValueError(
+                "Non-finite scores: X has values too large for the network; use "
+                "scaling='robust' or 'standard', or rescale X."
+            )
         return out
 
     def decision_function(self, X) -> np.ndarray:
@@ -613,7 +642,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         with torch.inference_mode():
             for m in np.unique(member):
                 rows = np.flatnonzero(member == m)
-                zt = torch.from_numpy(z[rows]).to(self.device_)
+                zt = torch.from_numpy(z[rows]).to(self.device_, scoring_dtype(self.device_))
                 stacked = zt.unsqueeze(0).expand(self.module_.n_members, -1, -1)
                 mean, _ = self.module_.decode(stacked.contiguous())
                 out[rows] = mean[m].double().cpu().numpy()
@@ -649,7 +678,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             device = torch.device(state.get("device_", "cpu"))
             if device.type == "cuda" and not torch.cuda.is_available():
                 device = torch.device("cpu")
-            state["module_"] = module.to(device)
+            state["module_"] = module.to(device, scoring_dtype(device))
             state["device_"] = device
         super().__setstate__(state)
 

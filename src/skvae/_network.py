@@ -8,7 +8,7 @@ whole ensemble. With ``n_members=1`` this is an ordinary VAE.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,10 +20,12 @@ LOG_2PI = math.log(2.0 * math.pi)
 DECODER_LOGVAR_BOUNDS = (-6.0, 6.0)
 ENCODER_LOGVAR_BOUNDS = (-12.0, 8.0)
 
-# Rows are processed in blocks padded to a multiple of this size: CPU matrix-multiply
-# kernels then take the same code path for every row, so a row's score does not depend
-# on how many other rows are scored with it (bit-for-bit, not only approximately).
-ROW_BLOCK = 64
+# Initial log-variances of the decoder (per-feature mode) and of the posterior. Starting
+# with a small decoder variance and a sharp posterior makes the latent code worth using
+# from the first step; starting at unit variances lets the decoder explain the (scaled)
+# data as noise and the posterior collapses to the prior.
+INIT_DEC_LOGVAR = -2.0
+INIT_ENC_LOGVAR = -4.0
 
 
 class EnsembleLinear(nn.Module):
@@ -72,6 +74,7 @@ class VAEEnsemble(nn.Module):
         hidden_dims: Sequence[int],
         n_members: int = 1,
         n_score_samples: int = 1,
+        decoder_variance: str = "feature",
     ) -> None:
         super().__init__()
         self.config = {
@@ -80,6 +83,7 @@ class VAEEnsemble(nn.Module):
             "hidden_dims": tuple(int(h) for h in hidden_dims),
             "n_members": int(n_members),
             "n_score_samples": int(n_score_samples),
+            "decoder_variance": decoder_variance,
         }
         enc_sizes = [n_features, *hidden_dims]
         dec_sizes = [latent_dim, *reversed(tuple(hidden_dims))]
@@ -90,7 +94,14 @@ class VAEEnsemble(nn.Module):
         self.decoder_layers = nn.ModuleList(
             EnsembleLinear(n_members, a, b) for a, b in zip(dec_sizes[:-1], dec_sizes[1:])
         )
-        self.decoder_head = EnsembleLinear(n_members, dec_sizes[-1], 2 * n_features)
+        per_sample = decoder_variance == "sample"
+        self.decoder_head = EnsembleLinear(
+            n_members, dec_sizes[-1], (2 if per_sample else 1) * n_features
+        )
+        # Decoder log-variance: predicted per sample, or one learned value per feature.
+        self.decoder_logvar = (
+            None if per_sample else nn.Parameter(torch.zeros(n_members, 1, n_features))
+        )
         # Latent noise for Monte-Carlo scores, drawn once per fitted model so that every
         # row (and every call) sees the same draws: scores are deterministic.
         self.register_buffer(
@@ -111,9 +122,10 @@ class VAEEnsemble(nn.Module):
             if isinstance(module, EnsembleLinear):
                 module.reset_parameters(generator)
         with torch.no_grad():
-            self.score_noise.copy_(
-                torch.randn(self.score_noise.shape, generator=generator)
-            )
+            self.score_noise.copy_(torch.randn(self.score_noise.shape, generator=generator))
+            if self.decoder_logvar is not None:
+                self.decoder_logvar.fill_(INIT_DEC_LOGVAR)
+            self.encoder_head.bias[..., self.latent_dim :] += INIT_ENC_LOGVAR
 
     # -- building blocks -------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +146,11 @@ class VAEEnsemble(nn.Module):
         h = z
         for layer in self.decoder_layers:
             h = torch.relu(layer(h))
-        mean, logvar = self.decoder_head(h).chunk(2, dim=-1)
+        out = self.decoder_head(h)
+        if self.decoder_logvar is None:
+            mean, logvar = out.chunk(2, dim=-1)
+        else:
+            mean, logvar = out, self.decoder_logvar.expand_as(out)
         return mean, logvar.clamp(*DECODER_LOGVAR_BOUNDS)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
@@ -154,9 +170,7 @@ class VAEEnsemble(nn.Module):
         x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:
         """log N(x; mean, exp(logvar)) summed over features."""
-        return -0.5 * (
-            (x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI
-        ).sum(-1)
+        return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
 
     @staticmethod
     def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -173,7 +187,7 @@ class VAEEnsemble(nn.Module):
         return nll, self.kl_divergence(mu, logvar)
 
     def member_scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
-        """Per-member normality scores (higher = more normal) of rows ``x`` (rows, features)."""
+        """Per-member normality scores (higher = more normal) of rows ``x``."""
         mu, logvar = self.encode(x)
         if score_type == "reconstruction":
             mean, _ = self.decode(mu)
@@ -193,13 +207,5 @@ class VAEEnsemble(nn.Module):
         raise ValueError(f"unknown score_type {score_type!r}")
 
     def scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
-        """Ensemble normality scores of rows ``x`` (rows, features): the members' mean.
-
-        Rows are padded to a multiple of :data:`ROW_BLOCK` so the result for a row is
-        independent of the number of rows evaluated with it.
-        """
-        n = x.shape[0]
-        pad = (-n) % ROW_BLOCK
-        if pad:
-            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
-        return self.member_scores(x, score_type).mean(0)[:n]
+        """Ensemble normality scores of rows ``x`` (rows, features): the members' mean."""
+        return self.member_scores(x, score_type).mean(0)

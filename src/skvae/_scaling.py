@@ -37,16 +37,22 @@ def fit_scaling(X: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarr
 def apply_scaling(
     X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: bool
 ) -> np.ndarray:
-    """Scale ``X`` to float32, clipped to +-CLIP when ``clip``."""
+    """Scale ``X`` (float64 result), clipped to +-CLIP when ``clip``."""
     with np.errstate(over="ignore", invalid="ignore"):
         Z = (np.asarray(X, dtype=np.float64) - center) / scale
     if clip:
         Z = np.nan_to_num(Z, nan=0.0, posinf=CLIP, neginf=-CLIP)
         np.clip(Z, -CLIP, CLIP, out=Z)
-    Z = Z.astype(np.float32)
-    if not clip and not np.isfinite(Z).all():
+    return Z
+
+
+def to_float32(Z: np.ndarray) -> np.ndarray:
+    """``Z`` as float32 for training, or a ValueError when it does not fit."""
+    with np.errstate(over="ignore"):
+        Z32 = Z.astype(np.float32)
+    if not np.isfinite(Z32).all():
         raise ValueError(
             "X has values too large for float32 computation; use scaling='robust' "
             "or 'standard', or rescale X."
         )
-    return Z
+    return Z32
