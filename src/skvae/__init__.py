@@ -1,6 +1,15 @@
 """skvae: a variational autoencoder as a scikit-learn outlier detector."""
 
 from ._estimator import VAEOutlierDetector
+from .evaluation import evaluate_anomaly_detection, evaluate_labelled, make_synthetic
+from .penalty import RewardPenalty
 
-__all__ = ["VAEOutlierDetector", "__version__"]
+__all__ = [
+    "VAEOutlierDetector",
+    "RewardPenalty",
+    "evaluate_anomaly_detection",
+    "evaluate_labelled",
+    "make_synthetic",
+    "__version__",
+]
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._network import VAEEnsemble
-from ._scaling import apply_scaling, fit_scaling, to_float32
+from ._scaling import CLIP, apply_scaling, fit_scaling, to_float32
 
 SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
 # Optimisation steps each member takes when ``epochs='auto'``.
@@ -517,14 +517,20 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples to score.
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Samples to score. A tensor is scored without leaving torch (e.g. a batch
+            of model rollouts already on the GPU); it is moved to the model's device
+            if needed.
 
         Returns
         -------
-        scores : ndarray of shape (n_samples,)
-            The scores (float64), as selected by ``score_type``.
+        scores : ndarray of shape (n_samples,), or torch.Tensor
+            The scores as selected by ``score_type``: a float64 array for array-like
+            input; for a tensor, a tensor on the input's device (float64 when the model
+            lives on the CPU, float32 on CUDA).
         """
+        if isinstance(X, torch.Tensor):
+            return self._score_tensor(X)
         X = self._validate_X(X)
         out = np.empty(X.shape[0], dtype=np.float64)
         with torch.inference_mode():
@@ -537,6 +543,35 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 "scaling='robust' or 'standard', or rescale X."
             )
         return out
+
+    def _score_tensor(self, X: torch.Tensor) -> torch.Tensor:
+        check_is_fitted(self)
+        if X.dim() != 2:
+            raise ValueError(f"Expected a 2D tensor, got a {X.dim()}D tensor.")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        if X.shape[0] == 0:
+            raise ValueError("Found a tensor with 0 sample(s); a minimum of 1 is required.")
+        if X.is_complex() or X.dtype == torch.bool:
+            raise TypeError(f"Cannot score a tensor of dtype {X.dtype}.")
+        dtype = scoring_dtype(self.device_)
+        center = torch.as_tensor(self.center_, dtype=dtype, device=self.device_)
+        scale = torch.as_tensor(self.scale_, dtype=dtype, device=self.device_)
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, X.shape[0], SCORE_CHUNK):
+                x = X[start : start + SCORE_CHUNK].to(self.device_, dtype)
+                if not torch.isfinite(x).all():
+                    raise ValueError("Input X contains NaN or infinity.")
+                z = (x - center) / scale
+                if self.scaling is not None:
+                    z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP)
+                    z = z.clamp(-CLIP, CLIP)
+                scores.append(self.module_.scores(z, self.score_type))
+        return torch.cat(scores).to(X.device)
 
     def decision_function(self, X) -> np.ndarray:
         """Shifted scores: negative for outliers, positive for inliers.

@@ -1,0 +1,554 @@
+"""Offline-RL datasets: D4RL and Minari files, custom transition files, feature matrices
+and train/validation/test splits.
+
+All loaders return a *transition dict*: numpy arrays ``observations``, ``actions``,
+``next_observations``, ``rewards``, ``terminals`` and ``timeouts`` with one row per
+transition. The D4RL and Minari readers open those projects' own HDF5 layouts with h5py
+(``pip install skvae[rl]``); no network access is needed when the file is present.
+They were tested on files in those layouts generated from the MuJoCo ``Hopper-v5``
+simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRANSITION_KEYS = (
+    "observations",
+    "actions",
+    "next_observations",
+    "rewards",
+    "terminals",
+    "timeouts",
+)
+D4RL_ENV_VAR = "D4RL_DATASET_DIR"
+D4RL_DEFAULT_DIR = Path("~/.d4rl/datasets")
+D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
+MINARI_ENV_VAR = "MINARI_DATASETS_PATH"
+MINARI_DEFAULT_DIR = Path("~/.minari/datasets")
+FEATURE_LAYOUTS = {
+    "next_obs_action": ("next_observations", "actions"),
+    "obs_action": ("observations", "actions"),
+    "obs_action_next_obs": ("observations", "actions", "next_observations"),
+}
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Reading HDF5 datasets needs h5py: pip install 'skvae[rl]'"
+        ) from exc
+    return h5py
+
+
+# ------------------------------------------------------------------------------ D4RL
+def d4rl_dataset_dir() -> Path:
+    """The directory D4RL keeps its files in: ``$D4RL_DATASET_DIR`` or
+    ``~/.d4rl/datasets``.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The directory (it may not exist).
+
+    Examples
+    --------
+    >>> d4rl_dataset_dir().name in ("datasets", os.environ.get(D4RL_ENV_VAR, "x")[-8:])
+    True
+    """
+    return Path(os.environ.get(D4RL_ENV_VAR, D4RL_DEFAULT_DIR)).expanduser()
+
+
+def d4rl_filename(task: str) -> str:
+    """File name D4RL stores a task's data under (the download URL's base name).
+
+    Parameters
+    ----------
+    task : str
+        A D4RL task name such as ``'hopper-medium-v2'``.
+
+    Returns
+    -------
+    name : str
+        E.g. ``'hopper_medium-v2.hdf5'``.
+
+    Examples
+    --------
+    >>> d4rl_filename("walker2d-medium-replay-v2")
+    'walker2d_medium_replay-v2.hdf5'
+    """
+    name, sep, version = task.rpartition("-v")
+    if not sep or not version.isdigit() or not name:
+        raise ValueError(
+            f"Not a D4RL task name (expected e.g. 'hopper-medium-v2'): {task!r}"
+        )
+    return f"{name.replace('-', '_')}-v{version}.hdf5"
+
+
+def _read_hdf5_transitions(path: Path) -> dict[str, np.ndarray]:
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            data = {k: f[k][()] for k in TRANSITION_KEYS if k in f}
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    return _check_transitions(data, str(path))
+
+
+def load_d4rl(
+    task: str,
+    data_dir: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+    use_d4rl: bool | str = "auto",
+) -> dict[str, np.ndarray]:
+    """Load a D4RL dataset by task name.
+
+    The file D4RL itself uses is read with h5py: ``path`` when given, else
+    ``d4rl_filename(task)`` in ``data_dir`` (default :func:`d4rl_dataset_dir`). When the
+    file is absent and the ``d4rl`` package imports (``use_d4rl='auto'`` or ``True``),
+    ``gym.make(task).get_dataset()`` is used instead, which may download it.
+
+    Parameters
+    ----------
+    task : str
+        D4RL task name, e.g. ``'hopper-medium-v2'``.
+    data_dir : path-like, optional
+        Directory holding D4RL's files.
+    path : path-like, optional
+        Explicit path of the HDF5 file.
+    use_d4rl : bool or 'auto', default='auto'
+        Whether the ``d4rl`` package may be used when the file is absent.
+
+    Returns
+    -------
+    dataset : dict of ndarray
+        The transition dict (``next_observations`` as stored in the file).
+
+    Examples
+    --------
+    >>> try:
+    ...     load_d4rl("hopper-nosuchdata-v2", data_dir="/nonexistent", use_d4rl=False)
+    ... except FileNotFoundError as e:
+    ...     print(str(e).splitlines()[0])
+    D4RL file for 'hopper-nosuchdata-v2' not found: /nonexistent/hopper_nosuchdata-v2.hdf5
+    """
+    if path is not None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"D4RL file for {task!r} not found: {file}")
+        return _read_hdf5_transitions(file)
+    directory = Path(data_dir).expanduser() if data_dir is not None else d4rl_dataset_dir()
+    file = directory / d4rl_filename(task)
+    if file.is_file():
+        return _read_hdf5_transitions(file)
+    if use_d4rl:
+        dataset = _load_with_d4rl(task, required=use_d4rl is True)
+        if dataset is not None:
+            return dataset
+    raise FileNotFoundError(
+        f"D4RL file for {task!r} not found: {file}\n"
+        f"Put {file.name} (from {D4RL_URL}{file.name}) in {directory}, set "
+        f"${D4RL_ENV_VAR} to the directory that holds it, or pass its path."
+    )
+
+
+def _load_with_d4rl(task: str, required: bool) -> dict[str, np.ndarray] | None:
+    try:
+        import d4rl  # noqa: F401  (registers the environments)
+        import gym
+    except Exception as exc:  # d4rl raises a plain Exception without MuJoCo 2.1
+        if required:
+            raise ImportError(
+                f"use_d4rl=True but d4rl/gym cannot be imported: {exc}"
+            ) from exc
+        return None
+    return _check_transitions(dict(gym.make(task).get_dataset()), task)
+
+
+def qlearning_transitions(dataset: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Transitions exactly as ``d4rl.qlearning_dataset`` builds them.
+
+    ``next_observations[i]`` is ``observations[i + 1]`` (a stored ``next_observations``
+    is ignored), the last row is dropped, and rows flagged as timeouts are dropped.
+
+    Parameters
+    ----------
+    dataset : dict of ndarray
+        A transition dict in file order, with ``timeouts``.
+
+    Returns
+    -------
+    transitions : dict of ndarray
+        Same keys, fewer rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = {"observations": np.arange(5.0)[:, None], "actions": np.zeros((5, 1)),
+    ...      "rewards": np.zeros(5), "terminals": np.zeros(5, bool),
+    ...      "timeouts": np.array([0, 1, 0, 0, 0], bool)}
+    >>> qlearning_transitions(d)["next_observations"].ravel().tolist()
+    [1.0, 3.0, 4.0]
+    """
+    obs = np.asarray(dataset["observations"])
+    n = len(obs) - 1
+    timeouts = np.asarray(dataset.get("timeouts", np.zeros(len(obs), bool)), dtype=bool)
+    keep = np.flatnonzero(~timeouts[:n])
+    out = {
+        "observations": obs[:n][keep],
+        "actions": np.asarray(dataset["actions"])[:n][keep],
+        "next_observations": obs[1:][keep],
+        "rewards": np.asarray(dataset["rewards"])[:n][keep],
+        "terminals": np.asarray(dataset["terminals"], dtype=bool)[:n][keep],
+        "timeouts": np.zeros(len(keep), dtype=bool),
+    }
+    return out
+
+
+# ------------------------------------------------------------------------------ Minari
+def minari_dataset_dir() -> Path:
+    """Minari's local root: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The directory (it may not exist).
+
+    Examples
+    --------
+    >>> isinstance(minari_dataset_dir(), Path)
+    True
+    """
+    return Path(os.environ.get(MINARI_ENV_VAR, MINARI_DEFAULT_DIR)).expanduser()
+
+
+def load_minari(
+    dataset_id: str, root: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
+    """Load a Minari dataset from its local root, without the ``minari`` package.
+
+    Reads ``<root>/<dataset_id>/data/main_data.hdf5``, whose ``episode_i`` groups hold
+    ``observations`` (T + 1 rows), ``actions``, ``rewards``, ``terminations`` and
+    ``truncations`` (T rows each).
+
+    Parameters
+    ----------
+    dataset_id : str
+        E.g. ``'mujoco/hopper/medium-v0'``.
+    root : path-like, optional
+        Minari's dataset root; default :func:`minari_dataset_dir`.
+
+    Returns
+    -------
+    dataset : dict of ndarray
+        The transition dict, episodes concatenated in order.
+
+    Examples
+    --------
+    >>> try:
+    ...     load_minari("mujoco/hopper/none-v0", root="/nonexistent")
+    ... except FileNotFoundError as e:
+    ...     print(str(e).split(":")[0])
+    Minari dataset 'mujoco/hopper/none-v0' not found
+    """
+    base = Path(root).expanduser() if root is not None else minari_dataset_dir()
+    file = base / dataset_id / "data" / "main_data.hdf5"
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"Minari dataset {dataset_id!r} not found: {file}\n"
+            f"Download it with `minari download {dataset_id}` or set ${MINARI_ENV_VAR}."
+        )
+    h5py = _h5py()
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_KEYS}
+    with h5py.File(file, "r") as f:
+        names = sorted(
+            (k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1])
+        )
+        if not names:
+            raise ValueError(f"{file} holds no episode_i groups.")
+        for name in names:
+            ep = f[name]
+            if not isinstance(ep["observations"], h5py.Dataset):
+                raise ValueError(
+                    f"{dataset_id}: dictionary observations are not supported; flatten them."
+                )
+            obs = ep["observations"][()]
+            steps = len(ep["actions"])
+            if len(obs) != steps + 1:
+                raise ValueError(
+                    f"{file}:{name}: expected {steps + 1} observations for {steps} steps, "
+                    f"got {len(obs)}."
+                )
+            parts["observations"].append(obs[:-1])
+            parts["next_observations"].append(obs[1:])
+            parts["actions"].append(ep["actions"][()])
+            parts["rewards"].append(ep["rewards"][()])
+            parts["terminals"].append(ep["terminations"][()].astype(bool))
+            parts["timeouts"].append(ep["truncations"][()].astype(bool))
+    return _check_transitions({k: np.concatenate(v) for k, v in parts.items()}, dataset_id)
+
+
+# ------------------------------------------------------------------------------ custom
+def load_transitions(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load transitions from a ``.pkl``, ``.npz`` or ``.hdf5``/``.h5`` file.
+
+    The file holds arrays under the D4RL keys; ``observations`` and ``actions`` are
+    required. Without ``next_observations``, they are taken from the following row
+    within each episode (episodes end at ``terminals`` or ``timeouts``; the last row of
+    an episode is dropped).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    dataset : dict of ndarray
+        The transition dict.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "t.npz")
+    >>> np.savez(f, observations=np.zeros((4, 2)), actions=np.zeros((4, 1)),
+    ...          next_observations=np.ones((4, 2)))
+    >>> load_transitions(f)["next_observations"].shape
+    (4, 2)
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"Dataset file not found: {file}")
+    suffix = file.suffix.lower()
+    if suffix == ".pkl":
+        with open(file, "rb") as fh:
+            raw = pickle.load(fh)
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f"{file}: expected a dict of arrays, got {type(raw).__name__}."
+            )
+        data = {k: np.asarray(v) for k, v in raw.items() if k in TRANSITION_KEYS}
+    elif suffix == ".npz":
+        with np.load(file, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in TRANSITION_KEYS if k in npz.files}
+    elif suffix in (".hdf5", ".h5"):
+        return _read_hdf5_transitions(file)
+    else:
+        raise ValueError(
+            f"Unsupported dataset file type {suffix!r}: use .pkl, .npz or .hdf5."
+        )
+    return _check_transitions(data, str(file))
+
+
+def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
+    missing = [k for k in ("observations", "actions") if k not in data]
+    if missing:
+        raise ValueError(f"{source}: missing required key(s) {missing}.")
+    data = {k: np.asarray(v) for k, v in data.items()}
+    n = len(data["observations"])
+    data.setdefault("rewards", np.zeros(n, dtype=np.float32))
+    data.setdefault("terminals", np.zeros(n, dtype=bool))
+    data.setdefault("timeouts", np.zeros(n, dtype=bool))
+    data["terminals"] = data["terminals"].astype(bool).ravel()
+    data["timeouts"] = data["timeouts"].astype(bool).ravel()
+    data["rewards"] = data["rewards"].ravel()
+    for key in ("observations", "actions", "next_observations"):
+        if key in data and data[key].ndim == 1:
+            data[key] = data[key][:, None]
+    if "next_observations" not in data:
+        data = _shift_within_episodes(data)
+        n = len(data["observations"])
+    bad = [k for k, v in data.items() if len(v) != n]
+    if bad:
+        raise ValueError(f"{source}: arrays {bad} do not have {n} rows like observations.")
+    return data
+
+
+def _shift_within_episodes(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ends = data["terminals"] | data["timeouts"]
+    n = len(data["observations"])
+    # row i has a successor unless it ends an episode or is the last row
+    keep = np.flatnonzero(~ends[: n - 1]) if n > 1 else np.array([], dtype=int)
+    out = {k: v[keep] for k, v in data.items()}
+    out["next_observations"] = data["observations"][keep + 1]
+    return out
+
+
+# ------------------------------------------------------------------------------ dispatch
+def load_dataset(
+    task: str | None = None,
+    data_path: str | os.PathLike | None = None,
+    next_observations: str = "stored",
+) -> dict[str, np.ndarray]:
+    """Load a dataset by task name or file.
+
+    Parameters
+    ----------
+    task : str, optional
+        A D4RL task (``'hopper-medium-v2'``) or a Minari dataset id, written
+        ``'minari:<namespace>/<env>/<name>-v0'`` or containing a ``/``.
+    data_path : path-like, optional
+        A ``.pkl``/``.npz``/``.hdf5`` file; for a D4RL task, the explicit path of its
+        HDF5 file.
+    next_observations : {'stored', 'qlearning'}, default='stored'
+        ``'stored'`` uses the file's ``next_observations``; ``'qlearning'`` rebuilds
+        the transitions as ``d4rl.qlearning_dataset`` does (see
+        :func:`qlearning_transitions`).
+
+    Returns
+    -------
+    dataset : dict of ndarray
+        The transition dict.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "t.npz")
+    >>> np.savez(f, observations=np.zeros((4, 2)), actions=np.zeros((4, 1)))
+    >>> len(load_dataset(data_path=f)["observations"])
+    3
+    """
+    if next_observations not in ("stored", "qlearning"):
+        raise ValueError(
+            f"next_observations must be 'stored' or 'qlearning'; got {next_observations!r}."
+        )
+    if task is None and data_path is None:
+        raise ValueError("Give a task name or a data_path.")
+    if task is not None and (task.startswith("minari:") or "/" in task):
+        data = load_minari(task.removeprefix("minari:"))
+    elif task is not None and task != "custom":
+        data = load_d4rl(task, path=data_path)
+    else:
+        data = load_transitions(data_path)
+    if next_observations == "qlearning":
+        data = qlearning_transitions(data)
+    return data
+
+
+def make_features(
+    dataset: dict[str, np.ndarray], layout: str | tuple[str, ...] = "next_obs_action"
+) -> np.ndarray:
+    """The feature matrix a density model of transitions is trained on.
+
+    Parameters
+    ----------
+    dataset : dict of ndarray
+        A transition dict.
+    layout : str or tuple of str, default='next_obs_action'
+        ``'next_obs_action'`` (``[next_observations, actions]``, what MOPO-style
+        reward penalties score), ``'obs_action'`` or ``'obs_action_next_obs'``, or a
+        tuple of dataset keys to concatenate.
+
+    Returns
+    -------
+    X : ndarray of shape (n_transitions, n_features)
+        float32 features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = {"observations": np.zeros((3, 2)), "actions": np.ones((3, 1)),
+    ...      "next_observations": np.full((3, 2), 2.0)}
+    >>> make_features(d)[0].tolist()
+    [2.0, 2.0, 1.0]
+    """
+    keys = FEATURE_LAYOUTS.get(layout, layout) if isinstance(layout, str) else layout
+    if isinstance(keys, str) or not all(k in dataset for k in keys):
+        raise ValueError(
+            f"Unknown feature layout {layout!r}: use one of {sorted(FEATURE_LAYOUTS)} "
+            f"or a tuple of dataset keys ({sorted(dataset)})."
+        )
+    return np.concatenate(
+        [
+            np.asarray(dataset[k], dtype=np.float32).reshape(len(dataset[k]), -1)
+            for k in keys
+        ],
+        axis=1,
+    )
+
+
+def episode_ids(dataset: dict[str, np.ndarray]) -> np.ndarray:
+    """Index of the episode each transition belongs to (episodes end at a terminal or
+    timeout).
+
+    Parameters
+    ----------
+    dataset : dict of ndarray
+        A transition dict in time order.
+
+    Returns
+    -------
+    ids : ndarray of shape (n_transitions,)
+        Episode indices, starting at 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> episode_ids({"terminals": np.array([0, 1, 0, 0], bool),
+    ...              "timeouts": np.array([0, 0, 0, 1], bool)}).tolist()
+    [0, 0, 1, 1]
+    """
+    ends = np.asarray(dataset["terminals"], bool) | np.asarray(dataset["timeouts"], bool)
+    return np.concatenate([[0], np.cumsum(ends[:-1])]).astype(int)
+
+
+def split_indices(
+    dataset: dict[str, np.ndarray],
+    val_ratio: float = 0.2,
+    test_ratio: float = 0.2,
+    shuffle: bool = False,
+    random_state=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/validation/test row indices of a transition dict.
+
+    Parameters
+    ----------
+    dataset : dict of ndarray
+        A transition dict in time order.
+    val_ratio, test_ratio : float, default=0.2
+        Approximate fractions of transitions for validation and test.
+    shuffle : bool, default=False
+        ``False`` splits in time order (train first, then validation, then test),
+        cutting only at episode boundaries so no episode is split; ``True`` assigns
+        whole episodes at random.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shuffle.
+
+    Returns
+    -------
+    train, val, test : ndarray of int
+        Row indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = {"terminals": np.tile([0, 0, 0, 1], 5).astype(bool), "timeouts": np.zeros(20, bool)}
+    >>> [len(i) for i in split_indices(d, 0.2, 0.2)]
+    [12, 4, 4]
+    """
+    from sklearn.utils import check_random_state
+
+    if val_ratio < 0 or test_ratio < 0 or val_ratio + test_ratio >= 1:
+        raise ValueError("val_ratio and test_ratio must be >= 0 and sum to less than 1.")
+    ids = episode_ids(dataset)
+    n_episodes = ids[-1] + 1 if len(ids) else 0
+    order = np.arange(n_episodes)
+    if shuffle:
+        order = check_random_state(random_state).permutation(n_episodes)
+    sizes = np.bincount(ids, minlength=n_episodes)[order]
+    cum = np.cumsum(sizes) / max(len(ids), 1)
+    # the split falls after the episode whose cumulative share first reaches the cut
+    n_train_ep = int(np.searchsorted(cum, 1 - val_ratio - test_ratio - 1e-12) + 1)
+    n_val_ep = int(np.searchsorted(cum, 1 - test_ratio - 1e-12) + 1) - n_train_ep
+    if test_ratio == 0:
+        n_val_ep = n_episodes - n_train_ep
+    groups = np.split(order, [n_train_ep, n_train_ep + n_val_ep])
+    rows = [np.flatnonzero(np.isin(ids, g)) for g in groups]
+    return rows[0], rows[1], rows[2]

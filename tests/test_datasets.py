@@ -1,0 +1,163 @@
+"""Dataset loaders on D4RL/Minari-format files generated from MuJoCo Hopper-v5."""
+
+import pickle
+
+import numpy as np
+import pytest
+from rl_data import write_d4rl_hdf5, write_minari
+
+from skvae import datasets as ds
+
+h5py = pytest.importorskip("h5py")
+
+
+def test_d4rl_filename_matches_download_names():
+    assert ds.d4rl_filename("hopper-medium-v2") == "hopper_medium-v2.hdf5"
+    assert (
+        ds.d4rl_filename("halfcheetah-medium-expert-v2")
+        == "halfcheetah_medium_expert-v2.hdf5"
+    )
+    with pytest.raises(ValueError, match="D4RL task"):
+        ds.d4rl_filename("hopper")
+
+
+def test_d4rl_by_task_name_from_env_dir(hopper, tmp_path, monkeypatch):
+    data = hopper["linear"]
+    write_d4rl_hdf5(tmp_path / "hopper_generated-v2.hdf5", data)
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    assert ds.d4rl_dataset_dir() == tmp_path
+    loaded = ds.load_d4rl("hopper-generated-v2", use_d4rl=False)
+    for k in ds.TRANSITION_KEYS:
+        np.testing.assert_array_equal(loaded[k], data[k])
+    assert loaded["observations"].shape == (3000, 11) and loaded["actions"].shape == (
+        3000,
+        3,
+    )
+    # explicit directory and explicit path
+    other = ds.load_d4rl("hopper-generated-v2", data_dir=tmp_path, use_d4rl=False)
+    np.testing.assert_array_equal(other["actions"], data["actions"])
+    via_path = ds.load_dataset(
+        "hopper-generated-v2", data_path=tmp_path / "hopper_generated-v2.hdf5"
+    )
+    np.testing.assert_array_equal(via_path["rewards"], data["rewards"])
+
+
+def test_d4rl_default_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("D4RL_DATASET_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ds.d4rl_dataset_dir() == tmp_path / ".d4rl" / "datasets"
+
+
+def test_missing_d4rl_file_says_what_to_put_where(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        ds.load_d4rl("walker2d-medium-replay-v2", data_dir=tmp_path, use_d4rl=False)
+    msg = str(err.value)
+    assert "walker2d_medium_replay-v2.hdf5" in msg and str(tmp_path) in msg
+    assert "D4RL_DATASET_DIR" in msg
+
+
+def test_corrupt_hdf5_is_a_clear_error(tmp_path):
+    bad = tmp_path / "hopper_broken-v2.hdf5"
+    bad.write_bytes(b"not an hdf5 file")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        ds.load_d4rl("hopper-broken-v2", data_dir=tmp_path, use_d4rl=False)
+
+
+def test_qlearning_transitions_match_d4rl_semantics(hopper):
+    data = hopper["uniform"]  # its episodes end by timeouts as well as terminals
+    q = ds.qlearning_transitions(data)
+    # reference: d4rl.qlearning_dataset's loop (terminate_on_end=False, with timeouts)
+    obs, nxt, acts = [], [], []
+    for i in range(len(data["rewards"]) - 1):
+        if data["timeouts"][i]:
+            continue
+        obs.append(data["observations"][i])
+        nxt.append(data["observations"][i + 1])
+        acts.append(data["actions"][i])
+    np.testing.assert_array_equal(q["observations"], np.array(obs))
+    np.testing.assert_array_equal(q["next_observations"], np.array(nxt))
+    np.testing.assert_array_equal(q["actions"], np.array(acts))
+    assert data["timeouts"].sum() > 0 and len(q["observations"]) < len(data["observations"])
+    # the stored next_observations differ where an episode ended (a reset follows)
+    assert not np.array_equal(data["next_observations"][:-1], data["observations"][1:])
+
+
+def test_minari_layout(hopper, tmp_path, monkeypatch):
+    data = hopper["uniform"]
+    write_minari(tmp_path, "generated/hopper/uniform-v0", data)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    loaded = ds.load_dataset("minari:generated/hopper/uniform-v0")
+    for k in ("observations", "actions", "next_observations", "rewards"):
+        np.testing.assert_allclose(loaded[k], data[k])
+    np.testing.assert_array_equal(loaded["terminals"], data["terminals"])
+    np.testing.assert_array_equal(loaded["timeouts"], data["timeouts"])
+    with pytest.raises(FileNotFoundError, match="minari download"):
+        ds.load_minari("generated/hopper/absent-v0", root=tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".npz", ".hdf5"])
+def test_custom_files(hopper, tmp_path, suffix):
+    data = hopper["linear"]
+    path = tmp_path / f"generated_hopper{suffix}"
+    if suffix == ".pkl":
+        with open(path, "wb") as f:
+            pickle.dump(data, f)
+    elif suffix == ".npz":
+        np.savez(path, **data)
+    else:
+        write_d4rl_hdf5(path, data)
+    loaded = ds.load_dataset(task="custom", data_path=path)
+    np.testing.assert_array_equal(loaded["next_observations"], data["next_observations"])
+
+
+def test_custom_file_without_next_observations(tmp_path, hopper):
+    data = {k: v for k, v in hopper["linear"].items() if k != "next_observations"}
+    np.savez(tmp_path / "t.npz", **data)
+    loaded = ds.load_transitions(tmp_path / "t.npz")
+    ends = data["terminals"] | data["timeouts"]
+    assert len(loaded["observations"]) == len(ends) - 1 - ends[:-1].sum()
+    np.testing.assert_array_equal(loaded["next_observations"][0], data["observations"][1])
+
+
+def test_custom_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ds.load_transitions(tmp_path / "absent.npz")
+    np.savez(tmp_path / "x.npz", actions=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="observations"):
+        ds.load_transitions(tmp_path / "x.npz")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(ValueError, match="Unsupported"):
+        ds.load_transitions(tmp_path / "x.csv")
+    np.savez(
+        tmp_path / "y.npz",
+        observations=np.zeros((3, 2)),
+        actions=np.zeros((4, 1)),
+        next_observations=np.zeros((3, 2)),
+    )
+    with pytest.raises(ValueError, match="rows"):
+        ds.load_transitions(tmp_path / "y.npz")
+
+
+def test_feature_layouts(hopper):
+    data = hopper["linear"]
+    X = ds.make_features(data)
+    np.testing.assert_array_equal(X, np.c_[data["next_observations"], data["actions"]])
+    assert ds.make_features(data, "obs_action").shape == (3000, 14)
+    assert ds.make_features(data, "obs_action_next_obs").shape == (3000, 25)
+    assert ds.make_features(data, ("actions",)).shape == (3000, 3)
+    with pytest.raises(ValueError, match="layout"):
+        ds.make_features(data, "next_obs")
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_splits_respect_episodes(hopper, shuffle):
+    data = hopper["linear"]
+    train, val, test = ds.split_indices(data, 0.2, 0.2, shuffle=shuffle, random_state=0)
+    assert len(train) + len(val) + len(test) == 3000
+    assert len(np.intersect1d(train, val)) == 0 and len(np.intersect1d(val, test)) == 0
+    ids = ds.episode_ids(data)
+    for a, b in [(train, val), (val, test), (train, test)]:
+        assert not set(ids[a]) & set(ids[b])  # no episode is split
+    assert abs(len(train) / 3000 - 0.6) < 0.1
+    if not shuffle:
+        assert train.max() < val.min() and val.max() < test.min()

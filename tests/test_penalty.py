@@ -1,0 +1,105 @@
+"""Reward penalties and the torch-native scoring path, on Hopper-v5 transitions."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from skvae import VAEOutlierDetector
+from skvae.datasets import make_features, split_indices
+from skvae.penalty import RewardPenalty
+
+
+@pytest.fixture(scope="module")
+def rl_model(hopper):
+    data = hopper["linear"]
+    train, _, test = split_indices(data, 0.1, 0.2)
+    X = make_features(data)
+    det = VAEOutlierDetector(max_samples=1.0, epochs=40, random_state=0).fit(X[train])
+    return det, X[test], make_features(hopper["uniform"])
+
+
+def test_penalty_higher_on_other_policy(rl_model):
+    det, X_in, X_out = rl_model
+    for kind in ["linear", "tanh", "softplus", "nll"]:
+        pen = RewardPenalty(det, kind=kind)
+        p_in, p_out = pen.penalty(X_in), pen.penalty(X_out)
+        assert p_out.mean() > p_in.mean(), kind
+        y = np.r_[np.zeros(len(p_in)), np.ones(len(p_out))]
+        assert roc_auc_score(y, np.r_[p_in, p_out]) > 0.9, kind
+
+
+def test_threshold_and_scores_share_units(rl_model):
+    det, X_in, _ = rl_model
+    pen = RewardPenalty(det)
+    assert pen.threshold_ == pytest.approx((det.offset_ - det.score_mean_) / det.score_std_)
+    # the fraction of training rows below the normalised threshold is the contamination
+    s_train = (-det.decision_scores_ - det.score_mean_) / det.score_std_
+    assert np.mean(s_train < pen.threshold_) == pytest.approx(det.contamination, abs=0.01)
+    s = pen.normalized_scores(X_in)
+    np.testing.assert_allclose(
+        s, (det.score_samples(X_in) - det.score_mean_) / det.score_std_
+    )
+
+
+def test_penalty_shapes_and_kinds(rl_model):
+    det, X_in, X_out = rl_model
+    X = np.r_[X_in[:50], X_out[:50]]
+    s = RewardPenalty(det).normalized_scores(X)
+    t = RewardPenalty(det).threshold_
+    lin = RewardPenalty(det, "linear", scale=2.0).penalty(X)
+    np.testing.assert_allclose(lin, np.maximum(0, 2.0 * (t - s)))
+    np.testing.assert_allclose(
+        RewardPenalty(det, "tanh").penalty(X), np.tanh(np.maximum(0, t - s))
+    )
+    np.testing.assert_allclose(
+        RewardPenalty(det, "softplus").penalty(X), np.logaddexp(0, t - s)
+    )
+    np.testing.assert_allclose(RewardPenalty(det, "nll").penalty(X), -s)
+    r = np.ones(100)
+    pen = RewardPenalty(det, "linear", coef=0.5)
+    np.testing.assert_allclose(pen.penalize(r, X), r - 0.5 * pen.penalty(X))
+    assert pen.penalize(r[:, None], X).shape == (100, 1)
+    with pytest.raises(ValueError, match="kind"):
+        RewardPenalty(det, kind="quadratic")
+    with pytest.raises(ValueError, match="fitted"):
+        RewardPenalty(VAEOutlierDetector())
+
+
+def test_torch_scoring_path_matches_numpy(rl_model):
+    det, X_in, _ = rl_model
+    t = torch.as_tensor(X_in[:300])
+    s_t = det.score_samples(t)
+    assert isinstance(s_t, torch.Tensor) and s_t.device == t.device
+    np.testing.assert_allclose(s_t.numpy(), det.score_samples(X_in[:300]), rtol=1e-10)
+    pen = RewardPenalty(det, "tanh")
+    rewards = torch.ones(300, dtype=torch.float32)
+    out = pen.penalize(rewards, t)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), 1 - pen.penalty(X_in[:300]), atol=1e-6)
+
+
+def test_torch_scoring_bad_input(rl_model):
+    det, X_in, _ = rl_model
+    with pytest.raises(ValueError, match="features"):
+        det.score_samples(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="2D"):
+        det.score_samples(torch.zeros(14))
+    with pytest.raises(ValueError, match="NaN"):
+        det.score_samples(torch.full((2, 14), float("nan")))
+    with pytest.raises(ValueError, match="0 sample"):
+        det.score_samples(torch.zeros(0, 14))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_scoring_on_cuda(rl_model):
+    det, X_in, _ = rl_model
+    import copy
+
+    gpu = copy.deepcopy(det)
+    gpu.module_.to("cuda", torch.float32)
+    gpu.device_ = torch.device("cuda")
+    t = torch.as_tensor(X_in[:300], device="cuda")
+    s = gpu.score_samples(t)
+    assert s.is_cuda
+    np.testing.assert_allclose(s.cpu().numpy(), det.score_samples(X_in[:300]), rtol=1e-4)
