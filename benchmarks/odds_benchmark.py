@@ -79,9 +79,7 @@ def run(data_dir, datasets, seeds, names, device, skvae_params):
     for ds in datasets:
         X, y = load_mat(data_dir / f"{ds}.mat")
         for seed in seeds:
-            X_tr, X_te, y_tr, y_te = train_test_split(
-                X, y, test_size=0.4, random_state=seed
-            )
+            X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.4, random_state=seed)
             scaler = StandardScaler().fit(X_tr)
             X_tr, X_te = scaler.transform(X_tr), scaler.transform(X_te)
             for name, det in make_detectors(names, seed, device, skvae_params).items():
@@ -125,9 +123,7 @@ def summarise(rows, datasets, names):
 
 
 def markdown(table, datasets, names):
-    head = (
-        "| dataset | " + " | ".join(f"{n} AUC | {n} AP | {n} fit s" for n in names) + " |"
-    )
+    head = "| dataset | " + " | ".join(f"{n} AUC | {n} AP | {n} fit s" for n in names) + " |"
     sep = "|---" * (1 + 3 * len(names)) + "|"
     lines = [head, sep]
     for ds in datasets:
@@ -207,9 +203,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     datasets = args.datasets or sorted(p.stem for p in args.data_dir.glob("*.mat"))
-    rows = run(
-        args.data_dir, datasets, args.seeds, args.detectors, args.device, args.skvae_params
-    )
+    rows = run(args.data_dir, datasets, args.seeds, args.detectors, args.device, args.skvae_params)
     table = summarise(rows, datasets, args.detectors)
     md = markdown(table, datasets, args.detectors)
     print(md)

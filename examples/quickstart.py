@@ -9,9 +9,7 @@ from skvae import VAEOutlierDetector
 rng = np.random.RandomState(0)
 # Inliers: a correlated 8-D Gaussian; outliers: points spread uniformly over a wide box.
 cov = 0.6 * np.ones((8, 8)) + 0.4 * np.eye(8)
-X = np.vstack(
-    [rng.multivariate_normal(np.zeros(8), cov, 2000), rng.uniform(-5, 5, (100, 8))]
-)
+X = np.vstack([rng.multivariate_normal(np.zeros(8), cov, 2000), rng.uniform(-5, 5, (100, 8))])
 y = np.r_[np.zeros(2000), np.ones(100)]  # 1 = outlier
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=0)
 

@@ -80,9 +80,7 @@ def write_minari(root: Path, dataset_id: str, data: dict) -> Path:
     with h5py.File(file, "w") as f:
         for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
             ep = f.create_group(f"episode_{i}")
-            obs = np.concatenate(
-                [data["observations"][a:b], data["next_observations"][b - 1 : b]]
-            )
+            obs = np.concatenate([data["observations"][a:b], data["next_observations"][b - 1 : b]])
             ep.create_dataset("observations", data=obs)
             ep.create_dataset("actions", data=data["actions"][a:b])
             ep.create_dataset("rewards", data=data["rewards"][a:b])

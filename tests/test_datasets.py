@@ -13,10 +13,7 @@ h5py = pytest.importorskip("h5py")
 
 def test_d4rl_filename_matches_download_names():
     assert ds.d4rl_filename("hopper-medium-v2") == "hopper_medium-v2.hdf5"
-    assert (
-        ds.d4rl_filename("halfcheetah-medium-expert-v2")
-        == "halfcheetah_medium_expert-v2.hdf5"
-    )
+    assert ds.d4rl_filename("halfcheetah-medium-expert-v2") == "halfcheetah_medium_expert-v2.hdf5"
     with pytest.raises(ValueError, match="D4RL task"):
         ds.d4rl_filename("hopper")
 

@@ -34,9 +34,7 @@ def manifold_with_outliers(n=800, n_out=40, seed=1):
     """A noisy circle in 3-D (a curved 1-D manifold) and points off it inside its hull."""
     rng = np.random.RandomState(seed)
     t = rng.uniform(0, 2 * np.pi, n)
-    inliers = np.c_[np.cos(t), np.sin(t), 0.5 * np.sin(2 * t)] + 0.03 * rng.normal(
-        size=(n, 3)
-    )
+    inliers = np.c_[np.cos(t), np.sin(t), 0.5 * np.sin(2 * t)] + 0.03 * rng.normal(size=(n, 3))
     outliers = rng.uniform(-0.6, 0.6, size=(n_out, 3))
     return np.vstack([inliers, outliers]), np.r_[np.zeros(n), np.ones(n_out)]
 
@@ -109,9 +107,7 @@ def test_fitted_attributes(fitted, data):
 
 def test_early_stopping_restores_best_weights(data):
     X, _ = data
-    det = VAEOutlierDetector(
-        epochs=300, patience=3, n_estimators=1, lr=3e-2, random_state=0
-    ).fit(X)
+    det = VAEOutlierDetector(epochs=300, patience=3, n_estimators=1, lr=3e-2, random_state=0).fit(X)
     assert det.n_epochs_ < 300
     val = np.array(det.history_["val_loss"])
     assert det.best_epoch_ == int(np.argmin(val)) + 1
@@ -137,9 +133,7 @@ def test_defaults_choose_architecture_from_data():
     rng = np.random.RandomState(0)
     det = VAEOutlierDetector(epochs=1, random_state=0).fit(rng.normal(size=(50, 100)))
     assert det.hidden_dims_ == (128, 64) and det.latent_dim_ == 16
-    det = VAEOutlierDetector(epochs=1, hidden_dims=[16], latent_dim=3).fit(
-        rng.normal(size=(50, 5))
-    )
+    det = VAEOutlierDetector(epochs=1, hidden_dims=[16], latent_dim=3).fit(rng.normal(size=(50, 5)))
     assert det.hidden_dims_ == (16,) and det.latent_dim_ == 3
 
 
@@ -238,9 +232,7 @@ def test_scores_invariant_to_batching_and_order(fitted, data, score_type):
     one_by_one = np.concatenate([det.score_samples(X[i : i + 1]) for i in range(50)])
     np.testing.assert_allclose(one_by_one, full[:50], rtol=1e-12)
     for size in (7, 100, 333):
-        parts = np.concatenate(
-            [det.score_samples(X[i : i + size]) for i in range(0, len(X), size)]
-        )
+        parts = np.concatenate([det.score_samples(X[i : i + size]) for i in range(0, len(X), size)])
         np.testing.assert_allclose(parts, full, rtol=1e-12)
     perm = np.random.RandomState(0).permutation(len(X))
     np.testing.assert_allclose(det.score_samples(X[perm]), full[perm], rtol=1e-12)

@@ -37,9 +37,7 @@ def test_threshold_and_scores_share_units(rl_model):
     s_train = (-det.decision_scores_ - det.score_mean_) / det.score_std_
     assert np.mean(s_train < pen.threshold_) == pytest.approx(det.contamination, abs=0.01)
     s = pen.normalized_scores(X_in)
-    np.testing.assert_allclose(
-        s, (det.score_samples(X_in) - det.score_mean_) / det.score_std_
-    )
+    np.testing.assert_allclose(s, (det.score_samples(X_in) - det.score_mean_) / det.score_std_)
 
 
 def test_penalty_shapes_and_kinds(rl_model):
@@ -49,12 +47,8 @@ def test_penalty_shapes_and_kinds(rl_model):
     t = RewardPenalty(det).threshold_
     lin = RewardPenalty(det, "linear", scale=2.0).penalty(X)
     np.testing.assert_allclose(lin, np.maximum(0, 2.0 * (t - s)))
-    np.testing.assert_allclose(
-        RewardPenalty(det, "tanh").penalty(X), np.tanh(np.maximum(0, t - s))
-    )
-    np.testing.assert_allclose(
-        RewardPenalty(det, "softplus").penalty(X), np.logaddexp(0, t - s)
-    )
+    np.testing.assert_allclose(RewardPenalty(det, "tanh").penalty(X), np.tanh(np.maximum(0, t - s)))
+    np.testing.assert_allclose(RewardPenalty(det, "softplus").penalty(X), np.logaddexp(0, t - s))
     np.testing.assert_allclose(RewardPenalty(det, "nll").penalty(X), -s)
     r = np.ones(100)
     pen = RewardPenalty(det, "linear", coef=0.5)

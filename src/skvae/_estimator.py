@@ -36,9 +36,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if match is None:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}."
-        )
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.")
     if not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available.")
     if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
@@ -371,9 +369,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             )
         return dims
 
-    def _split(
-        self, n_samples: int, rng: np.random.RandomState
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, n_samples: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
         n_val = int(self.validation_fraction * n_samples)
         perm = rng.permutation(n_samples)
         if n_val < 2 or n_samples - n_val < 1:
@@ -478,9 +474,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     best_value = monitored
                     best_epoch = epoch
                     since_best = 0
-                    best_state = {
-                        k: v.detach().clone() for k, v in module.state_dict().items()
-                    }
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
                 else:
                     since_best += 1
                     if self.patience is not None and since_best >= self.patience:

@@ -104,9 +104,7 @@ class VAEEnsemble(nn.Module):
         )
         # Latent noise for Monte-Carlo scores, drawn once per fitted model so that every
         # row (and every call) sees the same draws: scores are deterministic.
-        self.register_buffer(
-            "score_noise", torch.zeros(n_score_samples, n_members, 1, latent_dim)
-        )
+        self.register_buffer("score_noise", torch.zeros(n_score_samples, n_members, 1, latent_dim))
 
     @property
     def n_members(self) -> int:

@@ -34,9 +34,7 @@ def fit_scaling(X: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarr
     return center.astype(np.float64), scale.astype(np.float64)
 
 
-def apply_scaling(
-    X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: bool
-) -> np.ndarray:
+def apply_scaling(X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: bool) -> np.ndarray:
     """Scale ``X`` (float64 result), clipped to +-CLIP when ``clip``."""
     with np.errstate(over="ignore", invalid="ignore"):
         Z = (np.asarray(X, dtype=np.float64) - center) / scale

@@ -42,9 +42,7 @@ def _h5py():
     try:
         import h5py
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Reading HDF5 datasets needs h5py: pip install 'skvae[rl]'"
-        ) from exc
+        raise ImportError("Reading HDF5 datasets needs h5py: pip install 'skvae[rl]'") from exc
     return h5py
 
 
@@ -86,9 +84,7 @@ def d4rl_filename(task: str) -> str:
     """
     name, sep, version = task.rpartition("-v")
     if not sep or not version.isdigit() or not name:
-        raise ValueError(
-            f"Not a D4RL task name (expected e.g. 'hopper-medium-v2'): {task!r}"
-        )
+        raise ValueError(f"Not a D4RL task name (expected e.g. 'hopper-medium-v2'): {task!r}")
     return f"{name.replace('-', '_')}-v{version}.hdf5"
 
 
@@ -165,9 +161,7 @@ def _load_with_d4rl(task: str, required: bool) -> dict[str, np.ndarray] | None:
         import gym
     except Exception as exc:  # d4rl raises a plain Exception without MuJoCo 2.1
         if required:
-            raise ImportError(
-                f"use_d4rl=True but d4rl/gym cannot be imported: {exc}"
-            ) from exc
+            raise ImportError(f"use_d4rl=True but d4rl/gym cannot be imported: {exc}") from exc
         return None
     return _check_transitions(dict(gym.make(task).get_dataset()), task)
 
@@ -229,9 +223,7 @@ def minari_dataset_dir() -> Path:
     return Path(os.environ.get(MINARI_ENV_VAR, MINARI_DEFAULT_DIR)).expanduser()
 
 
-def load_minari(
-    dataset_id: str, root: str | os.PathLike | None = None
-) -> dict[str, np.ndarray]:
+def load_minari(dataset_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Load a Minari dataset from its local root, without the ``minari`` package.
 
     Reads ``<root>/<dataset_id>/data/main_data.hdf5``, whose ``episode_i`` groups hold
@@ -331,9 +323,7 @@ def load_transitions(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with open(file, "rb") as fh:
             raw = pickle.load(fh)
         if not isinstance(raw, dict):
-            raise ValueError(
-                f"{file}: expected a dict of arrays, got {type(raw).__name__}."
-            )
+            raise ValueError(f"{file}: expected a dict of arrays, got {type(raw).__name__}.")
         data = {k: np.asarray(v) for k, v in raw.items() if k in TRANSITION_KEYS}
     elif suffix == ".npz":
         with np.load(file, allow_pickle=False) as npz:
@@ -341,9 +331,7 @@ def load_transitions(path: str | os.PathLike) -> dict[str, np.ndarray]:
     elif suffix in (".hdf5", ".h5"):
         return _read_hdf5_transitions(file)
     else:
-        raise ValueError(
-            f"Unsupported dataset file type {suffix!r}: use .pkl, .npz or .hdf5."
-        )
+        raise ValueError(f"Unsupported dataset file type {suffix!r}: use .pkl, .npz or .hdf5.")
     return _check_transitions(data, str(file))
 
 
@@ -466,10 +454,7 @@ def make_features(
             f"or a tuple of dataset keys ({sorted(dataset)})."
         )
     return np.concatenate(
-        [
-            np.asarray(dataset[k], dtype=np.float32).reshape(len(dataset[k]), -1)
-            for k in keys
-        ],
+        [np.asarray(dataset[k], dtype=np.float32).reshape(len(dataset[k]), -1) for k in keys],
         axis=1,
     )
 

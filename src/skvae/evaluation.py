@@ -204,9 +204,7 @@ def make_synthetic(
     ((100, 3), 5)
     """
     if anomaly_type not in ANOMALY_TYPES:
-        raise ValueError(
-            f"anomaly_type must be one of {ANOMALY_TYPES}; got {anomaly_type!r}."
-        )
+        raise ValueError(f"anomaly_type must be one of {ANOMALY_TYPES}; got {anomaly_type!r}.")
     if n_features < 2:
         raise ValueError(f"n_features must be at least 2; got {n_features}.")
     if not 0 < anomaly_fraction < 1:
@@ -227,9 +225,7 @@ def make_synthetic(
     lo, hi = normal.min(0), normal.max(0)
     span = hi - lo
     if anomaly_type == "outlier":
-        anomaly = rng.uniform(
-            lo - 1.5 * span, hi + 1.5 * span, size=(n_anomaly, n_features)
-        )
+        anomaly = rng.uniform(lo - 1.5 * span, hi + 1.5 * span, size=(n_anomaly, n_features))
     elif anomaly_type == "cluster":
         centre = hi + 0.5 * span
         anomaly = centre + 0.05 * span * rng.normal(size=(n_anomaly, n_features))
