@@ -281,7 +281,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None) -> VAEOutlierDetector:
+    def fit(self, X, y=None, *, validation_data=None) -> VAEOutlierDetector:
         """Fit the VAE(s) to ``X``.
 
         Parameters
@@ -290,6 +290,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             Training data (may contain some outliers).
         y : Ignored
             Not used, present for API consistency.
+        validation_data : array-like of shape (n_val, n_features), optional
+            Held-out rows to monitor for early stopping instead of a random
+            ``validation_fraction`` of ``X`` (e.g. the later episodes of an offline-RL
+            dataset); all of ``X`` is then used for training.
 
         Returns
         -------
@@ -322,9 +326,17 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         module.reset_parameters(init_gen)
         module.to(device)
 
-        train_idx, val_idx = self._split(n_samples, rng)
+        if validation_data is not None:
+            X_val = validate_data(
+                self, validation_data, dtype=[np.float64, np.float32], reset=False
+            )
+            Z_val = torch.from_numpy(to_float32(apply_scaling(X_val, center, scale, clip)))
+            train_idx, Z_val = np.arange(n_samples), Z_val.to(device)
+        else:
+            train_idx, val_idx = self._split(n_samples, rng)
+            Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
         history, n_epochs, best_epoch = self._train(
-            module, Z, train_idx, val_idx, rng, seed, device
+            module, Z, train_idx, Z_val, rng, seed, device
         )
         module.eval()
         module.to(dtype=scoring_dtype(device))
@@ -383,7 +395,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             return min(int(self.max_samples), n_train)
         return max(1, int(self.max_samples * n_train))
 
-    def _train(self, module, Z, train_idx, val_idx, rng, seed, device):
+    def _train(self, module, Z, train_idx, Z_val, rng, seed, device):
         n_members = self.n_estimators
         n_rows = self._member_rows(len(train_idx))
         # Each member's subsample of training rows, drawn without replacement.
@@ -397,8 +409,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             epochs = max(1, -(-AUTO_STEPS // steps_per_epoch))
         else:
             epochs = int(self.epochs)
-        Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
-        use_val = len(val_idx) > 0
+        use_val = len(Z_val) > 0
         beta = float(self.beta)
 
         gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -444,12 +455,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 if use_val:
                     module.eval()
                     with torch.inference_mode():
-                        nll, kl = module.loss_terms(Z_val, None)
-                        values += [
-                            float((nll + beta * kl).mean()),
-                            float(nll.mean()),
-                            float(kl.mean()),
-                        ]
+                        val_sums = torch.zeros(2, device=device, dtype=torch.float64)
+                        for rows in gen_batches(len(Z_val), SCORE_CHUNK):
+                            nll, kl = module.loss_terms(Z_val[rows], None)
+                            val_sums += torch.stack([nll.mean(0).sum(), kl.mean(0).sum()])
+                        val_nll, val_kl = (val_sums / len(Z_val)).tolist()
+                        values += [val_nll + beta * val_kl, val_nll, val_kl]
                 for key, value in zip(keys, values):
                     history[key].append(value)
                 monitored = values[3] if use_val else values[0]
