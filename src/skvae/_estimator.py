@@ -335,9 +335,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             train_idx, val_idx = self._split(n_samples, rng)
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
-        history, n_epochs, best_epoch = self._train(
-            module, Z, train_idx, Z_val, rng, seed, device
-        )
+        history, n_epochs, best_epoch = self._train(module, Z, train_idx, Z_val, rng, seed, device)
         module.eval()
         module.to(dtype=scoring_dtype(device))
 
