@@ -15,45 +15,19 @@ import numpy as np
 
 
 def rollout_hopper(policy: str, n_steps: int, seed: int = 0, max_episode_steps: int = 40):
-    """Run Hopper-v5 under ``policy`` for ``n_steps`` transitions (D4RL keys)."""
-    import gymnasium as gym
+    """Run Hopper-v5 under ``policy`` ('uniform' or 'linear') for ``n_steps`` transitions."""
+    from skvae.datasets import collect_transitions
 
-    env = gym.make("Hopper-v5", max_episode_steps=max_episode_steps)
-    rng = np.random.RandomState(seed)
-    weights = np.random.RandomState(1234).normal(scale=0.5, size=(3, 11))
-    bias = np.array([0.5, -0.5, 0.3])
-    obs, _ = env.reset(seed=seed)
-    keys = (
-        "observations",
-        "actions",
-        "next_observations",
-        "rewards",
-        "terminals",
-        "timeouts",
-    )
-    out = {k: [] for k in keys}
-    for _ in range(n_steps):
-        if policy == "uniform":
-            action = rng.uniform(-1, 1, size=3)
-        elif policy == "linear":
-            action = np.tanh(weights @ obs + bias) + 0.1 * rng.normal(size=3)
-            action = np.clip(action, -1, 1)
-        else:
-            raise ValueError(policy)
-        next_obs, reward, terminated, truncated, _ = env.step(action.astype(np.float32))
-        for k, v in zip(keys, (obs, action, next_obs, reward, terminated, truncated)):
-            out[k].append(v)
-        if terminated or truncated:
-            obs, _ = env.reset(seed=int(rng.randint(1 << 30)))
-        else:
-            obs = next_obs
-    env.close()
-    data = {k: np.asarray(v) for k, v in out.items()}
-    for k in ("observations", "actions", "next_observations", "rewards"):
-        data[k] = data[k].astype(np.float32)
-    data["terminals"] = data["terminals"].astype(bool)
-    data["timeouts"] = data["timeouts"].astype(bool)
-    return data
+    if policy == "linear":
+        weights = np.random.RandomState(1234).normal(scale=0.5, size=(3, 11))
+        bias = np.array([0.5, -0.5, 0.3])
+
+        def policy(obs, rng):
+            return np.tanh(weights @ obs + bias) + 0.1 * rng.normal(size=3)
+
+    elif policy != "uniform":
+        raise ValueError(policy)
+    return collect_transitions("Hopper-v5", policy, n_steps, seed, max_episode_steps)
 
 
 def write_d4rl_hdf5(path: Path, data: dict) -> Path:

@@ -537,3 +537,79 @@ def split_indices(
     groups = np.split(order, [n_train_ep, n_train_ep + n_val_ep])
     rows = [np.flatnonzero(np.isin(ids, g)) for g in groups]
     return rows[0], rows[1], rows[2]
+
+
+# ------------------------------------------------------------------------------ collection
+def collect_transitions(
+    env,
+    policy="uniform",
+    n_steps: int = 1000,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Run a Gymnasium environment under a policy and record a transition dict.
+
+    Parameters
+    ----------
+    env : str or gymnasium.Env
+        An environment id (e.g. ``'Hopper-v5'``, needs ``gymnasium[mujoco]``) or an
+        environment with a Box action space.
+    policy : 'uniform' or callable, default='uniform'
+        ``'uniform'`` samples actions uniformly from the action space; a callable
+        maps ``(observation, rng)`` to an action.
+    n_steps : int, default=1000
+        Number of transitions to record.
+    seed : int, default=0
+        Seeds the environment resets and the policy's ``rng``.
+    max_episode_steps : int, optional
+        Episode length limit for an environment given by id; reaching it is recorded
+        as a timeout.
+
+    Returns
+    -------
+    dataset : dict of ndarray
+        The transition dict (D4RL keys) in time order.
+
+    Examples
+    --------
+    >>> d = collect_transitions("Hopper-v5", n_steps=50, seed=0)  # doctest: +SKIP
+    >>> d["observations"].shape  # doctest: +SKIP
+    (50, 11)
+    """
+    try:
+        import gymnasium as gym
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("collect_transitions needs gymnasium: pip install 'skvae[rl]'") from exc
+    own = isinstance(env, str)
+    if own:
+        kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+        env = gym.make(env, **kwargs)
+    rng = np.random.RandomState(seed)
+    low, high = env.action_space.low, env.action_space.high
+    if policy == "uniform":
+
+        def policy(_obs, rng):
+            return rng.uniform(low, high)
+
+    elif not callable(policy):
+        raise ValueError(f"policy must be 'uniform' or a callable; got {policy!r}.")
+    keys = ("observations", "actions", "next_observations", "rewards", "terminals", "timeouts")
+    out: dict[str, list] = {k: [] for k in keys}
+    obs, _ = env.reset(seed=seed)
+    for _ in range(n_steps):
+        action = np.clip(np.asarray(policy(obs, rng), dtype=np.float32), low, high)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(keys, (obs, action, next_obs, reward, terminated, truncated)):
+            out[key].append(value)
+        if terminated or truncated:
+            obs, _ = env.reset(seed=int(rng.randint(1 << 30)))
+        else:
+            obs = next_obs
+    if own:
+        env.close()
+    data = {k: np.asarray(v) for k, v in out.items()}
+    for key in ("observations", "actions", "next_observations", "rewards"):
+        data[key] = data[key].astype(np.float32)
+    data["terminals"] = data["terminals"].astype(bool)
+    data["timeouts"] = data["timeouts"].astype(bool)
+    return data
