@@ -1,6 +1,7 @@
 """skvae: a variational autoencoder as a scikit-learn outlier detector."""
 
 from ._estimator import VAEOutlierDetector
+from ._persistence import load, save
 from .evaluation import evaluate_anomaly_detection, evaluate_labelled, make_synthetic
 from .penalty import RewardPenalty
 
@@ -10,6 +11,8 @@ __all__ = [
     "evaluate_anomaly_detection",
     "evaluate_labelled",
     "make_synthetic",
+    "save",
+    "load",
     "__version__",
 ]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -693,6 +694,25 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return int(member)
 
     # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Write the fitted detector to a file that executes no code when loaded.
+
+        See :func:`skvae.save`; load it with :func:`skvae.load`.
+
+        Parameters
+        ----------
+        path : path-like
+            Destination file (``.skvae`` is conventional).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The file written.
+        """
+        from ._persistence import save
+
+        return save(self, path)
+
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         module = state.get("module_")
