@@ -1,0 +1,89 @@
+"""Evaluation helpers and synthetic data."""
+
+import numpy as np
+import pytest
+
+from skvae import VAEOutlierDetector, evaluate_anomaly_detection, evaluate_labelled, make_synthetic
+from skvae.evaluation import ANOMALY_TYPES
+
+
+@pytest.mark.parametrize("kind", ANOMALY_TYPES)
+def test_make_synthetic_kinds(kind):
+    X, y = make_synthetic(400, 5, anomaly_type=kind, anomaly_fraction=0.1, random_state=0)
+    assert X.shape == (400, 5) and y.sum() == 40 and set(np.unique(y)) == {0, 1}
+    X2, _ = make_synthetic(400, 5, anomaly_type=kind, anomaly_fraction=0.1, random_state=0)
+    np.testing.assert_array_equal(X, X2)
+    X3, _ = make_synthetic(400, 5, anomaly_type=kind, anomaly_fraction=0.1, random_state=1)
+    assert not np.array_equal(X, X3)
+    normal, anomaly = X[y == 0], X[y == 1]
+    dist_normal = np.linalg.norm(normal - normal.mean(0), axis=1).mean()
+    dist_anomaly = np.linalg.norm(anomaly - normal.mean(0), axis=1).mean()
+    if kind in ("outlier", "cluster"):
+        assert dist_anomaly > 1.5 * dist_normal
+
+
+def test_make_synthetic_errors():
+    with pytest.raises(ValueError, match="anomaly_type"):
+        make_synthetic(100, 3, anomaly_type="weird")
+    with pytest.raises(ValueError, match="n_features"):
+        make_synthetic(100, 1)
+    with pytest.raises(ValueError, match="anomaly_fraction"):
+        make_synthetic(100, 3, anomaly_fraction=1.5)
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    X, y = make_synthetic(1200, 4, anomaly_type="outlier", random_state=0)
+    det = VAEOutlierDetector(contamination=0.05, random_state=0).fit(X[y == 0][:800])
+    return det, X, y
+
+
+def test_evaluate_both_forms_agree(model_and_data):
+    det, X, y = model_and_data
+    test_normal, anomalies = X[y == 0][800:], X[y == 1]
+    r1 = evaluate_anomaly_detection(det, test_normal, anomalies)
+    r2 = evaluate_labelled(
+        det,
+        np.vstack([test_normal, anomalies]),
+        np.r_[np.zeros(len(test_normal)), np.ones(len(anomalies))],
+    )
+    assert r1.to_dict() == r2.to_dict()
+    assert r1.roc_auc > 0.95 and r1["roc_auc"] == r1.roc_auc
+    assert 0 <= r1.accuracy <= 1 and 0 <= r1.f1 <= 1 and r1.recall > 0.8
+    assert r1.normal_score_mean > r1.anomaly_score_mean
+    assert r1.threshold == det.offset_
+    assert r1.n_normal == len(test_normal) and r1.n_anomaly == len(anomalies)
+    assert set(r1.keys()) >= {"roc_auc", "accuracy", "normal_score_mean", "anomaly_score_std"}
+
+
+def test_evaluate_needs_both_classes(model_and_data):
+    det, X, y = model_and_data
+    with pytest.raises(ValueError, match="both classes"):
+        evaluate_labelled(det, X[y == 0], np.zeros((y == 0).sum()))
+
+
+def test_evaluate_with_plot(model_and_data):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    det, X, y = model_and_data
+    report = evaluate_labelled(det, X, y, plot=True)
+    assert len(report.figure.axes) == 3
+
+
+def test_package_imports_without_matplotlib():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import skvae, skvae.plotting, skvae.evaluation\n"
+        "try:\n"
+        "    skvae.plotting.plot_score_histogram([0.0, 1.0])\n"
+        "except ImportError as e:\n"
+        "    print('ImportError:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "skvae[plot]" in out.stdout
