@@ -429,3 +429,15 @@ def test_extreme_but_finite_input_gives_finite_scores():
     det = VAEOutlierDetector(epochs=3, random_state=0).fit(X)
     s = det.score_samples(np.vstack([X, [[1e300, -1e300, 1e-300]]]))
     assert np.isfinite(s).all()
+
+
+def test_precision(data):
+    X, _ = data
+    d64 = VAEOutlierDetector(**FAST).fit(X)
+    d32 = VAEOutlierDetector(precision="float32", **FAST).fit(X)
+    assert next(d64.module_.parameters()).dtype == torch.float64  # 'auto' on the CPU
+    assert next(d32.module_.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(d32.score_samples(X), d64.score_samples(X), rtol=1e-4)
+    assert d32.score_samples(X).dtype == np.float64
+    restored = pickle.loads(pickle.dumps(d32))
+    assert next(restored.module_.parameters()).dtype == torch.float32

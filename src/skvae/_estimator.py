@@ -26,7 +26,7 @@ AUTO_MAX_SAMPLES = 128
 # Held-out rows the validation loss is computed on, at most (a fixed random subset).
 MAX_VALIDATION_ROWS = 1024
 # Rows scored per forward pass: memory is O(SCORE_CHUNK), not O(n_samples).
-SCORE_CHUNK = 16384
+SCORE_CHUNK = 2048
 
 
 def resolve_device(device: str) -> torch.device:
@@ -48,11 +48,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def scoring_dtype(device: torch.device) -> torch.dtype:
-    """Precision of the fitted network: float64 on the CPU, where a row's score then does
-    not depend on the other rows scored with it (float32 CPU kernels change their
-    summation order with the batch shape); float32 on CUDA, where float64 is slow."""
-    return torch.float32 if device.type == "cuda" else torch.float64
+def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """Precision of the fitted network. ``'auto'`` is float64 on the CPU, where a row's
+    score then does not depend on the other rows scored with it (float32 CPU kernels
+    change their summation order with the batch shape), and float32 on CUDA, where
+    float64 is slow."""
+    if precision == "auto":
+        return torch.float32 if device.type == "cuda" else torch.float64
+    return torch.float32 if precision == "float32" else torch.float64
 
 
 def default_latent_dim(n_features: int) -> int:
@@ -145,6 +148,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         median and divides by the IQR-based standard deviation, ``'standard'`` by mean
         and standard deviation; both clip scaled values to +-10. ``None`` uses the
         data as given.
+    precision : {'auto', 'float32', 'float64'}, default='auto'
+        Floating-point precision of the fitted network (training is float32).
+        ``'auto'`` scores in float64 on the CPU, which makes a row's score independent
+        of the rows scored with it (as scikit-learn's checks require) at about a third
+        of float32's throughput, and in float32 on CUDA. ``'float32'`` on the CPU is
+        faster; scores then vary in the last digits (about 1e-6 relative) with the
+        batch they are computed in.
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     random_state : int, RandomState instance or None, default=None
@@ -233,6 +243,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "n_score_samples": [Interval(Integral, 1, None, closed="left")],
         "decoder_variance": [StrOptions({"feature", "sample"})],
         "scaling": [StrOptions({"robust", "standard"}), None],
+        "precision": [StrOptions({"auto", "float32", "float64"})],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -257,6 +268,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         n_score_samples: int = 10,
         decoder_variance: str = "feature",
         scaling: str | None = "robust",
+        precision: str = "auto",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -277,6 +289,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.n_score_samples = n_score_samples
         self.decoder_variance = decoder_variance
         self.scaling = scaling
+        self.precision = precision
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -338,9 +351,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
         history, n_epochs, best_epoch = self._train(module, Z, train_idx, Z_val, rng, seed, device)
         module.eval()
-        module.to(dtype=scoring_dtype(device))
+        module.to(dtype=scoring_dtype(device, self.precision))
 
-        scores = self._score_scaled(module, Z.to(scoring_dtype(device)))
+        scores = self._score_scaled(module, Z.to(scoring_dtype(device, self.precision)))
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
@@ -514,7 +527,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _scaled_tensor(self, X: np.ndarray) -> torch.Tensor:
         Z = apply_scaling(X, self.center_, self.scale_, self.scaling is not None)
-        return torch.from_numpy(Z).to(self.device_, scoring_dtype(self.device_))
+        return torch.from_numpy(Z).to(self.device_, self._dtype())
 
     def score_samples(self, X) -> np.ndarray:
         """Normality score of each sample: higher is more normal.
@@ -561,7 +574,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             raise ValueError("Found a tensor with 0 sample(s); a minimum of 1 is required.")
         if X.is_complex() or X.dtype == torch.bool:
             raise TypeError(f"Cannot score a tensor of dtype {X.dtype}.")
-        dtype = scoring_dtype(self.device_)
+        dtype = self._dtype()
         center = torch.as_tensor(self.center_, dtype=dtype, device=self.device_)
         scale = torch.as_tensor(self.scale_, dtype=dtype, device=self.device_)
         scores = []
@@ -681,11 +694,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         with torch.inference_mode():
             for m in np.unique(member):
                 rows = np.flatnonzero(member == m)
-                zt = torch.from_numpy(z[rows]).to(self.device_, scoring_dtype(self.device_))
+                zt = torch.from_numpy(z[rows]).to(self.device_, self._dtype())
                 stacked = zt.unsqueeze(0).expand(self.module_.n_members, -1, -1)
                 mean, _ = self.module_.decode(stacked.contiguous())
                 out[rows] = mean[m].double().cpu().numpy()
         return out * self.scale_ + self.center_
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.module_.parameters()).dtype
 
     def _check_member(self, member: int) -> int:
         n = self.module_.n_members
@@ -736,7 +752,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             device = torch.device(state.get("device_", "cpu"))
             if device.type == "cuda" and not torch.cuda.is_available():
                 device = torch.device("cpu")
-            state["module_"] = module.to(device, scoring_dtype(device))
+            precision = state.get("precision", "auto")
+            state["module_"] = module.to(device, scoring_dtype(device, precision))
             state["device_"] = device
         super().__setstate__(state)
 

@@ -140,15 +140,16 @@ class VAEEnsemble(nn.Module):
         return mu, logvar.clamp(*ENCODER_LOGVAR_BOUNDS)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of p(x|z), each (members, rows, features)."""
+        """Mean (members, rows, features) and log-variance of p(x|z); the log-variance
+        is (members, 1, features) when it is learned per feature."""
         h = z
         for layer in self.decoder_layers:
             h = torch.relu(layer(h))
         out = self.decoder_head(h)
         if self.decoder_logvar is None:
             mean, logvar = out.chunk(2, dim=-1)
-        else:
-            mean, logvar = out, self.decoder_logvar.expand_as(out)
+        else:  # (members, 1, features): broadcast over rows, never materialised
+            mean, logvar = out, self.decoder_logvar
         return mean, logvar.clamp(*DECODER_LOGVAR_BOUNDS)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
@@ -167,8 +168,9 @@ class VAEEnsemble(nn.Module):
     def gaussian_log_likelihood(
         x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:
-        """log N(x; mean, exp(logvar)) summed over features."""
-        return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+        """log N(x; mean, exp(logvar)) summed over features (``logvar`` may broadcast)."""
+        quadratic = ((x - mean).square() * torch.exp(-logvar)).sum(-1)
+        return -0.5 * (quadratic + (logvar + LOG_2PI).sum(-1))
 
     @staticmethod
     def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -202,7 +202,7 @@ def load(path: str | os.PathLike, device: str | None = None):
             device = "cpu"
     dev = resolve_device(device)
     module.eval()
-    detector.module_ = module.to(dev, scoring_dtype(dev))
+    detector.module_ = module.to(dev, scoring_dtype(dev, detector.precision))
     detector.device_ = dev
     detector.n_features_in_ = fitted["n_features_in"]
     if fitted["feature_names_in"] is not None:

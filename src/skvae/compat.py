@@ -386,7 +386,7 @@ class VAE(nn.Module):
         """Make ``detector`` a fitted estimator around ``net`` (after loading)."""
         det = self.detector
         self.net.eval()
-        self.net.to(device, scoring_dtype(device))
+        self.net.to(device, scoring_dtype(device, det.precision))
         det.module_ = self.net
         det.device_ = device
         det.center_ = self.center.cpu().numpy().astype(np.float64)
