@@ -1,0 +1,253 @@
+"""Throughput and memory as the data grows: skvae against PyOD's VAE, in one run.
+
+For n = 1e4, 1e5, 1e6 rows of d = 20 features (a correlated Gaussian), each
+measurement runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its own:
+
+- ``fit``: skvae's default fit (a 5-member ensemble on 128-row subsamples, so its cost
+  does not grow with n), skvae with ``max_samples=1.0, n_estimators=1`` (every row, as
+  for density modelling: seconds per epoch), PyOD's VAE with ``epoch_num=1`` (seconds
+  per epoch at its defaults);
+- ``score``: rows/second of skvae's ``score_samples`` (``precision='auto'``, float64 on
+  the CPU, and ``'float32'``) and of PyOD VAE's ``decision_function``;
+- ``ceiling``: rows/second the network's matrix multiplies alone reach on this machine
+  (the same GEMM shapes, chunk by chunk, without the element-wise work), i.e. what its
+  FLOPs allow.
+
+``--memory`` instead scores 1e5, 1e6 and 1e7 rows and reports peak RSS minus the input
+array, which stays flat when scoring memory is O(chunk), not O(n).
+
+Example::
+
+    python benchmarks/scaling_benchmark.py --out benchmarks/output/scaling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+D = 20
+
+
+def make_data(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.RandomState(seed)
+    cov = 0.5 * np.ones((D, D)) + 0.5 * np.eye(D)
+    return rng.multivariate_normal(np.zeros(D), cov, size=n)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_case(case: str, n: int, device: str) -> dict:
+    """One measurement, in this (fresh) process."""
+    import torch
+
+    from skvae import VAEOutlierDetector
+
+    out: dict = {"case": case, "n": n}
+    if case.startswith("score") or case == "ceiling":
+        train = make_data(20000, seed=1)
+        X = make_data(n)
+        base_rss = peak_rss_mb()
+        if case == "score_pyod_vae":
+            from pyod.models.vae import VAE
+
+            det = VAE(verbose=0, epoch_num=1, device=device).fit(train)
+            det.decision_function(X[:1000])
+            t = time.perf_counter()
+            det.decision_function(X)
+        else:
+            precision = "float32" if case == "score_skvae_float32" else "auto"
+            det = VAEOutlierDetector(
+                epochs=2, precision=precision, device=device, random_state=0
+            ).fit(train)
+            det.score_samples(X[:4096])
+            if case == "ceiling":
+                out.update(gemm_ceiling(det, n))
+                return out
+            t = time.perf_counter()
+            det.score_samples(X)
+        seconds = time.perf_counter() - t
+        out["rows_per_second"] = n / seconds
+        out["seconds"] = seconds
+        out["input_mb"] = X.nbytes / 2**20
+        out["peak_rss_mb"] = peak_rss_mb()
+        out["peak_rss_minus_input_mb"] = out["peak_rss_mb"] - out["input_mb"]
+        out["rss_before_scoring_mb"] = base_rss
+        return out
+
+    X = make_data(n)
+    warm = make_data(500, seed=2)  # first calls pay one-off costs: pay them outside the timing
+    if case == "fit_pyod_vae":
+        from pyod.models.vae import VAE
+
+        VAE(verbose=0, epoch_num=1, device=device).fit(warm)
+        det = VAE(verbose=0, epoch_num=1, device=device)
+        t = time.perf_counter()
+        det.fit(X)
+        out["seconds_per_epoch"] = time.perf_counter() - t
+    elif case == "fit_skvae_default":
+        VAEOutlierDetector(epochs=2, device=device).fit(warm)
+        det = VAEOutlierDetector(device=device, random_state=0)
+        t = time.perf_counter()
+        det.fit(X)
+        out["seconds"] = time.perf_counter() - t
+        out["epochs"] = det.n_epochs_
+    elif case == "fit_skvae_all_rows":
+        VAEOutlierDetector(epochs=2, max_samples=1.0, n_estimators=1, device=device).fit(warm)
+        det = VAEOutlierDetector(
+            max_samples=1.0,
+            n_estimators=1,
+            epochs=1,
+            validation_fraction=0.0,
+            device=device,
+            random_state=0,
+        )
+        t = time.perf_counter()
+        det.fit(X)
+        out["seconds_per_epoch"] = time.perf_counter() - t
+    else:
+        raise ValueError(case)
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def gemm_ceiling(det, n: int) -> dict:
+    """Rows/second of the network's matrix multiplies alone, at the scoring chunk size."""
+    import torch
+
+    from skvae._estimator import SCORE_CHUNK
+
+    net = det.module_
+    dtype = next(net.parameters()).dtype
+    shapes = []  # (in, out) of every affine map a posterior-mean ELBO pass makes
+    first = net.encoder_layers[0]
+    shapes.append((first.in_features, first.out_features * first.n_members))
+    layers = list(net.encoder_layers)[1:] + [net.encoder_head]
+    layers += list(net.decoder_layers) + [net.decoder_head]
+    members = net.n_members
+    flops_per_row = 2 * first.in_features * first.out_features * members
+    for layer in layers:
+        shapes.append((layer.in_features, layer.out_features))
+        flops_per_row += 2 * layer.in_features * layer.out_features * members
+    xs = [torch.randn(members, SCORE_CHUNK, i, dtype=dtype) for i, _ in shapes[1:]]
+    ws = [torch.randn(members, i, o, dtype=dtype) for i, o in shapes[1:]]
+    x0 = torch.randn(SCORE_CHUNK, shapes[0][0], dtype=dtype)
+    w0 = torch.randn(*shapes[0], dtype=dtype)
+    reps = max(1, n // SCORE_CHUNK)
+    with torch.inference_mode():
+        for _ in range(3):
+            torch.mm(x0, w0)
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(x0, w0)
+            for x, w in zip(xs, ws):
+                torch.bmm(x, w)
+        seconds = time.perf_counter() - t
+    rows = reps * SCORE_CHUNK
+    return {
+        "dtype": str(dtype),
+        "flops_per_row": flops_per_row,
+        "gemm_gflops": flops_per_row * rows / seconds / 1e9,
+        "ceiling_rows_per_second": rows / seconds,
+    }
+
+
+def spawn(case: str, n: int, device: str) -> dict:
+    cmd = [sys.executable, __file__, "--case", case, "--n", str(n), "--device", device]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"case": case, "n": n, "error": res.stderr.strip().splitlines()[-1]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case")
+    parser.add_argument("--n", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", type=float, nargs="*", default=None)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--skip-pyod", action="store_true")
+    parser.add_argument("--out", default="benchmarks/output/scaling.json")
+    args = parser.parse_args(argv)
+    if args.case:  # child process
+        print(json.dumps(run_case(args.case, args.n, args.device)))
+        return
+
+    if args.memory:
+        sizes = [int(s) for s in (args.sizes or [1e5, 1e6, 1e7])]
+        cases = ["score_skvae"]
+    else:
+        sizes = [int(s) for s in (args.sizes or [1e4, 1e5, 1e6])]
+        cases = [
+            "fit_skvae_default",
+            "fit_skvae_all_rows",
+            "score_skvae",
+            "score_skvae_float32",
+            "ceiling",
+        ]
+        if not args.skip_pyod:
+            cases += ["fit_pyod_vae", "score_pyod_vae"]
+    rows = []
+    for n in sizes:
+        for case in cases:
+            r = spawn(case, n, args.device)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": args.device, "rows": rows}, f, indent=1)
+    print(markdown(rows, sizes, args.memory))
+
+
+def markdown(rows, sizes, memory: bool) -> str:
+    def get(case, n, key):
+        for r in rows:
+            if r["case"] == case and r["n"] == n and key in r:
+                return r[key]
+        return float("nan")
+
+    if memory:
+        lines = ["| rows | input MB | peak RSS MB | peak RSS - input MB |", "|---|---|---|---|"]
+        for n in sizes:
+            lines.append(
+                f"| {n:.0e} | {get('score_skvae', n, 'input_mb'):.0f} | "
+                f"{get('score_skvae', n, 'peak_rss_mb'):.0f} | "
+                f"{get('score_skvae', n, 'peak_rss_minus_input_mb'):.0f} |"
+            )
+        return "\n".join(lines)
+    lines = [
+        "| rows | skvae fit s (default) | skvae s/epoch (all rows) | PyOD VAE s/epoch | "
+        "skvae score rows/s (float64) | skvae score rows/s (float32) | GEMM ceiling rows/s "
+        "(float64) | PyOD VAE score rows/s | skvae/PyOD score | peak RSS MB skvae fit / PyOD fit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        sk, py = (
+            get("score_skvae", n, "rows_per_second"),
+            get("score_pyod_vae", n, "rows_per_second"),
+        )
+        lines.append(
+            f"| {n:.0e} | {get('fit_skvae_default', n, 'seconds'):.2f} | "
+            f"{get('fit_skvae_all_rows', n, 'seconds_per_epoch'):.2f} | "
+            f"{get('fit_pyod_vae', n, 'seconds_per_epoch'):.2f} | {sk:,.0f} | "
+            f"{get('score_skvae_float32', n, 'rows_per_second'):,.0f} | "
+            f"{get('ceiling', n, 'ceiling_rows_per_second'):,.0f} | {py:,.0f} | {sk / py:.1f}x | "
+            f"{get('fit_skvae_all_rows', n, 'peak_rss_mb'):.0f} / "
+            f"{get('fit_pyod_vae', n, 'peak_rss_mb'):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
