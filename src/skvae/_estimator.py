@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -23,6 +24,8 @@ SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
 AUTO_STEPS = 600
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
+# Rows read at a time when checking out-of-core input (memmap, h5py dataset).
+OUT_OF_CORE_CHUNK = 65536
 # Held-out rows the validation loss is computed on, at most (a fixed random subset).
 MAX_VALIDATION_ROWS = 1024
 # Rows scored per forward pass: memory is O(SCORE_CHUNK), not O(n_samples).
@@ -56,6 +59,26 @@ def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision == "auto":
         return torch.float32 if device.type == "cuda" else torch.float64
     return torch.float32 if precision == "float32" else torch.float64
+
+
+def is_out_of_core(X) -> bool:
+    """Whether ``X`` is a numpy memmap or an h5py dataset, read in chunks, not loaded."""
+    if isinstance(X, np.memmap):
+        return True
+    h5py = sys.modules.get("h5py")
+    return h5py is not None and isinstance(X, h5py.Dataset)
+
+
+def _score_rows(module, X, center, scale, clip, device, score_type) -> np.ndarray:
+    """Scores of the rows of ``X`` (array, memmap or h5py dataset), chunk by chunk."""
+    dtype = next(module.parameters()).dtype
+    out = np.empty(X.shape[0], dtype=np.float64)
+    with torch.inference_mode():
+        for rows in gen_batches(X.shape[0], SCORE_CHUNK):
+            Z = apply_scaling(np.asarray(X[rows]), center, scale, clip)
+            z = torch.from_numpy(Z).to(device, dtype)
+            out[rows] = module.scores(z, score_type).cpu().numpy()
+    return out
 
 
 def default_latent_dim(n_features: int) -> int:
@@ -315,16 +338,37 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        out_of_core = is_out_of_core(X)
+        if out_of_core:
+            X = self._validate_out_of_core(X, reset=True)
+        else:
+            X = validate_data(self, X, dtype=[np.float64, np.float32])
         hidden_dims = self._check_hidden_dims()
         device = resolve_device(self.device)
         n_samples, n_features = X.shape
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
-        center, scale = fit_scaling(X, self.scaling)
+        if validation_data is not None:
+            train_idx, val_idx = np.arange(n_samples), np.arange(0)
+        else:
+            train_idx, val_idx = self._split(n_samples, rng)
+        n_rows = self._member_rows(len(train_idx))
+        # Each member's subsample of training rows, drawn without replacement.
+        subsets = np.stack(
+            [rng.choice(train_idx, size=n_rows, replace=False) for _ in range(self.n_estimators)]
+        )
+        if out_of_core:
+            # Read only the rows training needs; the scaling is learned from them.
+            rows = np.unique(np.concatenate([subsets.ravel(), val_idx]))
+            X_fit = np.asarray(X[rows], dtype=np.float64)
+            subsets, val_idx = np.searchsorted(rows, subsets), np.searchsorted(rows, val_idx)
+        else:
+            X_fit = X
+        center, scale = fit_scaling(X_fit, self.scaling)
         clip = self.scaling is not None
-        Z = torch.from_numpy(to_float32(apply_scaling(X, center, scale, clip))).to(device)
+        Z = torch.from_numpy(to_float32(apply_scaling(X_fit, center, scale, clip))).to(device)
+        del X_fit
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
         hidden = hidden_dims if hidden_dims is not None else default_hidden_dims(n_features)
@@ -345,15 +389,16 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 self, validation_data, dtype=[np.float64, np.float32], reset=False
             )
             Z_val = torch.from_numpy(to_float32(apply_scaling(X_val, center, scale, clip)))
-            train_idx, Z_val = np.arange(n_samples), Z_val.to(device)
+            Z_val = Z_val.to(device)
         else:
-            train_idx, val_idx = self._split(n_samples, rng)
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
-        history, n_epochs, best_epoch = self._train(module, Z, train_idx, Z_val, rng, seed, device)
+        subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
+        history, n_epochs, best_epoch = self._train(module, Z, subsets, Z_val, seed, device)
+        del Z, Z_val
         module.eval()
         module.to(dtype=scoring_dtype(device, self.precision))
 
-        scores = self._score_scaled(module, Z.to(scoring_dtype(device, self.precision)))
+        scores = _score_rows(module, X, center, scale, clip, device, self.score_type)
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
@@ -407,14 +452,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             return min(int(self.max_samples), n_train)
         return max(1, int(self.max_samples * n_train))
 
-    def _train(self, module, Z, train_idx, Z_val, rng, seed, device):
-        n_members = self.n_estimators
-        n_rows = self._member_rows(len(train_idx))
-        # Each member's subsample of training rows, drawn without replacement.
-        subsets = np.stack(
-            [rng.choice(train_idx, size=n_rows, replace=False) for _ in range(n_members)]
-        )
-        subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
+    def _train(self, module, Z, subsets, Z_val, seed, device):
+        n_members, n_rows = subsets.shape
         batch_size = min(self.batch_size, n_rows)
         steps_per_epoch = -(-n_rows // batch_size)
         if self.epochs == "auto":
@@ -514,12 +553,32 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return float(np.percentile(scores, 100.0 * self.contamination))
 
     # ------------------------------------------------------------------ scoring
-    def _score_scaled(self, module: VAEEnsemble, Z: torch.Tensor) -> np.ndarray:
-        out = np.empty(Z.shape[0], dtype=np.float64)
-        with torch.inference_mode():
-            for rows in gen_batches(Z.shape[0], SCORE_CHUNK):
-                out[rows] = module.scores(Z[rows], self.score_type).cpu().numpy()
-        return out
+    def _validate_out_of_core(self, X, reset: bool):
+        """Check an h5py dataset or memmap chunk by chunk, without loading it."""
+        if len(X.shape) != 2:
+            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
+        if X.dtype.kind not in "fiub":
+            raise TypeError(f"X must be numeric; got dtype {X.dtype}.")
+        n_samples, n_features = X.shape
+        if n_samples < 1 or n_features < 1:
+            raise ValueError(
+                f"Found array with {n_samples} sample(s) and {n_features} feature(s); "
+                "at least 1 of each is required."
+            )
+        if reset:
+            self.n_features_in_ = n_features
+            self.__dict__.pop("feature_names_in_", None)
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        for rows in gen_batches(n_samples, OUT_OF_CORE_CHUNK):
+            chunk = np.asarray(X[rows])
+            if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+                kind = "NaN" if np.isnan(chunk).any() else "infinity"
+                raise ValueError(f"Input X contains {kind}.")
+        return X
 
     def _validate_X(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -548,12 +607,20 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         """
         if isinstance(X, torch.Tensor):
             return self._score_tensor(X)
-        X = self._validate_X(X)
-        out = np.empty(X.shape[0], dtype=np.float64)
-        with torch.inference_mode():
-            for rows in gen_batches(X.shape[0], SCORE_CHUNK):
-                z = self._scaled_tensor(X[rows])
-                out[rows] = self.module_.scores(z, self.score_type).cpu().numpy()
+        check_is_fitted(self)
+        if is_out_of_core(X):
+            X = self._validate_out_of_core(X, reset=False)
+        else:
+            X = self._validate_X(X)
+        out = _score_rows(
+            self.module_,
+            X,
+            self.center_,
+            self.scale_,
+            self.scaling is not None,
+            self.device_,
+            self.score_type,
+        )
         if not np.isfinite(out).all():
             raise ValueError(
                 "Non-finite scores: X has values too large for the network; use "
