@@ -69,15 +69,40 @@ def is_out_of_core(X) -> bool:
     return h5py is not None and isinstance(X, h5py.Dataset)
 
 
-def _score_rows(module, X, center, scale, clip, device, score_type) -> np.ndarray:
+def _check_finite(chunk: np.ndarray) -> None:
+    if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+        kind = "NaN" if np.isnan(chunk).any() else "infinity"
+        raise ValueError(f"Input X contains {kind}.")
+
+
+def _gather_rows(X, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` (sorted row indices) for an out-of-core ``X``, read in contiguous
+    chunks (fast for h5py, unlike fancy indexing); checks every value read."""
+    parts = []
+    for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
+        chunk = np.asarray(X[block])
+        _check_finite(chunk)
+        lo, hi = np.searchsorted(rows, [block.start, block.stop])
+        parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
+    return np.concatenate(parts)
+
+
+def _score_rows(
+    module, X, center, scale, clip, device, score_type, check_finite: bool
+) -> np.ndarray:
     """Scores of the rows of ``X`` (array, memmap or h5py dataset), chunk by chunk."""
     dtype = next(module.parameters()).dtype
     out = np.empty(X.shape[0], dtype=np.float64)
     with torch.inference_mode():
-        for rows in gen_batches(X.shape[0], SCORE_CHUNK):
-            Z = apply_scaling(np.asarray(X[rows]), center, scale, clip)
-            z = torch.from_numpy(Z).to(device, dtype)
-            out[rows] = module.scores(z, score_type).cpu().numpy()
+        for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
+            chunk = np.asarray(X[block])  # a view for in-memory arrays
+            if check_finite:
+                _check_finite(chunk)
+            block_out = out[block]
+            for rows in gen_batches(len(chunk), SCORE_CHUNK):
+                Z = apply_scaling(chunk[rows], center, scale, clip)
+                z = torch.from_numpy(Z).to(device, dtype)
+                block_out[rows] = module.scores(z, score_type).cpu().numpy()
     return out
 
 
@@ -361,7 +386,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if out_of_core:
             # Read only the rows training needs; the scaling is learned from them.
             rows = np.unique(np.concatenate([subsets.ravel(), val_idx]))
-            X_fit = np.asarray(X[rows], dtype=np.float64)
+            X_fit = _gather_rows(X, rows)
             subsets, val_idx = np.searchsorted(rows, subsets), np.searchsorted(rows, val_idx)
         else:
             X_fit = X
@@ -398,7 +423,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         module.eval()
         module.to(dtype=scoring_dtype(device, self.precision))
 
-        scores = _score_rows(module, X, center, scale, clip, device, self.score_type)
+        scores = _score_rows(
+            module, X, center, scale, clip, device, self.score_type, check_finite=False
+        )
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
@@ -554,7 +581,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
     def _validate_out_of_core(self, X, reset: bool):
-        """Check an h5py dataset or memmap chunk by chunk, without loading it."""
+        """Check the shape and dtype of an h5py dataset or memmap without reading it
+        (its values are checked chunk by chunk as they are read)."""
         if len(X.shape) != 2:
             raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
         if X.dtype.kind not in "fiub":
@@ -573,11 +601,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
-        for rows in gen_batches(n_samples, OUT_OF_CORE_CHUNK):
-            chunk = np.asarray(X[rows])
-            if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-                kind = "NaN" if np.isnan(chunk).any() else "infinity"
-                raise ValueError(f"Input X contains {kind}.")
         return X
 
     def _validate_X(self, X) -> np.ndarray:
@@ -620,6 +643,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.scaling is not None,
             self.device_,
             self.score_type,
+            check_finite=is_out_of_core(X),
         )
         if not np.isfinite(out).all():
             raise ValueError(
