@@ -1,5 +1,5 @@
 """Fit (which scores every row for the threshold) on an HDF5 dataset larger than half the
-machine's RAM, and report the peak memory against the bound stated in
+machine's RAM, and report the peak memory per row beyond the runtime, for the bound stated in
 docs/robustness.md.
 
 The file is generated in chunks (a correlated Gaussian with 0.1 % planted outliers),
@@ -55,8 +55,6 @@ def child(path: str, precision: str) -> dict:
         fit_s = time.perf_counter() - t
         # fit already scored every row (for the threshold): decision_scores_ holds them
         scores = -det.decision_scores_
-    rows = det.n_estimators * min(128, n) + 1024
-    bound_mb = (rows * d * 12 + 24 * n + CHUNK_ROWS * d * 8) / 2**20
     return {
         "n": n,
         "features": d,
@@ -65,7 +63,6 @@ def child(path: str, precision: str) -> dict:
         "scores_finite": bool(np.isfinite(scores).all()),
         "outlier_auc": _auc(scores, n),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "stated_bound_beyond_runtime_mb": bound_mb,
     }
 
 
@@ -116,6 +113,9 @@ def main(argv=None):
             os.remove(args.path)
     result["generate_seconds"] = gen_s
     result["runtime_idle_rss_mb"] = float(idle.stdout.strip())
+    beyond = (result["peak_rss_mb"] - result["runtime_idle_rss_mb"]) * 2**20
+    result["bytes_per_row_beyond_runtime"] = beyond / result["n"]
+    result["data_bytes_per_row"] = 8 * result["features"]
     result["machine_ram_gib"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
