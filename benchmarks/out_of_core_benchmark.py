@@ -37,7 +37,7 @@ def generate(path: str, n: int, d: int) -> None:
         for start in range(0, n, CHUNK_ROWS):
             stop = min(n, start + CHUNK_ROWS)
             block = rng.standard_normal((stop - start, d)) @ factor.T
-            block[:: 1000] += 6.0  # 0.1 % outliers
+            block[::1000] += 6.0  # 0.1 % outliers
             ds[start:stop] = block
 
 
@@ -96,14 +96,28 @@ def main(argv=None):
     try:
         # a process that imports the same libraries and does nothing: the runtime's RSS
         idle = subprocess.run(
-            [sys.executable, "-c", "import resource, torch, h5py, skvae; "
-             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                "import resource, torch, h5py, skvae; "
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         res = subprocess.run(
-            [sys.executable, __file__, "--child", "--path", args.path,
-             "--precision", args.precision],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--path",
+                args.path,
+                "--precision",
+                args.precision,
+            ],
+            capture_output=True,
+            text=True,
         )
         if res.returncode != 0:
             raise SystemExit(res.stderr)

@@ -8,7 +8,8 @@ measurement runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is i
   for density modelling: seconds per epoch), PyOD's VAE with ``epoch_num=1`` (seconds
   per epoch at its defaults);
 - ``score``: rows/second of skvae's ``score_samples`` (``precision='auto'``, float64 on
-  the CPU, and ``'float32'``) and of PyOD VAE's ``decision_function``;
+  the CPU, and ``'float32'``; and on a torch tensor, the path a model-based RL rollout
+  uses) and of PyOD VAE's ``decision_function``;
 - ``ceiling``: rows/second the network's matrix multiplies alone reach on this machine
   (the same GEMM shapes, chunk by chunk, without the element-wise work), i.e. what its
   FLOPs allow.
@@ -79,6 +80,8 @@ def run_case(case: str, n: int, device: str) -> dict:
                 out.update(gemm_ceiling(det, n))
                 return out
             method = det.score_samples
+            if case == "score_skvae_torch":  # tensors in, tensor out: no numpy round trip
+                X = torch.from_numpy(X)
         base_rss = peak_rss_mb()
         times = []
         for _ in range(REPEATS):  # the median of a few passes: the first pays page faults
@@ -88,7 +91,7 @@ def run_case(case: str, n: int, device: str) -> dict:
         seconds = float(np.median(times))
         out["rows_per_second"] = n / seconds
         out["seconds"] = seconds
-        out["input_mb"] = X.nbytes / 2**20
+        out["input_mb"] = n * D * 8 / 2**20
         out["peak_rss_mb"] = peak_rss_mb()
         out["peak_rss_minus_input_mb"] = out["peak_rss_mb"] - out["input_mb"]
         out["rss_before_scoring_mb"] = base_rss

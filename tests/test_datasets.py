@@ -158,3 +158,45 @@ def test_splits_respect_episodes(hopper, shuffle):
     assert abs(len(train) / 3000 - 0.6) < 0.1
     if not shuffle:
         assert train.max() < val.min() and val.max() < test.min()
+
+
+def test_d4rl_package_route_when_file_absent(hopper, tmp_path, monkeypatch):
+    """With no file but an importable d4rl, gym.make(task).get_dataset() is used."""
+    import sys
+    import types
+
+    data = hopper["linear"]
+    made = []
+
+    class Env:
+        def get_dataset(self):
+            return dict(data)
+
+    gym = types.ModuleType("gym")
+    gym.make = lambda task: made.append(task) or Env()
+    monkeypatch.setitem(sys.modules, "gym", gym)
+    monkeypatch.setitem(sys.modules, "d4rl", types.ModuleType("d4rl"))
+    loaded = ds.load_d4rl("hopper-generated-v2", data_dir=tmp_path)
+    assert made == ["hopper-generated-v2"]
+    np.testing.assert_array_equal(loaded["observations"], data["observations"])
+    # use_d4rl=False never touches the package
+    with pytest.raises(FileNotFoundError):
+        ds.load_d4rl("hopper-generated-v2", data_dir=tmp_path, use_d4rl=False)
+
+
+def test_d4rl_import_failure_is_not_fatal(tmp_path, monkeypatch):
+    """`import d4rl` raising a plain Exception (no MuJoCo 2.1) falls back to the file route."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "d4rl":
+            raise Exception("MuJoCo 2.1 binaries missing")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(FileNotFoundError, match="hopper_x-v2.hdf5"):
+        ds.load_d4rl("hopper-x-v2", data_dir=tmp_path)
+    with pytest.raises(ImportError, match="MuJoCo 2.1"):
+        ds.load_d4rl("hopper-x-v2", data_dir=tmp_path, use_d4rl=True)

@@ -114,7 +114,7 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
     )
 
 
-def metadata(detector: VAEOutlierDetector, config: dict[str, Any], X_train) -> dict:
+def _metadata(detector: VAEOutlierDetector, config: dict[str, Any], X_train) -> dict:
     """Human-readable facts about a trained detector, saved beside the model."""
     import sklearn
     import torch
@@ -148,7 +148,24 @@ def metadata(detector: VAEOutlierDetector, config: dict[str, Any], X_train) -> d
 
 
 def threshold_candidates(scores: np.ndarray) -> dict[str, float]:
-    """Score percentiles that could serve as thresholds, keyed like ``'p5'``."""
+    """Score percentiles that could serve as thresholds, keyed like ``'p5'``.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples,)
+        Scores of (training) samples, higher = more normal.
+
+    Returns
+    -------
+    candidates : dict of str to float
+        The 0.5, 1, 2, 5, 10 and 20th percentiles.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> threshold_candidates(np.arange(101.0))["p5"]
+    5.0
+    """
     return {f"p{p:g}": float(np.percentile(scores, p)) for p in THRESHOLD_PERCENTILES}
 
 
@@ -178,7 +195,7 @@ def _load_model(path: str) -> tuple[VAEOutlierDetector, dict | None]:
     return model, meta
 
 
-def cmd_train(args) -> int:
+def _cmd_train(args) -> int:
     config = load_config(args.config)
     for key in ("task", "data_path", "epochs", "device", "seed", "model_save_path"):
         value = getattr(args, key)
@@ -223,13 +240,13 @@ def cmd_train(args) -> int:
         base = Path(save)
         base.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(detector, base.with_suffix(".joblib"))
-        meta = metadata(detector, config, X[train])
+        meta = _metadata(detector, config, X[train])
         base.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         print(f"saved {base.with_suffix('.joblib')} and {base.with_suffix('.json')}")
     return 0
 
 
-def cmd_score(args) -> int:
+def _cmd_score(args) -> int:
     model, meta = _load_model(args.model)
     X = _load_features(args.data, args.features, meta)
     _check_dim(model, X)
@@ -248,7 +265,7 @@ def cmd_score(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate_anomaly_detection
 
     model, meta = _load_model(args.model)
@@ -267,7 +284,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_thresholds(args) -> int:
+def _cmd_thresholds(args) -> int:
     model, meta = _load_model(args.model)
     X = _load_features(args.data, args.features, meta)
     _check_dim(model, X)
@@ -287,7 +304,19 @@ def _check_dim(model: VAEOutlierDetector, X: np.ndarray) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``skvae`` command."""
+    """The argument parser of the ``skvae`` command.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Parser with the ``train``, ``score``, ``evaluate`` and ``thresholds`` commands.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["train", "--task", "hopper-medium-v2", "--epochs", "5"])
+    >>> args.command, args.epochs
+    ('train', 5)
+    """
     parser = argparse.ArgumentParser(
         prog="skvae", description="VAE outlier detection for tabular and offline-RL data."
     )
@@ -303,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--model-save-path", dest="model_save_path")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=_cmd_train)
 
     features = {"help": "feature layout for transition files (default: the model's)"}
     score = sub.add_parser("score", help="score samples with a saved model")
@@ -311,14 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("data", help=".npy/.csv feature array or a transitions file")
     score.add_argument("--features", **features)
     score.add_argument("--output", help="write the scores to this .npy or .csv file")
-    score.set_defaults(func=cmd_score)
+    score.set_defaults(func=_cmd_score)
 
     evaluate = sub.add_parser("evaluate", help="ROC AUC and accuracy on labelled data")
     evaluate.add_argument("model")
     evaluate.add_argument("--normal", required=True)
     evaluate.add_argument("--anomaly", required=True)
     evaluate.add_argument("--features", **features)
-    evaluate.set_defaults(func=cmd_evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     thresholds = sub.add_parser("thresholds", help="threshold candidates at percentiles")
     thresholds.add_argument("model")
@@ -327,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     thresholds.add_argument(
         "--percentiles", type=float, nargs="+", default=list(THRESHOLD_PERCENTILES)
     )
-    thresholds.set_defaults(func=cmd_thresholds)
+    thresholds.set_defaults(func=_cmd_thresholds)
     return parser
 
 
@@ -343,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     -------
     code : int
         0 on success, 2 on a user error (reported in one line, without a traceback).
+
+    Examples
+    --------
+    >>> main(["train", "--task", "hopper-absent-v2", "--quiet"])  # doctest: +ELLIPSIS
+    2
     """
     args = build_parser().parse_args(argv)
     try:

@@ -426,10 +426,27 @@ def _convert_legacy_state(state: dict[str, torch.Tensor], n_hidden: int) -> dict
 
 
 def create_synthetic_data(n_samples: int = 2000, dim: int = 5, anomaly_type: str = "outlier"):
-    """Old ``create_synthetic_data``: ``(normal_data, anomaly_data)`` float32 tensors.
+    """Old ``create_synthetic_data``: normal and anomalous samples as tensors.
 
-    ``n_samples`` normal points and ``n_samples // 10`` anomalies of the given kind
-    (see :func:`skvae.make_synthetic`).
+    Parameters
+    ----------
+    n_samples : int, default=2000
+        Number of normal samples; ``n_samples // 10`` anomalies are added.
+    dim : int, default=5
+        Number of features.
+    anomaly_type : {'outlier', 'cluster', 'local', 'noise'}, default='outlier'
+        Kind of anomaly (see :func:`skvae.make_synthetic`).
+
+    Returns
+    -------
+    normal_data, anomaly_data : torch.Tensor
+        float32 tensors of shape (n_samples, dim) and (n_samples // 10, dim).
+
+    Examples
+    --------
+    >>> normal, anomalous = create_synthetic_data(100, 3, "cluster")
+    >>> tuple(normal.shape), tuple(anomalous.shape)
+    ((100, 3), (10, 3))
     """
     n_anomaly = max(1, n_samples // 10)
     X, y = make_synthetic(
@@ -448,8 +465,14 @@ def load_rl_data_for_vae(
 ):
     """Old ``load_rl_data_for_vae``: ``[next_observations, actions]`` splits in time order.
 
-    ``args`` carries ``data_path`` and/or ``task``. With ``env`` (a D4RL environment
-    with ``get_dataset``), its dataset is used.
+    Parameters
+    ----------
+    args : object
+        Carries ``data_path`` and/or ``task`` (e.g. an ``argparse.Namespace``).
+    env : object, optional
+        A D4RL environment; its ``get_dataset()`` is used when given.
+    val_split_ratio, test_split_ratio : float, default=0.2
+        Fractions of transitions for validation and test (whole episodes).
 
     Returns
     -------
@@ -457,6 +480,17 @@ def load_rl_data_for_vae(
         float32 features, whole episodes in time order.
     input_dim : int
         Number of features.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from types import SimpleNamespace
+    >>> f = os.path.join(tempfile.mkdtemp(), "t.npz")
+    >>> np.savez(f, observations=np.zeros((10, 2)), actions=np.zeros((10, 1)),
+    ...          next_observations=np.ones((10, 2)), terminals=np.arange(10) % 5 == 4)
+    >>> train, val, test, dim = load_rl_data_for_vae(SimpleNamespace(data_path=f, task=None))
+    >>> dim, len(train) + len(val) + len(test)
+    (3, 10)
     """
     from .datasets import _check_transitions, load_dataset, make_features, split_indices
 

@@ -572,9 +572,9 @@ def collect_transitions(
 
     Examples
     --------
-    >>> d = collect_transitions("Hopper-v5", n_steps=50, seed=0)  # doctest: +SKIP
-    >>> d["observations"].shape  # doctest: +SKIP
-    (50, 11)
+    >>> d = collect_transitions("Hopper-v5", n_steps=50, seed=0)  # needs gymnasium[mujoco]
+    >>> d["observations"].shape, d["actions"].shape
+    ((50, 11), (50, 3))
     """
     try:
         import gymnasium as gym

@@ -35,6 +35,14 @@ class AnomalyDetectionReport:
         The detector's ``offset_``: samples scoring below it are flagged.
     n_normal, n_anomaly : int
         Class sizes.
+
+    Examples
+    --------
+    >>> from skvae import VAEOutlierDetector, make_synthetic
+    >>> X, y = make_synthetic(400, 3, random_state=0)
+    >>> report = evaluate_labelled(VAEOutlierDetector(epochs=10, random_state=0).fit(X), X, y)
+    >>> sorted(report.to_dict())[:3]
+    ['accuracy', 'anomaly_score_mean', 'anomaly_score_std']
     """
 
     roc_auc: float
