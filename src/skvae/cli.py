@@ -246,11 +246,16 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_score(args) -> int:
+def _model_and_scores(args, data: str) -> tuple[VAEOutlierDetector, np.ndarray]:
+    """Load the model of ``args.model`` and score the features of the file ``data``."""
     model, meta = _load_model(args.model)
-    X = _load_features(args.data, args.features, meta)
+    X = _load_features(data, args.features, meta)
     _check_dim(model, X)
-    s = model.score_samples(X)
+    return model, model.score_samples(X)
+
+
+def _cmd_score(args) -> int:
+    model, s = _model_and_scores(args, args.data)
     print(
         f"{len(s)} rows: mean score {s.mean():.4f}, std {s.std():.4f}, "
         f"flagged {np.mean(s < model.offset_):.1%}"
@@ -285,10 +290,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_thresholds(args) -> int:
-    model, meta = _load_model(args.model)
-    X = _load_features(args.data, args.features, meta)
-    _check_dim(model, X)
-    s = model.score_samples(X)
+    model, s = _model_and_scores(args, args.data)
     print("percentile  threshold  normalized")
     for p in args.percentiles:
         t = float(np.percentile(s, p))
