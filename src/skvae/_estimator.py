@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._network import VAEEnsemble
-from ._scaling import CLIP, apply_scaling, fit_scaling, to_float32
+from ._scaling import apply_scaling, fit_scaling, scale_tensor, to_float32
 
 SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
 # Optimisation steps each member takes when ``epochs='auto'``.
@@ -674,10 +674,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 x = X[start : start + SCORE_CHUNK].to(self.device_, dtype)
                 if not torch.isfinite(x).all():
                     raise ValueError("Input X contains NaN or infinity.")
-                z = (x - center) / scale
-                if self.scaling is not None:
-                    z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP)
-                    z = z.clamp(-CLIP, CLIP)
+                z = scale_tensor(x, center, scale, self.scaling is not None)
                 scores.append(self.module_.scores(z, self.score_type))
         return torch.cat(scores).to(X.device)
 

@@ -44,6 +44,17 @@ def apply_scaling(X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: bo
     return Z
 
 
+def scale_tensor(x, center, scale, clip: bool):
+    """The torch counterpart of :func:`apply_scaling`, for tensors already on a device
+    (``center`` and ``scale`` are tensors of ``x``'s dtype and device)."""
+    import torch
+
+    z = (x - center) / scale
+    if clip:
+        z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP).clamp(-CLIP, CLIP)
+    return z
+
+
 def to_float32(Z: np.ndarray) -> np.ndarray:
     """``Z`` as float32 for training, or a ValueError when it does not fit."""
     with np.errstate(over="ignore"):

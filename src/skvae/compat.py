@@ -35,7 +35,7 @@ from torch import nn
 from . import __version__
 from ._estimator import VAEOutlierDetector, resolve_device, scoring_dtype
 from ._network import VAEEnsemble
-from ._scaling import CLIP
+from ._scaling import scale_tensor
 from .evaluation import evaluate_anomaly_detection as _evaluate
 from .evaluation import make_synthetic
 
@@ -121,10 +121,12 @@ class VAE(nn.Module):
 
     def _scale_in(self, x: torch.Tensor) -> torch.Tensor:
         dtype = next(self.net.parameters()).dtype
-        z = (x.to(self.device, dtype) - self.center.to(dtype)) / self.scale.to(dtype)
-        if self.detector.scaling is not None:
-            z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP).clamp(-CLIP, CLIP)
-        return z
+        return scale_tensor(
+            x.to(self.device, dtype),
+            self.center.to(dtype),
+            self.scale.to(dtype),
+            self.detector.scaling is not None,
+        )
 
     def encoder(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z|x), as tensors."""
