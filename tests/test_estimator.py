@@ -414,6 +414,20 @@ def test_interrupted_fit_leaves_estimator_unchanged(fitted, data):
     np.testing.assert_array_equal(det.score_samples(X), before)
 
 
+def test_interrupted_first_fit_leaves_estimator_unfitted(data, monkeypatch):
+    X, _ = data
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupt)
+    det = VAEOutlierDetector(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(X)
+    with pytest.raises(NotFittedError):
+        det.score_samples(X)
+
+
 def test_verbose_shows_progress(data, capsys):
     X, _ = data
     VAEOutlierDetector(epochs=2, verbose=1, random_state=0).fit(X)

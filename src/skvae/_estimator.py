@@ -788,6 +788,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 out[rows] = mean[m].double().cpu().numpy()
         return out * self.scale_ + self.center_
 
+    def __sklearn_is_fitted__(self) -> bool:
+        # n_features_in_ is set as soon as fit validates X; only a finished fit sets module_
+        return hasattr(self, "module_")
+
     def _dtype(self) -> torch.dtype:
         return next(self.module_.parameters()).dtype
 
