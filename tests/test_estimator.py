@@ -426,6 +426,22 @@ def test_interrupted_first_fit_leaves_estimator_unfitted(data, monkeypatch):
         det.fit(X)
     with pytest.raises(NotFittedError):
         det.score_samples(X)
+    assert not hasattr(det, "n_features_in_")
+
+
+def test_interrupted_refit_on_other_features_keeps_the_old_model(fitted, data, monkeypatch):
+    X, _ = data
+    det = clone(fitted).fit(X)
+    before = det.score_samples(X)
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(X[:, :3])
+    assert det.n_features_in_ == X.shape[1]
+    np.testing.assert_array_equal(det.score_samples(X), before)
 
 
 def test_verbose_shows_progress(data, capsys):

@@ -24,6 +24,8 @@ SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
 AUTO_STEPS = 600
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
+# Attributes that input validation sets at the start of fit.
+_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 # Rows read at a time when checking out-of-core input (memmap, h5py dataset).
 OUT_OF_CORE_CHUNK = 65536
 # Held-out rows the validation loss is computed on, at most (a fixed random subset).
@@ -363,6 +365,18 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._validate_params()
+        # fit's input validation sets these before training; put them back if fit fails
+        # or is interrupted, so the estimator is left exactly as it was
+        previous = {k: v for k, v in vars(self).items() if k in _INPUT_ATTRIBUTES}
+        try:
+            return self._fit(X, validation_data)
+        except BaseException:
+            for key in _INPUT_ATTRIBUTES:
+                self.__dict__.pop(key, None)
+            self.__dict__.update(previous)
+            raise
+
+    def _fit(self, X, validation_data) -> VAEOutlierDetector:
         out_of_core = is_out_of_core(X)
         if out_of_core:
             X = self._validate_out_of_core(X, reset=True)
