@@ -792,14 +792,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         rng = check_random_state(random_state)
         member = rng.randint(self.module_.n_members, size=n_samples)
         z = rng.standard_normal((n_samples, self.latent_dim_)).astype(np.float32)
-        out = np.empty((n_samples, self.n_features_in_), dtype=np.float64)
         with torch.inference_mode():
-            for m in np.unique(member):
-                rows = np.flatnonzero(member == m)
-                zt = torch.from_numpy(z[rows]).to(self.device_, self._dtype())
-                stacked = zt.unsqueeze(0).expand(self.module_.n_members, -1, -1)
-                mean, _ = self.module_.decode(stacked.contiguous())
-                out[rows] = mean[m].double().cpu().numpy()
+            zt = torch.from_numpy(z).to(self.device_, self._dtype())
+            stacked = zt.unsqueeze(0).expand(self.module_.n_members, -1, -1).contiguous()
+            mean, _ = self.module_.decode(stacked)  # every member decodes every z once
+            picked = mean[torch.as_tensor(member), torch.arange(n_samples)]
+            out = picked.double().cpu().numpy()
         return out * self.scale_ + self.center_
 
     def __sklearn_is_fitted__(self) -> bool:

@@ -101,14 +101,17 @@ class VAE(nn.Module):
         self.net.reset_parameters(torch.Generator().manual_seed(0))
         self.register_buffer("center", torch.zeros(self.input_dim, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(self.input_dim, dtype=torch.float64))
-        # Old-format files score with the summed squared reconstruction error.
-        self._legacy_score = False
+        # Compat scores are the detector's times this factor: 1, or input_dim for
+        # old-format files (their score sums the squared error over features, the
+        # detector's averages it). The detector itself stays in its own units.
+        self._score_factor = 1.0
         self.to(self.device)
 
     # ------------------------------------------------------------------ torch side
     @property
     def threshold(self) -> float | None:
-        return getattr(self.detector, "offset_", None)
+        offset = getattr(self.detector, "offset_", None)
+        return None if offset is None else offset * self._score_factor
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
@@ -116,8 +119,8 @@ class VAE(nn.Module):
             for name in ("offset_", "threshold_"):
                 self.detector.__dict__.pop(name, None)
             return
-        self.detector.offset_ = float(value)
-        self.detector.threshold_ = -float(value)
+        self.detector.offset_ = float(value) / self._score_factor
+        self.detector.threshold_ = -self.detector.offset_
 
     def _scale_in(self, x: torch.Tensor) -> torch.Tensor:
         dtype = next(self.net.parameters()).dtype
@@ -212,7 +215,7 @@ class VAE(nn.Module):
         self.net = det.module_
         self.center = torch.as_tensor(det.center_, dtype=torch.float64, device=self.device)
         self.scale = torch.as_tensor(det.scale_, dtype=torch.float64, device=self.device)
-        self._legacy_score = False
+        self._score_factor = 1.0
         self.eval()
 
     # ------------------------------------------------------------------ scoring
@@ -226,9 +229,7 @@ class VAE(nn.Module):
         if not hasattr(self.detector, "module_"):
             raise ValueError("The model is not trained: call fit() or load_model() first.")
         scores = self.detector.score_samples(x)
-        if self._legacy_score:  # mean -> summed squared error over features
-            scores = scores * self.input_dim
-        return scores
+        return scores * self._score_factor if self._score_factor != 1.0 else scores
 
     def set_threshold(self, val_data, anomaly_fraction: float = 0.01) -> float:
         """Set the threshold at the ``anomaly_fraction`` quantile of ``val_data``'s scores."""
@@ -264,25 +265,18 @@ class VAE(nn.Module):
             self.threshold = float(
                 np.quantile(_as_numpy(self.score_samples(_as_numpy(normal_data))), 0.01)
             )
-        if self._legacy_score:
-            normal = _as_numpy(self.score_samples(_as_numpy(normal_data)))
-            anomaly = _as_numpy(self.score_samples(_as_numpy(anomaly_data)))
-            from sklearn.metrics import roc_auc_score
-
-            y = np.r_[np.zeros(len(normal)), np.ones(len(anomaly))]
-            s = np.r_[normal, anomaly]
-            return {
-                "roc_auc": float(roc_auc_score(y, -s)),
-                "accuracy": float(np.mean((s < self.threshold) == y)),
-                "normal_score_mean": float(normal.mean()),
-                "normal_score_std": float(normal.std()),
-                "anomaly_score_mean": float(anomaly.mean()),
-                "anomaly_score_std": float(anomaly.std()),
-            }
-        report = _evaluate(
+        result = _evaluate(
             self.detector, _as_numpy(normal_data), _as_numpy(anomaly_data), plot=plot
-        )
-        return report.to_dict()
+        ).to_dict()
+        for key in (
+            "normal_score_mean",
+            "normal_score_std",
+            "anomaly_score_mean",
+            "anomaly_score_std",
+            "threshold",
+        ):
+            result[key] *= self._score_factor  # in this model's score units
+        return result
 
     # ------------------------------------------------------------------ persistence
     def save_model(self, save_path: str, train_data) -> None:
@@ -352,7 +346,7 @@ class VAE(nn.Module):
         legacy = meta.get("format") != FORMAT
         if legacy:
             net_state, candidates = _convert_legacy_state(state, len(hidden)), {}
-            model._legacy_score = True
+            model._score_factor = float(model.input_dim)
         else:
             net_state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
             model.net = VAEEnsemble(**meta["network"])
@@ -372,7 +366,8 @@ class VAE(nn.Module):
         model._install_fitted(model.device)
         model.threshold = meta.get("threshold")
         mean, std = float(meta["mean"]), float(meta["std"]) or 1.0
-        model.detector.score_mean_, model.detector.score_std_ = mean, std
+        model.detector.score_mean_ = mean / model._score_factor
+        model.detector.score_std_ = std / model._score_factor
         thr = meta.get("thr")
         if thr is None and meta.get("threshold") is not None:
             thr = (float(meta["threshold"]) - mean) / std  # old files stored it raw
