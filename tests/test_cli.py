@@ -31,6 +31,7 @@ def trained(d4rl_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "hopper_generated"
     config = yaml.safe_load((CONFIGS / "hopper.yaml").read_text())
     config.update(task="hopper-generated-v2", epochs=8, batch_size=128, hidden_dims=[64, 32])
+    assert "trim_fraction" not in config  # the default of the command line applies
     cfg = out.parent / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config))
     code = main(
@@ -79,6 +80,8 @@ def test_train_saves_joblib_and_metadata(trained, hopper):
     det = joblib.load(trained.with_suffix(".joblib"))  # joblib alone is enough
     assert isinstance(det, VAEOutlierDetector)
     assert det.contamination == 0.05 and det.random_state == 3 and det.n_features_in_ == 14
+    # a density model of the dataset's transitions: every row counts in the loss
+    assert det.trim_fraction == 0.0 and det.max_samples == 1.0
     meta = json.loads(trained.with_suffix(".json").read_text())
     assert meta["features"] == ["next_observations", "actions"]
     assert meta["threshold"] == pytest.approx(det.offset_)

@@ -54,6 +54,7 @@ def test_fit_history_and_best_weights(trained):
     assert len(history["test_loss"]) == 1 and np.isfinite(history["test_loss"][0])
     best = int(np.argmin(history["val_loss"]))
     assert model.detector.best_epoch_ == best + 1  # best weights restored
+    assert model.detector.trim_fraction == 0.0  # the old module's plain ELBO on every row
 
 
 def test_scores_are_deterministic_and_typed(trained, synthetic):

@@ -14,7 +14,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skvae import VAEOutlierDetector
+from skvae import VAEOutlierDetector, make_synthetic
+from skvae._network import VAEEnsemble
 
 SCORE_TYPES = ["elbo", "reconstruction", "reconstruction_probability"]
 FAST = dict(epochs=15, n_estimators=2, patience=None, random_state=0)
@@ -59,6 +60,44 @@ def test_finds_anomalies(score_type, make):
     det = VAEOutlierDetector(score_type=score_type, random_state=0, **params).fit(X)
     auc = roc_auc_score(y, -det.score_samples(X))
     assert auc > 0.95, (score_type, make.__name__, auc)
+
+
+def test_trimmed_loss_keeps_a_contaminating_cluster_abnormal():
+    # 10 % of the training rows form a tight cluster off the data: the plain ELBO
+    # learns it as normal, the trimmed ELBO leaves it out.
+    X, y = make_synthetic(1000, 10, anomaly_type="cluster", anomaly_fraction=0.1, random_state=0)
+    aucs = {
+        trim: roc_auc_score(
+            y, -VAEOutlierDetector(trim_fraction=trim, random_state=0).fit(X).score_samples(X)
+        )
+        for trim in (0.0, 0.1)
+    }
+    assert aucs[0.1] > 0.99 and aucs[0.0] < 0.9, aucs
+
+
+def test_held_out_rows_calibrate_the_decoder_variance(data, monkeypatch):
+    X, _ = data
+    calls = []
+    original = VAEEnsemble.calibrate_decoder_variance
+
+    def record(module, x, trim_fraction):
+        calls.append((x.shape[0], trim_fraction))
+        return original(module, x, trim_fraction)
+
+    monkeypatch.setattr(VAEEnsemble, "calibrate_decoder_variance", record)
+    rng = np.random.RandomState(0)
+    noisy = np.vstack([X] * 3)[:1500] + rng.normal(size=(1500, X.shape[1]))
+    kwargs = dict(epochs=30, n_estimators=2, random_state=0)
+    calibrated = VAEOutlierDetector(trim_fraction=0.2, **kwargs).fit(X, validation_data=noisy)
+    assert calls == [(1024, 0.2)]  # a large validation set: 1024 evenly spaced rows
+    plain = VAEOutlierDetector(validation_fraction=0.0, **kwargs).fit(X)
+    assert calls[-1][0] == 0  # no held-out rows: nothing to calibrate
+    variance = {
+        name: det.module_.decoder_logvar.detach().exp().mean().item()
+        for name, det in [("calibrated", calibrated), ("plain", plain)]
+    }
+    # held-out rows with unit noise: the decoder cannot be as sure of them
+    assert variance["calibrated"] > 1.5 * variance["plain"], variance
 
 
 def test_sign_conventions_and_threshold(fitted, data):
@@ -107,7 +146,10 @@ def test_fitted_attributes(fitted, data):
 
 def test_early_stopping_restores_best_weights(data):
     X, _ = data
-    det = VAEOutlierDetector(epochs=300, patience=3, n_estimators=1, lr=3e-2, random_state=0).fit(X)
+    # per-sample decoder variance: no held-out calibration changes the restored weights
+    det = VAEOutlierDetector(
+        epochs=300, patience=3, n_estimators=1, lr=3e-2, decoder_variance="sample", random_state=0
+    ).fit(X)
     assert det.n_epochs_ < 300
     val = np.array(det.history_["val_loss"])
     assert det.best_epoch_ == int(np.argmin(val)) + 1
@@ -302,6 +344,8 @@ def test_bad_input_at_score_time(fitted, data):
         ({"hidden_dims": (64, -1)}, "hidden_dims"),
         ({"epochs": 0}, "epochs"),
         ({"lr": -1.0}, "lr"),
+        ({"trim_fraction": 0.5}, "trim_fraction"),
+        ({"trim_fraction": -0.1}, "trim_fraction"),
     ],
 )
 def test_bad_parameters(data, params, match):

@@ -144,6 +144,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         number of features.
     beta : float, default=1.0
         Weight of the KL term in the training loss (1 is a VAE, > 1 a beta-VAE).
+    trim_fraction : float in [0, 0.5), default=0.1
+        Fraction of each member's batch left out of the training loss: the rows with
+        the highest loss in that step (a trimmed ELBO, as in least trimmed squares).
+        Keeps outliers in contaminated training data from being learned as normal.
+        ``0`` trains on the plain ELBO.
     epochs : int or 'auto', default='auto'
         Passes over each member's training rows. ``'auto'`` runs enough epochs for
         about 600 optimisation steps.
@@ -156,7 +161,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     validation_fraction : float in [0, 1), default=0.1
         Fraction of the rows held out to monitor the validation loss for early stopping
         (computed on at most 1024 of them); the weights of the epoch with the lowest
-        validation loss are restored. ``0``
+        validation loss are restored. With ``decoder_variance='feature'`` the held-out
+        rows also calibrate the decoder: its per-feature variance is raised to the
+        mean squared residual on them (leaving out the ``trim_fraction`` worst
+        explained rows) where training left it smaller. ``0``
         trains on all rows for ``epochs`` epochs. Ignored when fewer than two rows
         would be held out or fewer than one would be left for training.
     patience : int or None, default=10
@@ -280,6 +288,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "trim_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
@@ -305,6 +314,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         latent_dim: int | None = None,
         hidden_dims: tuple[int, ...] | None = None,
         beta: float = 1.0,
+        trim_fraction: float = 0.1,
         epochs: int | str = "auto",
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -326,6 +336,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims
         self.beta = beta
+        self.trim_fraction = trim_fraction
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -433,8 +444,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
         subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
         history, n_epochs, best_epoch = self._train(module, Z, subsets, Z_val, seed, device)
-        del Z, Z_val
         module.eval()
+        if len(Z_val) > MAX_VALIDATION_ROWS:  # a user's validation set: evenly spaced rows
+            picked = torch.linspace(0, len(Z_val) - 1, MAX_VALIDATION_ROWS, device=device)
+            Z_val = Z_val[picked.long()]
+        module.calibrate_decoder_variance(Z_val, float(self.trim_fraction))
+        del Z, Z_val
         module.to(dtype=scoring_dtype(device, self.precision))
 
         scores = _score_rows(
@@ -503,6 +518,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             epochs = int(self.epochs)
         use_val = len(Z_val) > 0
         beta = float(self.beta)
+        trim_fraction = float(self.trim_fraction)
 
         gen = torch.Generator(device=device).manual_seed(seed + 1)
         optimizer = torch.optim.Adam(
@@ -536,7 +552,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                         (*xb.shape[:2], module.latent_dim), generator=gen, device=device
                     )
                     nll, kl = module.loss_terms(xb, noise)
-                    member_loss = (nll + beta * kl).mean(1)
+                    member_loss = module.trimmed_mean(nll + beta * kl, trim_fraction)
                     optimizer.zero_grad(set_to_none=True)
                     member_loss.sum().backward()
                     optimizer.step()

@@ -186,6 +186,39 @@ class VAEEnsemble(nn.Module):
         nll = -self.gaussian_log_likelihood(target, recon_mean, recon_logvar)
         return nll, self.kl_divergence(mu, logvar)
 
+    @staticmethod
+    def trimmed_mean(values: torch.Tensor, trim_fraction: float) -> torch.Tensor:
+        """Per-member mean of ``values`` (members, rows) over each member's
+        ``1 - trim_fraction`` smallest values (at least one row)."""
+        n_rows = values.shape[1]
+        keep = max(1, int(round((1.0 - trim_fraction) * n_rows)))
+        if keep >= n_rows:
+            return values.mean(1)
+        return torch.topk(values, keep, dim=1, largest=False, sorted=False).values.mean(1)
+
+    @torch.no_grad()
+    def calibrate_decoder_variance(self, x: torch.Tensor, trim_fraction: float) -> None:
+        """Raise each member's per-feature decoder variance to its mean squared
+        residual on held-out rows ``x`` (rows, features) where it is smaller.
+
+        A member trained on few rows reconstructs them better than new data and its
+        learned noise level is overconfident; held-out residuals measure the noise
+        level on new data. The ``trim_fraction`` of rows with the lowest ELBO under
+        each member are left out, as in training. Only for per-feature variances.
+        """
+        if self.decoder_logvar is None or x.shape[0] < 2:
+            return
+        mu, logvar = self.encode(x)
+        mean, dec_logvar = self.decode(mu)
+        residual = (x.unsqueeze(0) - mean).square()  # (members, rows, features)
+        loss = 0.5 * (residual * torch.exp(-dec_logvar) + dec_logvar).sum(-1)
+        loss = loss + self.kl_divergence(mu, logvar)
+        keep = max(1, int(round((1.0 - trim_fraction) * x.shape[0])))
+        rows = torch.topk(loss, keep, dim=1, largest=False, sorted=False).indices
+        residual = torch.gather(residual, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[1]))
+        held_out = torch.log(residual.mean(1, keepdim=True)).clamp(*DECODER_LOGVAR_BOUNDS)
+        self.decoder_logvar.copy_(torch.maximum(self.decoder_logvar, held_out))
+
     def member_scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
         """Per-member normality scores (higher = more normal) of rows ``x``."""
         mu, logvar = self.encode(x)

@@ -44,6 +44,8 @@ CONFIG_KEYS = {
     "shuffle": False,
     "n_estimators": 1,
     "max_samples": 1.0,
+    # Density modelling of a dataset's transitions: every row counts (no trimmed loss).
+    "trim_fraction": 0.0,
     "score_type": "elbo",
 }
 THRESHOLD_PERCENTILES = (0.5, 1, 2, 5, 10, 20)
@@ -108,6 +110,7 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         score_type=config["score_type"],
         n_estimators=config["n_estimators"],
         max_samples=config["max_samples"],
+        trim_fraction=config["trim_fraction"],
         device=str(config["device"]),
         random_state=config["seed"],
         verbose=verbose,

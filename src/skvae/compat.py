@@ -94,6 +94,7 @@ class VAE(nn.Module):
             hidden_dims=tuple(self.hidden_dims),
             n_estimators=1,
             max_samples=1.0,
+            trim_fraction=0.0,  # the old module fitted the plain ELBO to every row
             device=str(self.device),
             contamination=0.01,
         )

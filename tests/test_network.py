@@ -1,0 +1,78 @@
+"""The torch network: trimmed losses and held-out calibration of the decoder variance."""
+
+import math
+
+import pytest
+import torch
+
+from skvae._network import DECODER_LOGVAR_BOUNDS, INIT_DEC_LOGVAR, VAEEnsemble
+
+
+def make_module(n_features=3, n_members=2, decoder_variance="feature"):
+    module = VAEEnsemble(
+        n_features, 2, (8,), n_members=n_members, decoder_variance=decoder_variance
+    )
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    return module.eval()
+
+
+def test_trimmed_mean_drops_the_largest_values_per_member():
+    values = torch.tensor([[1.0, 2.0, 3.0, 100.0], [5.0, -1.0, 7.0, 6.0]])
+    out = VAEEnsemble.trimmed_mean(values, 0.25)
+    assert out.tolist() == pytest.approx([2.0, 10.0 / 3.0])
+    assert VAEEnsemble.trimmed_mean(values, 0.0).tolist() == pytest.approx([26.5, 4.25])
+    # never fewer than one row
+    assert VAEEnsemble.trimmed_mean(values[:, :1], 0.49).tolist() == [1.0, 5.0]
+
+
+def held_out_logvar(module, x, keep_rows):
+    with torch.no_grad():
+        mean, _ = module.decode(module.encode(x)[0])
+        residual = (x - mean[:, keep_rows]).square().mean(1, keepdim=True)
+    return torch.log(residual).clamp(*DECODER_LOGVAR_BOUNDS)
+
+
+def test_calibration_raises_an_overconfident_decoder_variance():
+    module = make_module()
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        module.decoder_logvar.fill_(-5.0)
+    module.calibrate_decoder_variance(x, 0.0)
+    expected = held_out_logvar(module, x, slice(None))
+    assert (expected > -5.0).all()
+    torch.testing.assert_close(module.decoder_logvar, expected)
+
+
+def test_calibration_never_lowers_the_variance():
+    module = make_module()
+    x = 0.01 * torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        module.decoder_logvar.fill_(3.0)
+    module.calibrate_decoder_variance(x, 0.1)
+    assert (module.decoder_logvar == 3.0).all()
+
+
+def test_calibration_leaves_out_the_worst_explained_rows():
+    module = make_module(n_members=1)
+    x = 0.1 * torch.randn(20, 3, generator=torch.Generator().manual_seed(2))
+    x[7] = 50.0  # far away: the worst explained row
+    with torch.no_grad():
+        module.decoder_logvar.fill_(DECODER_LOGVAR_BOUNDS[0])
+    module.calibrate_decoder_variance(x, 0.05)  # drops round(0.05 * 20) = 1 row
+    rest = [i for i in range(20) if i != 7]
+    expected = held_out_logvar(module, x[rest], slice(None))
+    torch.testing.assert_close(module.decoder_logvar, expected)
+    assert (module.decoder_logvar < math.log(50.0**2) - 1).all()
+
+
+def test_calibration_skips_per_sample_variances_and_single_rows():
+    per_sample = make_module(decoder_variance="sample")
+    before = {k: v.clone() for k, v in per_sample.state_dict().items()}
+    per_sample.calibrate_decoder_variance(torch.randn(30, 3), 0.1)
+    for key, value in per_sample.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    module = make_module()
+    module.calibrate_decoder_variance(torch.randn(1, 3), 0.1)
+    assert torch.equal(
+        module.decoder_logvar, torch.full_like(module.decoder_logvar, INIT_DEC_LOGVAR)
+    )
