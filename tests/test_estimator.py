@@ -164,6 +164,15 @@ def test_early_stopping_restores_best_weights(data):
     assert float((nll + kl).mean()) == pytest.approx(val.min(), rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "max_samples, n_train, expected",
+    [("auto", 10_000, 128), ("auto", 200, 100), ("auto", 1, 1), (64, 50, 50), (0.25, 400, 100)],
+)
+def test_member_subsample_size(max_samples, n_train, expected):
+    # 'auto': 128 rows, but at most half the training rows so that members differ
+    assert VAEOutlierDetector(max_samples=max_samples)._member_rows(n_train) == expected
+
+
 def test_no_validation_split():
     X, _ = gaussian_with_outliers(n=100)
     det = VAEOutlierDetector(validation_fraction=0.0, epochs=4, random_state=0).fit(X)

@@ -175,7 +175,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         network; scores are averaged over them.
     max_samples : 'auto', int or float, default='auto'
         Rows each member is trained on, drawn without replacement. ``'auto'`` uses
-        ``min(128, n_train)``; a float is a fraction of the training rows. Small
+        ``min(128, n_train // 2)`` (half the training rows of small data, so members
+        see different rows); a float is a fraction of the training rows. Small
         subsamples dilute the outliers in contaminated training data and make the
         members diverse; use ``1.0`` to fit every member on all rows (e.g. to model the
         density of a large offline-RL dataset).
@@ -503,7 +504,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _member_rows(self, n_train: int) -> int:
         if self.max_samples == "auto":
-            return min(AUTO_MAX_SAMPLES, n_train)
+            # at most half the rows, as in subagging, so that members see different data
+            return min(AUTO_MAX_SAMPLES, max(1, n_train // 2))
         if isinstance(self.max_samples, Integral):
             return min(int(self.max_samples), n_train)
         return max(1, int(self.max_samples * n_train))
