@@ -26,7 +26,11 @@ data = collect_transitions("Hopper-v5", behaviour, n_steps=6000, seed=0, max_epi
 train, val, test = split_indices(data, val_ratio=0.1, test_ratio=0.2)  # time order, by episode
 X = make_features(data, "next_obs_action")
 
-detector = VAEOutlierDetector(max_samples=1.0, epochs=60, contamination=0.05, random_state=0)
+# A density model of the whole dataset: every member sees every row, and every row
+# counts in the loss (no trimming: rare transitions of the behaviour policy are data).
+detector = VAEOutlierDetector(
+    max_samples=1.0, trim_fraction=0.0, epochs=60, contamination=0.05, random_state=0
+)
 detector.fit(X[train], validation_data=X[val])
 penalty = RewardPenalty(detector, kind="linear", coef=1.0)
 
