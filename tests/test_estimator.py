@@ -142,6 +142,10 @@ def test_fitted_attributes(fitted, data):
     for key in ["train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"]:
         assert len(fitted.history_[key]) == fitted.n_epochs_
         assert np.isfinite(fitted.history_[key]).all()
+    h = {k: np.array(v) for k, v in fitted.history_.items()}
+    # the optimised loss is trimmed: at most the mean over all rows of the batches
+    assert (h["train_loss"] <= h["train_recon"] + h["train_kl"] + 1e-4).all()
+    np.testing.assert_allclose(h["val_loss"], h["val_recon"] + h["val_kl"], rtol=1e-9)
 
 
 def test_early_stopping_restores_best_weights(data):

@@ -240,9 +240,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     score_mean_, score_std_ : float
         Mean and standard deviation of ``score_samples`` on the training data.
     history_ : dict of list of float
-        Per-epoch mean per-sample losses: ``train_loss``, ``train_recon``,
-        ``train_kl`` and, with a validation split, ``val_loss``, ``val_recon``,
-        ``val_kl``.
+        Per-epoch mean per-sample losses: ``train_loss`` (the trimmed loss that is
+        optimised), ``train_recon`` and ``train_kl`` (over all rows of the batches)
+        and, with a validation split, ``val_loss``, ``val_recon``, ``val_kl`` (all
+        validation rows, untrimmed).
     n_epochs_ : int
         Epochs run.
     best_epoch_ : int
