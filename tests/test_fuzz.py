@@ -17,8 +17,8 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 CLEAR = (ValueError, TypeError)
 
 
-def _fit_score(X, X_score=None):
-    det = VAEOutlierDetector(**FAST)
+def _fit_score(X, X_score=None, **params):
+    det = VAEOutlierDetector(**{**FAST, **params})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         det.fit(X)
@@ -61,15 +61,16 @@ def test_finite_input_gives_finite_scores(shape, dtype, scale, data):
     d=st.integers(1, 6),
     constant_cols=st.integers(0, 3),
     duplicate=st.booleans(),
+    trim_fraction=st.floats(0.0, 0.49),
     data=st.data(),
 )
-def test_constant_columns_and_duplicated_rows(n, d, constant_cols, duplicate, data):
+def test_constant_columns_and_duplicated_rows(n, d, constant_cols, duplicate, trim_fraction, data):
     X = data.draw(hnp.arrays(np.float64, (n, d), elements=st.floats(-100, 100)))
     if constant_cols:
         X = np.hstack([X, np.full((n, constant_cols), 3.5)])
     if duplicate:
         X = np.vstack([X, X, X[:1].repeat(5, 0)])
-    s = _fit_score(X)
+    s = _fit_score(X, trim_fraction=trim_fraction)
     assert np.isfinite(s).all()
     if duplicate:  # identical rows, identical scores
         np.testing.assert_allclose(s[:n], s[n : 2 * n], rtol=1e-12)
