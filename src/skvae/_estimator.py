@@ -368,7 +368,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         y : Ignored
             Not used, present for API consistency.
         validation_data : array-like of shape (n_val, n_features), optional
-            Held-out rows to monitor for early stopping instead of a random
+            Held-out rows to monitor for early stopping and to calibrate the decoder
+            variance (on at most 1024 evenly spaced rows) instead of a random
             ``validation_fraction`` of ``X`` (e.g. the later episodes of an offline-RL
             dataset); all of ``X`` is then used for training.
 
