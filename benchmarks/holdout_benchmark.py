@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from odds_benchmark import anomaly_scores, make_detectors, summarise  # same folder
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
-from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from skvae import VAEOutlierDetector, make_synthetic
+from skvae import make_synthetic
 
 
 def _downsampled(X, normal, anomalous, fraction, seed):
@@ -59,22 +59,13 @@ def holdout_sets(seed: int):
         yield f"synthetic-{kind}", X, y
 
 
-def detectors(seed: int, device: str):
-    yield "skvae", lambda: VAEOutlierDetector(random_state=seed, device=device)
-    yield "iforest", lambda: IsolationForest(random_state=seed)
+def available_detectors() -> list[str]:
+    """skvae and IsolationForest, plus PyOD's VAE and AutoEncoder when pyod is installed."""
     try:
-        from pyod.models.auto_encoder import AutoEncoder
-        from pyod.models.vae import VAE
-    except ImportError:  # pyod is a benchmark-only extra
-        return
-    yield "pyod_vae", lambda: VAE(random_state=seed, verbose=0, device=device)
-    yield "pyod_ae", lambda: AutoEncoder(random_state=seed, verbose=0, device=device)
-
-
-def anomaly_scores(name, model, X):
-    if name.startswith("pyod"):
-        return model.decision_function(X)
-    return -model.score_samples(X)
+        import pyod  # noqa: F401  (a benchmark-only extra)
+    except ImportError:
+        return ["skvae", "iforest"]
+    return ["skvae", "iforest", "pyod_vae", "pyod_ae"]
 
 
 def main(argv=None) -> None:
@@ -84,6 +75,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="benchmarks/output/holdout")
     args = parser.parse_args(argv)
 
+    names = available_detectors()
     rows = []
     for seed in args.seeds:
         for dataset, X, y in holdout_sets(seed):
@@ -92,39 +84,38 @@ def main(argv=None) -> None:
             )
             scaler = StandardScaler().fit(X_train)
             X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-            for name, make in detectors(seed, args.device):
-                model = make()
+            for name in names:
+                # built just before its fit: PyOD seeds torch's global RNG when built
+                model = make_detectors([name], seed, args.device, {})[name]
                 start = time.perf_counter()
                 model.fit(X_train)
-                fit_seconds = time.perf_counter() - start
-                scores = anomaly_scores(name, model, X_test)
+                fitted = time.perf_counter()
+                scores = anomaly_scores(model, X_test)
                 row = dict(
                     dataset=dataset,
                     seed=seed,
                     detector=name,
                     roc_auc=float(roc_auc_score(y_test, scores)),
                     average_precision=float(average_precision_score(y_test, scores)),
-                    fit_seconds=fit_seconds,
+                    fit_seconds=fitted - start,
+                    score_seconds=time.perf_counter() - fitted,
                 )
                 rows.append(row)
                 print(f"{dataset:18s} seed={seed} {name:9s} auc={row['roc_auc']:.3f}", flush=True)
 
-    names = list(dict.fromkeys(r["detector"] for r in rows))
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-
-    def mean(ds, det, key):
-        return float(np.mean([r[key] for r in rows if r["dataset"] == ds and r["detector"] == det]))
-
+    stats = summarise(rows, datasets, names)
     header = "| dataset | " + " | ".join(f"{n} AUC | {n} AP" for n in names) + " |"
     lines = [header, "|---" * (1 + 2 * len(names)) + "|"]
     for ds in datasets:
         cells = [
-            f"{mean(ds, n, 'roc_auc'):.3f} | {mean(ds, n, 'average_precision'):.3f}" for n in names
+            f"{stats[ds, n]['roc_auc']:.3f} | {stats[ds, n]['average_precision']:.3f}"
+            for n in names
         ]
         lines.append(f"| {ds} | " + " | ".join(cells) + " |")
     cells = [
-        f"**{np.mean([mean(ds, n, 'roc_auc') for ds in datasets]):.3f}** | "
-        f"**{np.mean([mean(ds, n, 'average_precision') for ds in datasets]):.3f}**"
+        f"**{np.mean([stats[ds, n]['roc_auc'] for ds in datasets]):.3f}** | "
+        f"**{np.mean([stats[ds, n]['average_precision'] for ds in datasets]):.3f}**"
         for n in names
     ]
     lines.append("| mean | " + " | ".join(cells) + " |")

@@ -211,8 +211,7 @@ class VAEEnsemble(nn.Module):
         mu, logvar = self.encode(x)
         mean, dec_logvar = self.decode(mu)
         residual = (x.unsqueeze(0) - mean).square()  # (members, rows, features)
-        loss = 0.5 * (residual * torch.exp(-dec_logvar) + dec_logvar).sum(-1)
-        loss = loss + self.kl_divergence(mu, logvar)
+        loss = self.kl_divergence(mu, logvar) - self.gaussian_log_likelihood(x, mean, dec_logvar)
         keep = max(1, int(round((1.0 - trim_fraction) * x.shape[0])))
         rows = torch.topk(loss, keep, dim=1, largest=False, sorted=False).indices
         residual = torch.gather(residual, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[1]))
