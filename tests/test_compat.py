@@ -105,9 +105,9 @@ def test_sample(trained):
 def test_save_and_load_round_trip(trained, synthetic, tmp_path):
     model, _ = trained
     train, _, test, _ = synthetic
-    model.save_model(str(tmp_path / "m" / "vae"), train)
-    assert (tmp_path / "m" / "vae_model.pth").is_file()
-    assert (tmp_path / "m" / "vae_meta_data.pkl").is_file()
+    written = model.save_model(str(tmp_path / "m" / "vae"), train)
+    assert written == tmp_path / "m" / "vae.skvae"  # one code-free file, no pickle
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["vae.skvae"]
     d = VAE.load_model(str(tmp_path / "m" / "vae"))  # hidden_dims read from metadata
     loaded = d["model"]
     np.testing.assert_allclose(
@@ -116,7 +116,10 @@ def test_save_and_load_round_trip(trained, synthetic, tmp_path):
     s_train = model.score_samples(train.numpy())
     assert d["mean"] == pytest.approx(s_train.mean()) and d["std"] == pytest.approx(s_train.std())
     assert d["thr"] == pytest.approx((model.threshold - d["mean"]) / d["std"])
-    assert set(d["threshold_candidates"]) >= {"p1", "p5"}
+    assert set(d["threshold_candidates"]) == {1, 5, 10, 15, 20}
+    assert d["threshold_candidates"][5] == pytest.approx(
+        (np.percentile(s_train, 5) - d["mean"]) / d["std"]
+    )
     with pytest.raises(FileNotFoundError):
         VAE.load_model(str(tmp_path / "absent"))
 
@@ -180,10 +183,11 @@ def test_old_format_files_load(tmp_path):
         pickle.dump(meta, f)
     with pytest.raises(ValueError, match="hidden_dims"):
         VAE.load_model(str(tmp_path / "legacy"))
-    d = VAE.load_model(str(tmp_path / "legacy"), hidden_dims=[32, 16])
+    with pytest.warns(UserWarning, match="stochastic scores"):
+        d = VAE.load_model(str(tmp_path / "legacy"), hidden_dims=[32, 16])
     np.testing.assert_allclose(d["model"].score_samples(x.numpy()), old_scores.numpy(), rtol=1e-5)
     assert d["thr"] == pytest.approx((meta["threshold"] - meta["mean"]) / meta["std"])
-    with pytest.raises(ValueError, match="does not match|old VAE layout"):
+    with pytest.raises(ValueError, match="do not fit the architecture"):
         VAE.load_model(str(tmp_path / "legacy"), hidden_dims=[32, 8])
 
 

@@ -32,10 +32,10 @@ def test_penalty_higher_on_other_policy(rl_model):
 def test_threshold_and_scores_share_units(rl_model):
     det, X_in, _ = rl_model
     pen = RewardPenalty(det)
-    assert pen.threshold_ == pytest.approx((det.offset_ - det.score_mean_) / det.score_std_)
+    assert pen.thr_ == pytest.approx((det.offset_ - det.score_mean_) / det.score_std_)
     # the fraction of training rows below the normalised threshold is the contamination
     s_train = (-det.decision_scores_ - det.score_mean_) / det.score_std_
-    assert np.mean(s_train < pen.threshold_) == pytest.approx(det.contamination, abs=0.01)
+    assert np.mean(s_train < pen.thr_) == pytest.approx(det.contamination, abs=0.01)
     s = pen.normalized_scores(X_in)
     np.testing.assert_allclose(s, (det.score_samples(X_in) - det.score_mean_) / det.score_std_)
 
@@ -44,7 +44,7 @@ def test_penalty_shapes_and_kinds(rl_model):
     det, X_in, X_out = rl_model
     X = np.r_[X_in[:50], X_out[:50]]
     s = RewardPenalty(det).normalized_scores(X)
-    t = RewardPenalty(det).threshold_
+    t = RewardPenalty(det).thr_
     lin = RewardPenalty(det, "linear", scale=2.0).penalty(X)
     np.testing.assert_allclose(lin, np.maximum(0, 2.0 * (t - s)))
     np.testing.assert_allclose(RewardPenalty(det, "tanh").penalty(X), np.tanh(np.maximum(0, t - s)))

@@ -1,7 +1,6 @@
 """skvae: a variational autoencoder as a scikit-learn outlier detector."""
 
-from ._estimator import VAEOutlierDetector
-from ._persistence import load, save
+from ._estimator import VAEOutlierDetector, load, save
 from .evaluation import evaluate_anomaly_detection, evaluate_labelled, make_synthetic
 from .penalty import RewardPenalty
 

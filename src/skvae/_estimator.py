@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import sys
+import os
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -12,100 +11,27 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._network import VAEEnsemble
-from ._scaling import apply_scaling, fit_scaling, scale_tensor, to_float32
+from ._device import resolve_device, scoring_dtype
+from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
+from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
+from ._persistence import ModelRecord, locate, read_model, write_model
+from ._scaling import fit_scaling, to_float32
+from ._thresholds import offset_from_scores
 
-SCORE_TYPES = ("elbo", "reconstruction", "reconstruction_probability")
 # Optimisation steps each member takes when ``epochs='auto'``.
 AUTO_STEPS = 600
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
 # Attributes that input validation sets at the start of fit.
 _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
-# Rows read at a time when checking out-of-core input (memmap, h5py dataset).
-OUT_OF_CORE_CHUNK = 65536
 # Held-out rows the validation loss is computed on, at most (a fixed random subset).
 MAX_VALIDATION_ROWS = 1024
-# Rows scored per forward pass: memory is O(SCORE_CHUNK), not O(n_samples).
-SCORE_CHUNK = 2048
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn the ``device`` parameter into a :class:`torch.device`, or raise ValueError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if match is None:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
-    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
-        raise ValueError(
-            f"device={device!r} was requested but only {torch.cuda.device_count()} "
-            "CUDA device(s) exist."
-        )
-    return torch.device(device)
-
-
-def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """Precision of the fitted network. ``'auto'`` is float64 on the CPU, where a row's
-    score then does not depend on the other rows scored with it (float32 CPU kernels
-    change their summation order with the batch shape), and float32 on CUDA, where
-    float64 is slow."""
-    if precision == "auto":
-        return torch.float32 if device.type == "cuda" else torch.float64
-    return torch.float32 if precision == "float32" else torch.float64
-
-
-def is_out_of_core(X) -> bool:
-    """Whether ``X`` is a numpy memmap or an h5py dataset, read in chunks, not loaded."""
-    if isinstance(X, np.memmap):
-        return True
-    h5py = sys.modules.get("h5py")
-    return h5py is not None and isinstance(X, h5py.Dataset)
-
-
-def _check_finite(chunk: np.ndarray) -> None:
-    if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-        kind = "NaN" if np.isnan(chunk).any() else "infinity"
-        raise ValueError(f"Input X contains {kind}.")
-
-
-def _gather_rows(X, rows: np.ndarray) -> np.ndarray:
-    """``X[rows]`` (sorted row indices) for an out-of-core ``X``, read in contiguous
-    chunks (fast for h5py, unlike fancy indexing); checks every value read."""
-    parts = []
-    for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
-        chunk = np.asarray(X[block])
-        _check_finite(chunk)
-        lo, hi = np.searchsorted(rows, [block.start, block.stop])
-        parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
-    return np.concatenate(parts)
-
-
-def _score_rows(
-    module, X, center, scale, clip, device, score_type, check_finite: bool
-) -> np.ndarray:
-    """Scores of the rows of ``X`` (array, memmap or h5py dataset), chunk by chunk."""
-    dtype = next(module.parameters()).dtype
-    out = np.empty(X.shape[0], dtype=np.float64)
-    with torch.inference_mode():
-        for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
-            chunk = np.asarray(X[block])  # a view for in-memory arrays
-            if check_finite:
-                _check_finite(chunk)
-            block_out = out[block]
-            for rows in gen_batches(len(chunk), SCORE_CHUNK):
-                Z = apply_scaling(chunk[rows], center, scale, clip)
-                z = torch.from_numpy(Z).to(device, dtype)
-                block_out[rows] = module.scores(z, score_type).cpu().numpy()
-    return out
+# Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
+VALIDATION_CHUNK = 2048
 
 
 def default_latent_dim(n_features: int) -> int:
@@ -184,13 +110,16 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Expected fraction of outliers in the training data; sets ``offset_`` at that
         quantile of the training scores. ``'auto'`` uses Tukey's lower fence of the
         training scores instead, ``Q1 - 1.5 * IQR``.
-    score_type : {'elbo', 'reconstruction', 'reconstruction_probability'}, default='elbo'
+    score_type : {'elbo', 'reconstruction', 'squared_error', \
+            'reconstruction_probability'}, default='elbo'
         How samples are scored (higher is more normal):
 
         - ``'elbo'``: the evidence lower bound log p(x|z) - KL(q(z|x) || p(z)), with
           z at the posterior mean; a lower bound of the log-likelihood.
         - ``'reconstruction'``: minus the mean squared reconstruction error of the
           posterior mean (in the detector's scaled units).
+        - ``'squared_error'``: minus the summed squared reconstruction error of the
+          posterior mean, the score of the old ``vae_module`` (deterministic here).
         - ``'reconstruction_probability'``: the Monte-Carlo expected log-likelihood of
           x under the decoder's Gaussian over ``n_score_samples`` latent draws
           (An & Cho, 2015).
@@ -414,14 +343,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if out_of_core:
             # Read only the rows training needs; the scaling is learned from them.
             rows = np.unique(np.concatenate([subsets.ravel(), val_idx]))
-            X_fit = _gather_rows(X, rows)
+            X_fit = gather_rows(X, rows)
             subsets, val_idx = np.searchsorted(rows, subsets), np.searchsorted(rows, val_idx)
         else:
             X_fit = X
-        center, scale = fit_scaling(X_fit, self.scaling)
-        clip = self.scaling is not None
-        Z = torch.from_numpy(to_float32(apply_scaling(X_fit, center, scale, clip))).to(device)
-        del X_fit
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
         hidden = hidden_dims if hidden_dims is not None else default_hidden_dims(n_features)
@@ -432,17 +357,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.n_estimators,
             self.n_score_samples,
             self.decoder_variance,
+            clip=self.scaling is not None,
         )
-        init_gen = torch.Generator().manual_seed(seed)
-        module.reset_parameters(init_gen)
-        module.to(device)
+        module.set_scaling(*fit_scaling(X_fit, self.scaling))
+        Z = self._training_tensor(module, X_fit, device)
+        del X_fit
+        module.reset_parameters(torch.Generator().manual_seed(seed))
+        module.to(device, torch.float32)
 
         if validation_data is not None:
             X_val = validate_data(
                 self, validation_data, dtype=[np.float64, np.float32], reset=False
             )
-            Z_val = torch.from_numpy(to_float32(apply_scaling(X_val, center, scale, clip)))
-            Z_val = Z_val.to(device)
+            Z_val = self._training_tensor(module, X_val, device)
         else:
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
         subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
@@ -455,34 +382,74 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         del Z, Z_val
         module.to(dtype=scoring_dtype(device, self.precision))
 
-        scores = _score_rows(
-            module, X, center, scale, clip, device, self.score_type, check_finite=False
-        )
+        scores = self._forward(module, X, "score")
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
                 "lower lr or check the scale of X."
             )
-        offset = self._compute_offset(scores)
-
         # Everything learned is assigned only now, so an interrupted fit leaves the
         # estimator as it was.
+        self._set_fitted(
+            module,
+            device,
+            train_scores=scores,
+            history=history,
+            n_epochs=n_epochs,
+            best_epoch=best_epoch,
+        )
+        return self
+
+    @staticmethod
+    def _training_tensor(module: VAEEnsemble, X: np.ndarray, device) -> torch.Tensor:
+        """Rows scaled by the module's (float64) scaling, as float32 on ``device``."""
+        with torch.no_grad():
+            Z = module.scale_input(torch.from_numpy(np.array(X, dtype=np.float64)))
+        return torch.from_numpy(to_float32(Z.numpy())).to(device)
+
+    def _set_fitted(
+        self,
+        module: VAEEnsemble,
+        device: torch.device,
+        *,
+        train_scores: np.ndarray | None = None,
+        history: dict | None = None,
+        n_epochs: int = 0,
+        best_epoch: int = 0,
+        offset: float | None = None,
+        score_mean: float | None = None,
+        score_std: float | None = None,
+        feature_names_in=None,
+    ) -> None:
+        """The one writer of fitted state: ``fit``, loading and :mod:`skvae.compat` all
+        set the fitted attributes here. ``offset`` defaults to the ``contamination``
+        threshold of ``train_scores``, the score statistics to theirs; without training
+        scores (files that did not keep them) ``decision_scores_`` is empty."""
+        scores = np.zeros(0) if train_scores is None else np.asarray(train_scores, np.float64)
+        if offset is None:
+            offset = offset_from_scores(scores, self.contamination)
         self.module_ = module
         self.device_ = device
-        self.center_ = center
-        self.scale_ = scale
-        self.latent_dim_ = latent_dim
-        self.hidden_dims_ = tuple(hidden)
-        self.history_ = history
-        self.n_epochs_ = n_epochs
-        self.best_epoch_ = best_epoch
-        self.offset_ = offset
-        self.threshold_ = -offset
+        self.n_features_in_ = module.config["n_features"]
+        if feature_names_in is not None:
+            self.feature_names_in_ = np.asarray(feature_names_in, dtype=object)
+        self.center_ = module.center.detach().cpu().double().numpy().copy()
+        self.scale_ = module.scale.detach().cpu().double().numpy().copy()
+        self.latent_dim_ = module.latent_dim
+        self.hidden_dims_ = tuple(module.config["hidden_dims"])
+        self.history_ = history if history is not None else {}
+        self.n_epochs_ = int(n_epochs)
+        self.best_epoch_ = int(best_epoch)
         self.decision_scores_ = -scores
+        self.score_mean_ = float(scores.mean()) if score_mean is None else float(score_mean)
+        self.score_std_ = float(scores.std()) if score_std is None else float(score_std)
+        self._set_offset(offset)
+
+    def _set_offset(self, offset: float) -> None:
+        """Move the threshold: ``offset_``, ``threshold_`` and ``labels_`` together."""
+        self.offset_ = float(offset)
+        self.threshold_ = -self.offset_
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
-        self.score_mean_ = float(scores.mean())
-        self.score_std_ = float(scores.std())
-        return self
 
     def _check_hidden_dims(self) -> tuple[int, ...] | None:
         if self.hidden_dims is None:
@@ -568,8 +535,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     module.eval()
                     with torch.inference_mode():
                         val_sums = torch.zeros(2, device=device, dtype=torch.float64)
-                        for rows in gen_batches(len(Z_val), SCORE_CHUNK):
-                            nll, kl = module.loss_terms(Z_val[rows], None)
+                        for start in range(0, len(Z_val), VALIDATION_CHUNK):
+                            z_val = Z_val[start : start + VALIDATION_CHUNK]
+                            nll, kl = module.loss_terms(z_val, None)
                             val_sums += torch.stack([nll.mean(0).sum(), kl.mean(0).sum()])
                         val_nll, val_kl = (val_sums / len(Z_val)).tolist()
                         values += [val_nll + beta * val_kl, val_nll, val_kl]
@@ -607,26 +575,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         module.load_state_dict(best_state)
         return history, epoch, best_epoch
 
-    def _compute_offset(self, scores: np.ndarray) -> float:
-        if self.contamination == "auto":
-            q1, q3 = np.percentile(scores, [25, 75])
-            return float(q1 - 1.5 * (q3 - q1))
-        return float(np.percentile(scores, 100.0 * self.contamination))
-
     # ------------------------------------------------------------------ scoring
     def _validate_out_of_core(self, X, reset: bool):
         """Check the shape and dtype of an h5py dataset or memmap without reading it
         (its values are checked chunk by chunk as they are read)."""
-        if len(X.shape) != 2:
-            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"X must be numeric; got dtype {X.dtype}.")
-        n_samples, n_features = X.shape
-        if n_samples < 1 or n_features < 1:
-            raise ValueError(
-                f"Found array with {n_samples} sample(s) and {n_features} feature(s); "
-                "at least 1 of each is required."
-            )
+        _, n_features = check_out_of_core(X)
         if reset:
             self.n_features_in_ = n_features
             self.__dict__.pop("feature_names_in_", None)
@@ -637,23 +590,47 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             )
         return X
 
-    def _validate_X(self, X) -> np.ndarray:
+    def _validate_X(self, X):
+        """``X`` checked against the fitted model: a tensor, an out-of-core dataset or
+        an array-like (validated like scikit-learn does)."""
         check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if isinstance(X, torch.Tensor):
+            return check_tensor(X, self.n_features_in_, type(self).__name__)
+        if is_out_of_core(X):
+            return self._validate_out_of_core(X, reset=False)
+        return validate_data(self, X, dtype="numeric", reset=False)
 
-    def _scaled_tensor(self, X: np.ndarray) -> torch.Tensor:
-        Z = apply_scaling(X, self.center_, self.scale_, self.scaling is not None)
-        return torch.from_numpy(Z).to(self.device_, self._dtype())
+    def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0):
+        """The one inference path: ``what`` is ``'score'``, ``'encode'`` or
+        ``'reconstruct'``; ``X`` already validated."""
+        if what == "score":
+            score_type = self.score_type
+            return forward_rows(module, X, lambda z: module.scores(z, score_type))
+        if what == "encode":
+            return forward_rows(
+                module,
+                X,
+                lambda z: torch.cat([t[member] for t in module.encode(z)], -1),
+                width=2 * module.latent_dim,
+            )
+        if what == "reconstruct":
+            return forward_rows(
+                module,
+                X,
+                lambda z: module.unscale_output(module.decode(module.encode(z)[0])[0].mean(0)),
+                width=module.config["n_features"],
+            )
+        raise ValueError(f"unknown inference {what!r}")  # pragma: no cover
 
     def score_samples(self, X) -> np.ndarray:
         """Normality score of each sample: higher is more normal.
 
         Parameters
         ----------
-        X : array-like or torch.Tensor of shape (n_samples, n_features)
+        X : array-like, memmap, h5py dataset or torch.Tensor of shape (n_samples, n_features)
             Samples to score. A tensor is scored without leaving torch (e.g. a batch
             of model rollouts already on the GPU); it is moved to the model's device
-            if needed.
+            if needed. Out-of-core data is read in chunks.
 
         Returns
         -------
@@ -662,55 +639,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             input; for a tensor, a tensor on the input's device (float64 when the model
             lives on the CPU, float32 on CUDA).
         """
-        if isinstance(X, torch.Tensor):
-            return self._score_tensor(X)
-        check_is_fitted(self)
-        if is_out_of_core(X):
-            X = self._validate_out_of_core(X, reset=False)
-        else:
-            X = self._validate_X(X)
-        out = _score_rows(
-            self.module_,
-            X,
-            self.center_,
-            self.scale_,
-            self.scaling is not None,
-            self.device_,
-            self.score_type,
-            check_finite=is_out_of_core(X),
+        X = self._validate_X(X)
+        out = self._forward(self.module_, X, "score")
+        finite = (
+            bool(torch.isfinite(out).all())
+            if isinstance(out, torch.Tensor)
+            else (np.isfinite(out).all())
         )
-        if not np.isfinite(out).all():
+        if not finite:
             raise ValueError(
                 "Non-finite scores: X has values too large for the network; use "
                 "scaling='robust' or 'standard', or rescale X."
             )
         return out
-
-    def _score_tensor(self, X: torch.Tensor) -> torch.Tensor:
-        check_is_fitted(self)
-        if X.dim() != 2:
-            raise ValueError(f"Expected a 2D tensor, got a {X.dim()}D tensor.")
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        if X.shape[0] == 0:
-            raise ValueError("Found a tensor with 0 sample(s); a minimum of 1 is required.")
-        if X.is_complex() or X.dtype == torch.bool:
-            raise TypeError(f"Cannot score a tensor of dtype {X.dtype}.")
-        dtype = self._dtype()
-        center = torch.as_tensor(self.center_, dtype=dtype, device=self.device_)
-        scale = torch.as_tensor(self.scale_, dtype=dtype, device=self.device_)
-        scores = []
-        with torch.inference_mode():
-            for start in range(0, X.shape[0], SCORE_CHUNK):
-                x = X[start : start + SCORE_CHUNK].to(self.device_, dtype)
-                if not torch.isfinite(x).all():
-                    raise ValueError("Input X contains NaN or infinity.")
-                z = scale_tensor(x, center, scale, self.scaling is not None)
-                scores.append(self.module_.scores(z, self.score_type))
-        return torch.cat(scores).to(X.device)
 
     def decision_function(self, X) -> np.ndarray:
         """Shifted scores: negative for outliers, positive for inliers.
@@ -740,7 +681,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             +1 for inliers, -1 for outliers.
         """
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        decision = self.decision_function(X)
+        if isinstance(decision, torch.Tensor):
+            decision = decision.cpu().numpy()
+        return np.where(decision < 0, -1, 1)
 
     # ------------------------------------------------------------------ generative side
     def encode(self, X, member: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -760,13 +704,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         """
         X = self._validate_X(X)
         member = self._check_member(member)
-        mus, logvars = [], []
-        with torch.inference_mode():
-            for rows in gen_batches(X.shape[0], SCORE_CHUNK):
-                mu, logvar = self.module_.encode(self._scaled_tensor(X[rows]))
-                mus.append(mu[member].double().cpu().numpy())
-                logvars.append(logvar[member].double().cpu().numpy())
-        return np.concatenate(mus), np.concatenate(logvars)
+        out = self._forward(self.module_, X, "encode", member)
+        if isinstance(out, torch.Tensor):
+            out = out.double().cpu().numpy()
+        return out[:, : self.latent_dim_], out[:, self.latent_dim_ :]
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstruction of each sample in input space (decoder mean at the posterior
@@ -782,14 +723,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         X_rec : ndarray of shape (n_samples, n_features)
             Reconstructions.
         """
-        X = self._validate_X(X)
-        out = np.empty(X.shape, dtype=np.float64)
-        with torch.inference_mode():
-            for rows in gen_batches(X.shape[0], SCORE_CHUNK):
-                mu, _ = self.module_.encode(self._scaled_tensor(X[rows]))
-                mean, _ = self.module_.decode(mu)
-                out[rows] = mean.mean(0).double().cpu().numpy()
-        return out * self.scale_ + self.center_
+        out = self._forward(self.module_, self._validate_X(X), "reconstruct")
+        return out.double().cpu().numpy() if isinstance(out, torch.Tensor) else out
 
     def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
         """Draw new points in input space: decoder means at z ~ N(0, I).
@@ -807,18 +742,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             Generated points.
         """
         check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or n_samples < 1:
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         rng = check_random_state(random_state)
         member = rng.randint(self.module_.n_members, size=n_samples)
-        z = rng.standard_normal((n_samples, self.latent_dim_)).astype(np.float32)
+        z = rng.standard_normal((n_samples, self.latent_dim_))
+        module = self.module_
         with torch.inference_mode():
             zt = torch.from_numpy(z).to(self.device_, self._dtype())
-            stacked = zt.unsqueeze(0).expand(self.module_.n_members, -1, -1).contiguous()
-            mean, _ = self.module_.decode(stacked)  # every member decodes every z once
+            stacked = zt.unsqueeze(0).expand(module.n_members, -1, -1).contiguous()
+            mean, _ = module.decode(stacked)  # every member decodes every z once
             picked = mean[torch.as_tensor(member), torch.arange(n_samples)]
-            out = picked.double().cpu().numpy()
-        return out * self.scale_ + self.center_
+            out = module.unscale_output(picked)
+        return out.double().cpu().numpy()
 
     def __sklearn_is_fitted__(self) -> bool:
         # n_features_in_ is set as soon as fit validates X; only a finished fit sets module_
@@ -834,24 +770,89 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return int(member)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> Path:
-        """Write the fitted detector to a file that executes no code when loaded.
-
-        See :func:`skvae.save`; load it with :func:`skvae.load`.
+    def save(self, path: str | os.PathLike, *, info: dict | None = None) -> Path:
+        """Write the fitted detector to a ``.skvae`` file that executes no code when
+        loaded (the "Model files" page of the documentation describes it).
 
         Parameters
         ----------
         path : path-like
-            Destination file (``.skvae`` is conventional).
+            Destination file, taken literally (``.skvae`` is conventional). The write is
+            atomic: a failed save leaves an existing file as it was.
+        info : dict, optional
+            Plain data to keep with the model (task, data source, feature layout,
+            threshold candidates, ...); :func:`skvae.load` returns it with
+            ``return_info=True``.
 
         Returns
         -------
         path : pathlib.Path
             The file written.
-        """
-        from ._persistence import save
 
-        return save(self, path)
+        Examples
+        --------
+        >>> import numpy as np, tempfile, os
+        >>> from skvae import VAEOutlierDetector, load
+        >>> det = VAEOutlierDetector(epochs=3, random_state=0).fit(np.random.randn(50, 3))
+        >>> f = det.save(os.path.join(tempfile.mkdtemp(), "det.skvae"), info={"task": "demo"})
+        >>> load(f, return_info=True)[1]["task"]
+        'demo'
+        """
+        check_is_fitted(self)
+        return write_model(path, self._to_record(info))
+
+    def _to_record(self, info: dict | None = None) -> ModelRecord:
+        names = getattr(self, "feature_names_in_", None)
+        return ModelRecord(
+            params=self.get_params(),
+            network=dict(self.module_.config),
+            state={k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+            fitted={
+                "device": str(self.device_),
+                "n_features_in": int(self.n_features_in_),
+                "feature_names_in": None if names is None else [str(n) for n in names],
+                "offset": float(self.offset_),
+                "score_mean": float(self.score_mean_),
+                "score_std": float(self.score_std_),
+                "history": self.history_,
+                "n_epochs": int(self.n_epochs_),
+                "best_epoch": int(self.best_epoch_),
+            },
+            decision_scores=np.asarray(self.decision_scores_, dtype=np.float64),
+            info=dict(info or {}),
+        )
+
+    @classmethod
+    def _from_record(cls, record: ModelRecord, device: str | None = None):
+        """A fitted detector from a model file's record (built, validated, placed)."""
+        try:
+            detector = cls(**record.params)
+            detector._validate_params()
+            detector._check_hidden_dims()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid hyperparameters in the model file: {exc}") from exc
+        fitted = record.fitted
+        module, dev = rebuild(
+            record.network, record.state, fitted["device"], device, detector.precision
+        )
+        if module.config["n_features"] != fitted["n_features_in"]:
+            raise ValueError(
+                f"the model file's n_features_in ({fitted['n_features_in']}) does not "
+                f"match its network ({module.config['n_features']} features)"
+            )
+        detector._set_fitted(
+            module,
+            dev,
+            train_scores=-np.asarray(record.decision_scores, dtype=np.float64),
+            history=fitted["history"],
+            n_epochs=fitted["n_epochs"],
+            best_epoch=fitted["best_epoch"],
+            offset=fitted["offset"],
+            score_mean=fitted["score_mean"],
+            score_std=fitted["score_std"],
+            feature_names_in=fitted.get("feature_names_in"),
+        )
+        return detector
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
@@ -870,16 +871,141 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         module_state = state.get("module_")
         if isinstance(module_state, dict):
-            module = VAEEnsemble(**module_state["config"])
-            module.load_state_dict(module_state["state_dict"])
-            module.eval()
-            device = torch.device(state.get("device_", "cpu"))
-            if device.type == "cuda" and not torch.cuda.is_available():
-                device = torch.device("cpu")
-            precision = state.get("precision", "auto")
-            state["module_"] = module.to(device, scoring_dtype(device, precision))
-            state["device_"] = device
+            config = dict(module_state["config"])
+            weights = dict(module_state["state_dict"])
+            if "center" not in weights:  # pickled by skvae 0.1.0: scaling kept outside
+                config.setdefault("clip", state.get("scaling") is not None)
+                weights["center"] = torch.as_tensor(state["center_"], dtype=torch.float64)
+                weights["scale"] = torch.as_tensor(state["scale_"], dtype=torch.float64)
+            state["module_"], state["device_"] = rebuild(
+                config, weights, state.get("device_", "cpu"), None, state.get("precision", "auto")
+            )
         super().__setstate__(state)
+
+
+def save(
+    detector: VAEOutlierDetector, path: str | os.PathLike, *, info: dict | None = None
+) -> Path:
+    """Write a fitted :class:`~skvae.VAEOutlierDetector` to a ``.skvae`` file.
+
+    The same as ``detector.save(path, info=info)``.
+
+    Parameters
+    ----------
+    detector : fitted VAEOutlierDetector
+        The detector to save.
+    path : path-like
+        Destination file, taken literally (``.skvae`` is conventional); written
+        atomically.
+    info : dict, optional
+        Plain data to keep with the model (see :meth:`VAEOutlierDetector.save`).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> import skvae
+    >>> det = skvae.VAEOutlierDetector(epochs=3, random_state=0).fit(np.random.randn(50, 3))
+    >>> f = skvae.save(det, os.path.join(tempfile.mkdtemp(), "det.skvae"))
+    >>> x = np.ones((1, 3))
+    >>> np.allclose(skvae.load(f).score_samples(x), det.score_samples(x))
+    True
+    """
+    return detector.save(path, info=info)
+
+
+def load(
+    path: str | os.PathLike,
+    device: str | None = None,
+    *,
+    hidden_dims=None,
+    return_info: bool = False,
+    allow_code_execution: bool = False,
+):
+    """Load a detector from any model file skvae reads, without running code from it.
+
+    Reads ``.skvae`` files (this version's and skvae 0.1.0's), the pair
+    ``<stem>_model.pth`` + ``<stem>_meta_data.pkl`` written by the old ``vae_module``
+    or by skvae 0.1.0's compat layer (the pickle is read with an unpickler that only
+    rebuilds plain data), and a stem naming either (``runs/hopper`` finds
+    ``runs/hopper.skvae``).
+
+    Parameters
+    ----------
+    path : path-like
+        The model file, or its stem.
+    device : str, optional
+        Where to put the network; default: where it was trained, or the CPU (with a
+        warning) when that was a GPU and none is available here.
+    hidden_dims : list of int, optional
+        Only for files of the old ``vae_module``, which did not store them.
+    return_info : bool, default=False
+        Also return the file's ``info`` dict (task, data, feature layout, threshold
+        candidates keyed by integer percentile in normalised units, ...).
+    allow_code_execution : bool, default=False
+        Also load pickled estimators (``.joblib``/``.pkl``), e.g. written with
+        ``joblib.dump``. Unpickling runs whatever code the file holds: only for files
+        from a source you trust.
+
+    Returns
+    -------
+    detector : VAEOutlierDetector
+        The fitted detector.
+    info : dict
+        Only with ``return_info=True``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no model file at ``path``.
+    ValueError
+        If the file is truncated, corrupted, tampered with, not a skvae model, written
+        by a newer format version, or a pickle without ``allow_code_execution``.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "bad.skvae")
+    >>> _ = open(f, "wb").write(b"garbage")
+    >>> try:
+    ...     load(f)
+    ... except ValueError as e:
+    ...     print(str(e).split(":")[0])
+    not a skvae model file (not a zip archive)
+    """
+    kind, where = locate(path)
+    if kind == "pickle" and allow_code_execution:
+        import joblib
+
+        detector = joblib.load(where)
+        if not isinstance(detector, VAEOutlierDetector):
+            raise ValueError(f"{where} holds a {type(detector).__name__}, not a detector")
+        if device is not None:
+            dev = resolve_device(device)
+            detector.module_.to(dev, scoring_dtype(dev, detector.precision))
+            detector.device_ = dev
+        info = _sidecar_info(where)
+    else:
+        record = read_model(path, hidden_dims=hidden_dims)
+        detector = VAEOutlierDetector._from_record(record, device)
+        info = dict(record.info, source=record.source)
+    return (detector, info) if return_info else detector
+
+
+def _sidecar_info(file: Path) -> dict:
+    """The ``.json`` skvae 0.1.0's command line wrote beside a ``.joblib`` model."""
+    import json
+
+    sidecar = file.with_suffix(".json")
+    if not sidecar.is_file():
+        return {"source": "pickle"}
+    meta = json.loads(sidecar.read_text())
+    info = {k: meta[k] for k in ("task", "data_path", "features", "config") if k in meta}
+    return dict(info, source="pickle")
 
 
 class _NoProgress:

@@ -3,17 +3,32 @@
 Every member has the same architecture; the weights of all members are stacked along a
 leading "member" axis so that one optimisation step (and one scoring pass) serves the
 whole ensemble. With ``n_members=1`` this is an ordinary VAE.
+
+The input scaling learned at fit time is part of the module (``center`` and ``scale``
+buffers, applied by :meth:`VAEEnsemble.scale_input`), so every path that feeds rows to the
+network scales them the same way. The score types are a registry (:data:`SCORE_TYPES`)
+next to the code that computes them, and :func:`forward_rows` is the one chunked
+inference loop over arrays, memmaps, h5py datasets and tensors.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
+from sklearn.utils import gen_batches
+from sklearn.utils._chunking import get_chunk_n_rows
 from torch import nn
 
+from ._device import restore_device, scoring_dtype
+from ._inputs import check_finite, is_out_of_core
+
 LOG_2PI = math.log(2.0 * math.pi)
+# Scaled inputs are clipped to +-CLIP (when the module clips): a row can be arbitrarily
+# far out and its score stays finite; beyond CLIP robust standard deviations is far out.
+CLIP = 10.0
 
 # Bounds of the predicted log-variances. They keep the Gaussian likelihoods finite when a
 # feature is (nearly) constant and keep the encoder's posterior from exploding.
@@ -75,6 +90,7 @@ class VAEEnsemble(nn.Module):
         n_members: int = 1,
         n_score_samples: int = 1,
         decoder_variance: str = "feature",
+        clip: bool = True,
     ) -> None:
         super().__init__()
         self.config = {
@@ -84,7 +100,11 @@ class VAEEnsemble(nn.Module):
             "n_members": int(n_members),
             "n_score_samples": int(n_score_samples),
             "decoder_variance": decoder_variance,
+            "clip": bool(clip),
         }
+        # Input scaling (set by the estimator at fit time): x -> (x - center) / scale.
+        self.register_buffer("center", torch.zeros(n_features, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
         enc_sizes = [n_features, *hidden_dims]
         dec_sizes = [latent_dim, *reversed(tuple(hidden_dims))]
         self.encoder_layers = nn.ModuleList(
@@ -113,6 +133,30 @@ class VAEEnsemble(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.config["latent_dim"]
+
+    def set_scaling(self, center: np.ndarray, scale: np.ndarray) -> None:
+        """Store the per-feature input scaling learned from the training data."""
+        with torch.no_grad():
+            self.center.copy_(torch.as_tensor(center, dtype=self.center.dtype))
+            self.scale.copy_(torch.as_tensor(scale, dtype=self.scale.dtype))
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows in input units -> the network's scaled units (clipped to +-CLIP), in
+        ``x``'s dtype."""
+        z = (x - self.center.to(x.dtype)) / self.scale.to(x.dtype)
+        if self.config["clip"]:
+            z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP).clamp(-CLIP, CLIP)
+        return z
+
+    def unscale_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`scale_input` (without the clipping)."""
+        return z * self.scale.to(z.dtype) + self.center.to(z.dtype)
+
+    def row_bytes(self) -> int:
+        """Approximate working memory one scored row needs (for chunk sizes)."""
+        c = self.config
+        width = 2 * sum(c["hidden_dims"]) + 2 * c["latent_dim"] + 3 * c["n_features"]
+        return 8 * c["n_members"] * width * max(1, c["n_score_samples"])
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Initialise all weights and the scoring noise from ``generator``."""
@@ -219,25 +263,136 @@ class VAEEnsemble(nn.Module):
         self.decoder_logvar.copy_(torch.maximum(self.decoder_logvar, held_out))
 
     def member_scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
-        """Per-member normality scores (higher = more normal) of rows ``x``."""
-        mu, logvar = self.encode(x)
-        if score_type == "reconstruction":
-            mean, _ = self.decode(mu)
-            return -(x - mean).square().mean(-1)
-        if score_type == "elbo":
-            mean, dec_logvar = self.decode(mu)
-            return self.gaussian_log_likelihood(x, mean, dec_logvar) - self.kl_divergence(
-                mu, logvar
-            )
-        if score_type == "reconstruction_probability":
-            std = torch.exp(0.5 * logvar)
-            total = torch.zeros(mu.shape[:2], dtype=mu.dtype, device=mu.device)
-            for noise in self.score_noise:
-                mean, dec_logvar = self.decode(mu + std * noise)
-                total += self.gaussian_log_likelihood(x, mean, dec_logvar)
-            return total / self.score_noise.shape[0]
-        raise ValueError(f"unknown score_type {score_type!r}")
+        """Per-member normality scores (higher = more normal) of scaled rows ``x``."""
+        try:
+            score = SCORE_TYPES[score_type]
+        except KeyError:
+            raise ValueError(f"unknown score_type {score_type!r}") from None
+        return score(self, x)
 
     def scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
-        """Ensemble normality scores of rows ``x`` (rows, features): the members' mean."""
+        """Ensemble normality scores of scaled rows ``x`` (rows, features): the members'
+        mean."""
         return self.member_scores(x, score_type).mean(0)
+
+
+# ---------------------------------------------------------------------------- score types
+# Each maps (network, scaled rows) to per-member scores (members, rows), higher = more
+# normal. Adding a score type is adding a function here.
+SCORE_TYPES: dict[str, Callable[[VAEEnsemble, torch.Tensor], torch.Tensor]] = {}
+
+
+def _score_type(name: str):
+    def register(fn):
+        SCORE_TYPES[name] = fn
+        return fn
+
+    return register
+
+
+@_score_type("elbo")
+def _elbo(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) - KL(q(z|x) || p(z)) with z at the posterior mean."""
+    mu, logvar = net.encode(x)
+    mean, dec_logvar = net.decode(mu)
+    return net.gaussian_log_likelihood(x, mean, dec_logvar) - net.kl_divergence(mu, logvar)
+
+
+@_score_type("reconstruction")
+def _reconstruction(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
+    """Minus the mean squared reconstruction error of the posterior mean."""
+    mean, _ = net.decode(net.encode(x)[0])
+    return -(x - mean).square().mean(-1)
+
+
+@_score_type("squared_error")
+def _squared_error(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
+    """Minus the summed squared reconstruction error of the posterior mean (the score of
+    the old ``vae_module``, made deterministic)."""
+    mean, _ = net.decode(net.encode(x)[0])
+    return -(x - mean).square().sum(-1)
+
+
+@_score_type("reconstruction_probability")
+def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo expected log p(x|z) over the latent draws fixed at fit time."""
+    mu, logvar = net.encode(x)
+    std = torch.exp(0.5 * logvar)
+    total = torch.zeros(mu.shape[:2], dtype=mu.dtype, device=mu.device)
+    for noise in net.score_noise:
+        mean, dec_logvar = net.decode(mu + std * noise)
+        total += net.gaussian_log_likelihood(x, mean, dec_logvar)
+    return total / net.score_noise.shape[0]
+
+
+# ---------------------------------------------------------------------------- rebuilding
+def rebuild(
+    config: dict,
+    state_dict: dict[str, torch.Tensor],
+    saved_device: str = "cpu",
+    device: str | None = None,
+    precision: str = "auto",
+) -> tuple[VAEEnsemble, torch.device]:
+    """A fitted network from its architecture and state dict, in eval mode, on
+    ``device`` (default: where it was saved; the CPU with a warning when that was CUDA
+    and CUDA is missing here), in the scoring precision. Raises ValueError when the
+    state dict does not fit the architecture."""
+    try:
+        net = VAEEnsemble(**config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"invalid network architecture {config!r}: {exc}") from exc
+    try:
+        net.load_state_dict(state_dict)
+    except (RuntimeError, KeyError) as exc:
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        shape = {k: config.get(k) for k in ("n_features", "latent_dim", "hidden_dims")}
+        raise ValueError(
+            f"the weights do not fit the architecture {shape}: {details[0] if details else exc}"
+        ) from exc
+    target = restore_device(saved_device, device)
+    net.eval()
+    return net.to(target, scoring_dtype(target, precision)), target
+
+
+# ---------------------------------------------------------------------------- inference
+def forward_rows(
+    net: VAEEnsemble,
+    X,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    width: int | None = None,
+    check_values: bool = False,
+):
+    """Apply ``fn`` (scaled rows -> one value, or ``width`` values, per row) to the rows
+    of ``X`` chunk by chunk, the chunk size set by scikit-learn's ``working_memory``.
+
+    ``X`` is a validated 2D array, a memmap or h5py dataset (values checked as they are
+    read when ``check_values``) or a tensor (checked here). Returns a float64 array, or
+    for a tensor a tensor on its device.
+    """
+    device = net.center.device
+    dtype = next(net.parameters()).dtype
+    n_rows = X.shape[0]
+    chunk = get_chunk_n_rows(net.row_bytes(), max_n_rows=n_rows)
+    shape = (n_rows,) if width is None else (n_rows, width)
+    tensor_input = isinstance(X, torch.Tensor)
+    out = (
+        torch.empty(shape, dtype=dtype, device=device)
+        if tensor_input
+        else np.empty(shape, dtype=np.float64)
+    )
+    with torch.inference_mode():
+        for rows in gen_batches(n_rows, chunk):
+            if tensor_input:
+                x = X[rows].to(device, dtype)
+                if not torch.isfinite(x).all():
+                    raise ValueError("Input X contains NaN or infinity.")
+                out[rows] = fn(net.scale_input(x))
+                continue
+            part = np.asarray(X[rows])  # a view for in-memory arrays
+            if check_values or is_out_of_core(X):
+                check_finite(part)
+            part = np.ascontiguousarray(part, dtype=np.float64)  # one chunk, not all of X
+            x = torch.from_numpy(part if part.flags.writeable else part.copy())
+            result = fn(net.scale_input(x.to(device, dtype)))
+            out[rows] = result.to("cpu", torch.float64).numpy()
+    return out.to(X.device) if tensor_input else out

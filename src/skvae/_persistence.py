@@ -1,13 +1,20 @@
-"""A model file format that executes no code when loaded.
+"""Model files: the one reader and writer of every layout skvae reads.
 
-A ``.skvae`` file is a zip archive with two members:
+The format skvae writes is ``.skvae``, a zip archive with two members:
 
-- ``metadata.json``: hyperparameters, fitted scalars and arrays (scaling, threshold,
-  score statistics, history, feature names), the network's architecture, versions and
-  the SHA-256 of the weights member;
-- ``weights.pt``: the network's state dict (and the training scores), written with
-  ``torch.save`` and read with ``torch.load(weights_only=True)``, which only rebuilds
-  tensors.
+- ``metadata.json``: hyperparameters, the network's architecture, fitted scalars
+  (threshold, score statistics, history, feature names), an ``info`` block (task, data
+  source, feature layout, splits, config, threshold candidates), versions and the
+  SHA-256 of the weights member;
+- ``weights.pt``: the network's state dict (with the input scaling) and the training
+  scores, written with ``torch.save`` and read with ``torch.load(weights_only=True)``,
+  which only rebuilds tensors.
+
+It also reads, without running code from them, the pair the old ``vae_module`` wrote
+(``<stem>_model.pth`` + ``<stem>_meta_data.pkl``), the pair skvae 0.1.0's
+``skvae.compat`` wrote, and ``.skvae`` files of format version 1 (skvae 0.1.0). All are
+turned into one :class:`ModelRecord`; the estimator builds itself from that record.
+This module knows nothing of the estimator.
 """
 
 from __future__ import annotations
@@ -15,151 +22,185 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import pickle
+import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ._thresholds import normalize
+
 FORMAT_NAME = "skvae-model"
-FORMAT_VERSION = 1
-_PARAM_TYPES = (type(None), bool, int, float, str)
+FORMAT_VERSION = 2
+SUFFIX = ".skvae"
+PAIR_WEIGHTS = "_model.pth"
+PAIR_META = "_meta_data.pkl"
+COMPAT_V1 = "skvae-compat-1"  # what skvae 0.1.0's compat layer wrote
+DECISION_SCORES_KEY = "__decision_scores__"
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
-def _jsonable_params(params: dict) -> dict:
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, tuple):
-            value = list(value)
-        if isinstance(value, np.random.RandomState):
-            value = None  # the fitted state does not depend on it any more
-        if isinstance(value, np.generic):
-            value = value.item()
-        if not (isinstance(value, _PARAM_TYPES) or isinstance(value, list)):
-            raise TypeError(f"parameter {key}={value!r} cannot be stored in a .skvae file")
-        out[key] = value
-    return out
+@dataclass
+class ModelRecord:
+    """Everything a model file holds, in one shape whatever the file's layout.
 
-
-def save(detector, path: str | os.PathLike) -> Path:
-    """Write a fitted :class:`~skvae.VAEOutlierDetector` to a ``.skvae`` file.
-
-    Parameters
-    ----------
-    detector : fitted VAEOutlierDetector
-        The detector to save.
-    path : path-like
-        Destination file (``.skvae`` is conventional).
-
-    Returns
-    -------
-    path : pathlib.Path
-        The file written.
-
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> import skvae
-    >>> det = skvae.VAEOutlierDetector(epochs=3, random_state=0).fit(np.random.randn(50, 3))
-    >>> f = skvae.save(det, os.path.join(tempfile.mkdtemp(), "det.skvae"))
-    >>> x = np.ones((1, 3))
-    >>> np.allclose(skvae.load(f).score_samples(x), det.score_samples(x))
-    True
+    ``params`` are the estimator's hyperparameters, ``network`` the architecture of
+    :class:`~skvae._network.VAEEnsemble`, ``state`` its state dict (input scaling
+    included), ``fitted`` the fitted scalars, ``decision_scores`` the training anomaly
+    scores (empty when the file did not keep them), ``info`` what the file says about
+    the model's data and use (threshold candidates keyed by integer percentile, in
+    normalised units), ``source`` the layout that was read.
     """
+
+    params: dict[str, Any]
+    network: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    fitted: dict[str, Any]
+    decision_scores: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+    source: str = "skvae-2"
+
+
+# ---------------------------------------------------------------------------- writing
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write a file through a temporary file in the same folder, flushed and fsynced,
+    then moved into place with ``os.replace``: a failed or interrupted write leaves the
+    previous file intact and no partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON-able plain data (numpy scalars and arrays, tuples included)."""
+    if isinstance(value, np.random.RandomState):
+        return None  # the fitted state does not depend on it any more
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist(), where)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{where}={value!r} cannot be stored in a {SUFFIX} file")
+
+
+def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
+    """Write ``record`` as a ``.skvae`` file at ``path`` (taken literally), atomically."""
     import sklearn
-    from sklearn.utils.validation import check_is_fitted
 
     from . import __version__
 
-    check_is_fitted(detector)
     buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in detector.module_.state_dict().items()}
-    state["__decision_scores__"] = torch.from_numpy(np.asarray(detector.decision_scores_))
+    state = {k: v.detach().cpu() for k, v in record.state.items()}
+    state[DECISION_SCORES_KEY] = torch.from_numpy(
+        np.ascontiguousarray(record.decision_scores, dtype=np.float64)
+    )
     torch.save(state, buffer)
     weights = buffer.getvalue()
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "class": type(detector).__name__,
+        "class": "VAEOutlierDetector",
         "versions": {
             "skvae": __version__,
             "torch": torch.__version__,
             "sklearn": sklearn.__version__,
             "numpy": np.__version__,
         },
-        "params": _jsonable_params(detector.get_params()),
-        "network": dict(detector.module_.config),
+        "params": _plain(record.params, "params"),
+        "network": _plain(record.network, "network"),
+        "fitted": _plain(record.fitted, "fitted"),
+        "info": _plain(record.info, "info"),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "fitted": {
-            "device": str(detector.device_),
-            "n_features_in": int(detector.n_features_in_),
-            "feature_names_in": (
-                [str(n) for n in detector.feature_names_in_]
-                if hasattr(detector, "feature_names_in_")
-                else None
-            ),
-            "center": detector.center_.tolist(),
-            "scale": detector.scale_.tolist(),
-            "latent_dim": int(detector.latent_dim_),
-            "hidden_dims": list(detector.hidden_dims_),
-            "offset": float(detector.offset_),
-            "score_mean": float(detector.score_mean_),
-            "score_std": float(detector.score_std_),
-            "history": detector.history_,
-            "n_epochs": int(detector.n_epochs_),
-            "best_epoch": int(detector.best_epoch_),
-        },
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("metadata.json", json.dumps(meta, indent=1))
-        zf.writestr("weights.pt", weights)
-    return path
+    text = json.dumps(meta, indent=1, allow_nan=False)
+
+    def write(fh) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("metadata.json", text)
+            zf.writestr("weights.pt", weights)
+
+    return atomic_write(path, write)
 
 
-def load(path: str | os.PathLike, device: str | None = None):
-    """Load a detector written by :func:`save`, without executing code from the file.
+# ---------------------------------------------------------------------------- locating
+def locate(path: str | os.PathLike) -> tuple[str, Path]:
+    """Which layout ``path`` names and the file (or pair stem) to read.
 
-    Parameters
-    ----------
-    path : path-like
-        The ``.skvae`` file.
-    device : str, optional
-        Where to put the network; default: where it was trained, or the CPU when that
-        device is not available here.
-
-    Returns
-    -------
-    detector : VAEOutlierDetector
-        The fitted detector.
-
-    Raises
-    ------
-    ValueError
-        If the file is truncated, corrupted, tampered with, or not a skvae model,
-        or was written by a newer, incompatible format version.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> f = os.path.join(tempfile.mkdtemp(), "bad.skvae")
-    >>> _ = open(f, "wb").write(b"garbage")
-    >>> try:
-    ...     load(f)
-    ... except ValueError as e:
-    ...     print(str(e).split(":")[0])
-    not a skvae model file (not a zip archive)
+    Returns ``('skvae', file)``, ``('pair', stem)`` or ``('pickle', file)``. A path that
+    is not a file is tried as a stem: ``<path>.skvae``, then the pair
+    ``<path>_model.pth`` + ``<path>_meta_data.pkl``.
     """
-    from . import __version__
-    from ._estimator import VAEOutlierDetector, resolve_device, scoring_dtype
-    from ._network import VAEEnsemble
+    p = Path(path).expanduser()
+    if p.is_file():
+        name = p.name
+        if name.endswith(PAIR_WEIGHTS):
+            return "pair", p.with_name(name[: -len(PAIR_WEIGHTS)])
+        if name.endswith(PAIR_META):
+            return "pair", p.with_name(name[: -len(PAIR_META)])
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            return "pickle", p
+        return "skvae", p
+    candidate = p.with_name(p.name + SUFFIX)
+    if candidate.is_file():
+        return "skvae", candidate
+    weights, meta = p.with_name(p.name + PAIR_WEIGHTS), p.with_name(p.name + PAIR_META)
+    if weights.is_file() and meta.is_file():
+        return "pair", p
+    raise FileNotFoundError(
+        f"Model file not found: {p} (also looked for {candidate.name} and the pair "
+        f"{weights.name} + {meta.name})"
+    )
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: {path}")
+
+# ---------------------------------------------------------------------------- reading
+def read_model(path: str | os.PathLike, hidden_dims=None) -> ModelRecord:
+    """Read any code-free model layout (see :func:`locate`) into a :class:`ModelRecord`.
+
+    ``hidden_dims`` is needed only for pairs written by the old ``vae_module``, which did
+    not store them. Pickled estimators (``.joblib``/``.pkl``) are not read here.
+    """
+    kind, where = locate(path)
+    if kind == "pickle":
+        raise ValueError(
+            f"{where} is a pickle; loading it can run arbitrary code. Only if you trust "
+            "its source, pass allow_code_execution=True (--allow-code-execution)."
+        )
+    if kind == "pair":
+        return _read_pair(where, hidden_dims)
+    return _read_skvae(where)
+
+
+def _read_skvae(path: Path) -> ModelRecord:
+    from . import __version__
+
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read("metadata.json"))
@@ -170,54 +211,288 @@ def load(path: str | os.PathLike, device: str | None = None):
         raise ValueError(f"not a skvae model file (missing {exc}): {path}") from exc
     except Exception as exc:  # damaged members: zlib and CRC errors, bad JSON
         raise ValueError(f"corrupted skvae model file {path}: {exc}") from exc
-    if meta.get("format") != FORMAT_NAME:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ValueError(f"not a skvae model file: {path}")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} uses model format {version}, newer than this skvae "
             f"({__version__}, format {FORMAT_VERSION}) reads: upgrade skvae."
         )
     if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
         raise ValueError(f"{path}: the weights do not match their checksum (tampered?)")
-    written_by = meta.get("versions", {}).get("skvae")
-    if written_by != __version__:
+    versions = meta.get("versions")
+    written_by = versions.get("skvae") if isinstance(versions, dict) else None
+    if written_by != __version__ and version == FORMAT_VERSION:
         warnings.warn(
             f"{path} was written by skvae {written_by}; this is skvae {__version__}.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=4,
         )
+    params = _field(meta, "params", dict, path)
+    network = dict(_field(meta, "network", dict, path))
+    fitted = dict(_field(meta, "fitted", dict, path))
+    info = meta.get("info", {})
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: metadata field 'info' must be a mapping")
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        fitted = meta["fitted"]
-        detector = VAEOutlierDetector(**meta["params"])
-        module = VAEEnsemble(**meta["network"])
-        decision_scores = state.pop("__decision_scores__").numpy()
-        module.load_state_dict(state)
     except Exception as exc:
         raise ValueError(f"corrupted skvae model file {path}: {exc}") from exc
-    if device is None:
-        device = fitted["device"]
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            device = "cpu"
-    dev = resolve_device(device)
-    module.eval()
-    detector.module_ = module.to(dev, scoring_dtype(dev, detector.precision))
-    detector.device_ = dev
-    detector.n_features_in_ = fitted["n_features_in"]
-    if fitted["feature_names_in"] is not None:
-        detector.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
-    detector.center_ = np.asarray(fitted["center"], dtype=np.float64)
-    detector.scale_ = np.asarray(fitted["scale"], dtype=np.float64)
-    detector.latent_dim_ = fitted["latent_dim"]
-    detector.hidden_dims_ = tuple(fitted["hidden_dims"])
-    detector.offset_ = fitted["offset"]
-    detector.threshold_ = -fitted["offset"]
-    detector.score_mean_ = fitted["score_mean"]
-    detector.score_std_ = fitted["score_std"]
-    detector.history_ = fitted["history"]
-    detector.n_epochs_ = fitted["n_epochs"]
-    detector.best_epoch_ = fitted["best_epoch"]
-    detector.decision_scores_ = decision_scores
-    detector.labels_ = (decision_scores > detector.threshold_).astype(int)
-    return detector
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: the weights member is not a state dict of tensors")
+    decision_scores = state.pop(DECISION_SCORES_KEY, torch.zeros(0)).double().numpy()
+    if version == 1:  # 0.1.0: scaling in the metadata, clipping implied by the scaling
+        network.setdefault("clip", params.get("scaling") is not None)
+        for key in ("center", "scale"):
+            state[key] = torch.as_tensor(
+                np.asarray(_field(fitted, key, list, path), dtype=np.float64)
+            )
+    fitted.pop("center", None)
+    fitted.pop("scale", None)
+    _check_fitted(fitted, path)
+    return ModelRecord(
+        params=dict(params),
+        network=network,
+        state=state,
+        fitted=fitted,
+        decision_scores=decision_scores,
+        info=_info_from_json(info),
+        source=f"skvae-{version}",
+    )
+
+
+def _field(meta: dict, key: str, kind: type, path) -> Any:
+    value = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: metadata field {key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+_FITTED_FIELDS = {
+    "device": str,
+    "n_features_in": int,
+    "offset": float,
+    "score_mean": float,
+    "score_std": float,
+    "history": dict,
+    "n_epochs": int,
+    "best_epoch": int,
+}
+
+
+def _check_fitted(fitted: dict, path) -> None:
+    for key, kind in _FITTED_FIELDS.items():
+        value = fitted.get(key)
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        if not ok:
+            raise ValueError(f"{path}: metadata field 'fitted.{key}' is missing or invalid")
+    names = fitted.get("feature_names_in")
+    if names is not None and (not isinstance(names, list) or len(names) != fitted["n_features_in"]):
+        raise ValueError(f"{path}: metadata field 'fitted.feature_names_in' is invalid")
+
+
+def _info_from_json(info: dict) -> dict:
+    """JSON turns the integer percentile keys of threshold candidates into strings."""
+    info = dict(info)
+    candidates = info.get("threshold_candidates")
+    if isinstance(candidates, dict):
+        info["threshold_candidates"] = {
+            int(k) if str(k).isdigit() else k: v for k, v in candidates.items()
+        }
+    return info
+
+
+# ---------------------------------------------------------------------------- pairs
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Rebuilds only plain data: builtins containers and scalars, numpy arrays and
+    scalars. Anything else (a function, a class with code) is refused."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("builtins", "complex"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (
+            (module, name) in self._ALLOWED
+            or (module == "numpy" and name.endswith("DType"))
+            or (module.startswith("numpy.dtypes") and name.endswith("DType"))
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not plain data")
+
+
+def load_plain_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle a file holding only plain data (dicts, lists, numbers, strings, numpy
+    arrays); raises ValueError for anything that would run code or build objects."""
+    try:
+        with open(path, "rb") as fh:
+            return _PlainDataUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
+        raise ValueError(
+            f"{path}: not a pickle of plain data ({exc}). Only if you trust its source, "
+            "pass allow_code_execution=True (--allow-code-execution)."
+        ) from exc
+
+
+def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
+    meta_file = stem.with_name(stem.name + PAIR_META)
+    weights_file = stem.with_name(stem.name + PAIR_WEIGHTS)
+    for file in (meta_file, weights_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"Model file not found: {file}")
+    meta = load_plain_pickle(meta_file)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_file}: expected a dict of metadata, got {type(meta).__name__}")
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{weights_file}: not a readable state dict: {exc}") from exc
+    if meta.get("format") == COMPAT_V1:
+        return _record_from_compat_v1(meta, state, meta_file)
+    return _record_from_vae_module(meta, state, hidden_dims, meta_file)
+
+
+def _number(meta: dict, key: str, where, default=None) -> float | None:
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {key!r} must be a number; got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {key!r} must be finite; got {value!r}")
+    return value
+
+
+def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
+    params = dict(meta.get("detector_params") or {})
+    network = dict(meta["network"])
+    network.setdefault("clip", params.get("scaling") is not None)
+    net_state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    net_state["center"] = state["center"].double()
+    net_state["scale"] = state["scale"].double()
+    mean, std = _number(meta, "mean", where), _number(meta, "std", where)
+    offset = _number(meta, "threshold", where)
+    if offset is None:
+        raise ValueError(f"{where}: no threshold stored; call set_threshold before saving")
+    candidates = {}
+    for key, value in (meta.get("threshold_candidates") or {}).items():
+        digits = str(key).removeprefix("p")
+        if digits.isdigit():
+            candidates[int(digits)] = float(value)
+    return ModelRecord(
+        params=params,
+        network=network,
+        state=net_state,
+        fitted=_pair_fitted(meta, network, offset, mean, std),
+        decision_scores=np.zeros(0),
+        info={"threshold_candidates": candidates},
+        source=COMPAT_V1,
+    )
+
+
+def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> ModelRecord:
+    hidden = hidden_dims if hidden_dims is not None else meta.get("hidden_dims")
+    if hidden is None:
+        raise ValueError(
+            f"{where} does not store hidden_dims (a file of the old vae_module): pass "
+            "hidden_dims= as used in training."
+        )
+    hidden = [int(h) for h in hidden]
+    input_dim, latent_dim = int(meta["input_dim"]), int(meta["latent_dim"])
+    net_state = convert_vae_module_state(state, len(hidden))
+    network = {
+        "n_features": input_dim,
+        "latent_dim": latent_dim,
+        "hidden_dims": hidden,
+        "n_members": 1,
+        "n_score_samples": 1,
+        "decoder_variance": "feature",
+        "clip": False,
+    }
+    net_state["center"] = torch.zeros(input_dim, dtype=torch.float64)
+    net_state["scale"] = torch.ones(input_dim, dtype=torch.float64)
+    mean, std = _number(meta, "mean", where), _number(meta, "std", where)
+    offset = _number(meta, "threshold", where)
+    if mean is None or std is None or offset is None:
+        raise ValueError(f"{where}: 'threshold', 'mean' and 'std' are required")
+    candidates = {}  # the old module stored raw score percentiles: convert to thr units
+    for key, value in (meta.get("threshold_candidates") or {}).items():
+        if str(key).isdigit():
+            candidates[int(key)] = float(normalize(float(value), mean, std))
+    params = {
+        "latent_dim": latent_dim,
+        "hidden_dims": hidden,
+        "n_estimators": 1,
+        "max_samples": 1.0,
+        "trim_fraction": 0.0,
+        "score_type": "squared_error",
+        "scaling": None,
+        "contamination": 0.01,
+    }
+    return ModelRecord(
+        params=params,
+        network=network,
+        state=net_state,
+        fitted=_pair_fitted(meta, network, offset, mean, std),
+        decision_scores=np.zeros(0),
+        info={"threshold_candidates": candidates, "stochastic_statistics": True},
+        source="vae_module",
+    )
+
+
+def _pair_fitted(meta: dict, network: dict, offset: float, mean, std) -> dict:
+    return {
+        "device": str(meta.get("device", "cpu")),
+        "n_features_in": int(network["n_features"]),
+        "feature_names_in": None,
+        "offset": offset,
+        "score_mean": mean if mean is not None else 0.0,
+        "score_std": std if std is not None else 1.0,
+        "history": {},
+        "n_epochs": 0,
+        "best_epoch": 0,
+    }
+
+
+def convert_vae_module_state(state: dict[str, torch.Tensor], n_hidden: int) -> dict:
+    """Map the old module's state dict (``encoder.encoder.0.weight``, ``encoder.fc_mu``,
+    ``decoder.decoder.N``) onto a one-member :class:`~skvae._network.VAEEnsemble`."""
+    out = {}
+    try:
+        for i in range(n_hidden):
+            out[f"encoder_layers.{i}.weight"] = state[f"encoder.encoder.{2 * i}.weight"].T[None]
+            out[f"encoder_layers.{i}.bias"] = state[f"encoder.encoder.{2 * i}.bias"][None, None]
+            out[f"decoder_layers.{i}.weight"] = state[f"decoder.decoder.{2 * i}.weight"].T[None]
+            out[f"decoder_layers.{i}.bias"] = state[f"decoder.decoder.{2 * i}.bias"][None, None]
+        w = torch.cat([state["encoder.fc_mu.weight"], state["encoder.fc_logvar.weight"]])
+        b = torch.cat([state["encoder.fc_mu.bias"], state["encoder.fc_logvar.bias"]])
+        out["encoder_head.weight"], out["encoder_head.bias"] = w.T[None], b[None, None]
+        last = 2 * n_hidden
+        out["decoder_head.weight"] = state[f"decoder.decoder.{last}.weight"].T[None]
+        out["decoder_head.bias"] = state[f"decoder.decoder.{last}.bias"][None, None]
+    except KeyError as exc:
+        raise ValueError(f"Not a state dict of the old VAE layout: missing {exc}") from exc
+    n_features = out["decoder_head.bias"].shape[-1]
+    latent = out["encoder_head.bias"].shape[-1] // 2
+    # The old decoder had no variance (MSE loss): a unit variance, fixed.
+    out["decoder_logvar"] = torch.zeros(1, 1, n_features)
+    out["score_noise"] = torch.zeros(1, 1, 1, latent)
+    return out

@@ -1,12 +1,10 @@
-"""Input scaling applied inside the detector, independent of any scaler the user adds."""
+"""The per-feature input scaling the detector learns at fit time (applied by the network,
+:meth:`skvae._network.VAEEnsemble.scale_input`), independent of any scaler the user adds."""
 
 from __future__ import annotations
 
 import numpy as np
 
-# Scaled values are clipped to +-CLIP: a row can be arbitrarily far out and its score
-# stays finite, while anything beyond CLIP robust standard deviations is already far out.
-CLIP = 10.0
 # IQR of a standard normal distribution: dividing the IQR by it gives a robust std.
 _IQR_NORMAL = 1.3489795003921634
 
@@ -32,27 +30,6 @@ def fit_scaling(X: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarr
     # Non-finite or zero scales (overflowing or constant features) become 1.
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     return center.astype(np.float64), scale.astype(np.float64)
-
-
-def apply_scaling(X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: bool) -> np.ndarray:
-    """Scale ``X`` (float64 result), clipped to +-CLIP when ``clip``."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        Z = (np.asarray(X, dtype=np.float64) - center) / scale
-    if clip:
-        Z = np.nan_to_num(Z, nan=0.0, posinf=CLIP, neginf=-CLIP)
-        np.clip(Z, -CLIP, CLIP, out=Z)
-    return Z
-
-
-def scale_tensor(x, center, scale, clip: bool):
-    """The torch counterpart of :func:`apply_scaling`, for tensors already on a device
-    (``center`` and ``scale`` are tensors of ``x``'s dtype and device)."""
-    import torch
-
-    z = (x - center) / scale
-    if clip:
-        z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP).clamp(-CLIP, CLIP)
-    return z
 
 
 def to_float32(Z: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ Code written against ``vae_module.vae`` switches by changing one import line::
     from skvae.compat import VAE, create_synthetic_data, load_rl_data_for_vae
 
 :class:`VAE` is a thin layer over :class:`skvae.VAEOutlierDetector` (one VAE trained on
-all rows) and :mod:`skvae.datasets`; there is no second training loop. Where the old
-module had bugs, this layer behaves correctly:
+all rows) and :mod:`skvae.datasets`; there is no second training loop, no second model
+file format and no second threshold convention. Where the old module had bugs, this
+layer behaves correctly:
 
 - scores are deterministic (posterior mean, no fresh latent sample per call);
 - early stopping restores the weights of the best validation epoch;
@@ -16,15 +17,17 @@ module had bugs, this layer behaves correctly:
   ``(score_samples(x) - mean) / std``, and ``mean``/``std`` of the training scores, so
   the downstream comparison ``thr - s`` is meaningful (the old ``thr`` was raw).
 
-Scores are the detector's ELBO (a log-likelihood bound, higher = more normal) rather
-than the old negative reconstruction error; files saved by the old module load and keep
-their reconstruction-error score (made deterministic).
+``save_model`` writes one ``<save_path>.skvae`` file (no pickle); ``load_model`` reads
+it, every other file :func:`skvae.load` reads, and the old module's
+``<save_path>_model.pth`` + ``<save_path>_meta_data.pkl`` pair, which keeps its score,
+minus the summed squared reconstruction error (``score_type='squared_error'``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from ._estimator import VAEOutlierDetector, resolve_device, scoring_dtype
+from ._device import resolve_device
+from ._estimator import VAEOutlierDetector, load
 from ._network import VAEEnsemble
-from ._scaling import scale_tensor
+from ._persistence import SUFFIX
+from ._thresholds import normalize, threshold_candidates
 from .evaluation import evaluate_anomaly_detection as _evaluate
 from .evaluation import make_synthetic
-
-FORMAT = "skvae-compat-1"
-THRESHOLD_PERCENTILES = (0.5, 1, 2, 5, 10, 20)
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -49,16 +50,28 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+class _class_or_instance_method:
+    """A method bound to the instance when called on one, else to the class (the old
+    ``load_model`` was called both ways)."""
+
+    def __init__(self, func) -> None:
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __get__(self, obj, cls):
+        return functools.partial(self.func, cls if obj is None else obj)
+
+
 class VAE(nn.Module):
     """The old ``vae_module.vae.VAE``, backed by :class:`skvae.VAEOutlierDetector`.
 
     Parameters
     ----------
-    input_dim : int
+    input_dim : int, default=2
         Number of features.
-    latent_dim : int
+    latent_dim : int, default=16
         Size of the latent space.
-    hidden_dims : list of int
+    hidden_dims : list of int, default=[256, 256]
         Encoder widths; the decoder mirrors them.
     device : str, default='cpu'
         ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
@@ -66,10 +79,12 @@ class VAE(nn.Module):
     Attributes
     ----------
     detector : VAEOutlierDetector
-        The estimator doing the work (fitted by :meth:`fit`).
+        The estimator doing the work (fitted by :meth:`fit` or :meth:`load_model`).
+    net : torch.nn.Module
+        Its network (:class:`skvae._network.VAEEnsemble`, one member).
     threshold : float or None
-        Raw score threshold used by :meth:`predict_anomaly` (set by
-        :meth:`set_threshold` or by hand).
+        The detector's ``offset_`` (score units) used by :meth:`predict_anomaly`; set by
+        :meth:`set_threshold` or by hand.
 
     Examples
     --------
@@ -83,11 +98,18 @@ class VAE(nn.Module):
     True
     """
 
-    def __init__(self, input_dim: int, latent_dim: int, hidden_dims, device: str = "cpu") -> None:
+    def __init__(
+        self, input_dim: int = 2, latent_dim: int = 16, hidden_dims=(256, 256), device="cpu"
+    ) -> None:
         super().__init__()
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
         self.hidden_dims = [int(h) for h in hidden_dims]
+        if self.input_dim < 1 or self.latent_dim < 1 or not self.hidden_dims:
+            raise ValueError(
+                "input_dim and latent_dim must be positive and hidden_dims non-empty; got "
+                f"{input_dim}, {latent_dim}, {list(hidden_dims)}."
+            )
         self.device = resolve_device(str(device))
         self.detector = VAEOutlierDetector(
             latent_dim=self.latent_dim,
@@ -100,37 +122,29 @@ class VAE(nn.Module):
         )
         self.net = VAEEnsemble(self.input_dim, self.latent_dim, self.hidden_dims)
         self.net.reset_parameters(torch.Generator().manual_seed(0))
-        self.register_buffer("center", torch.zeros(self.input_dim, dtype=torch.float64))
-        self.register_buffer("scale", torch.ones(self.input_dim, dtype=torch.float64))
-        # Compat scores are the detector's times this factor: 1, or input_dim for
-        # old-format files (their score sums the squared error over features, the
-        # detector's averages it). The detector itself stays in its own units.
-        self._score_factor = 1.0
         self.to(self.device)
 
     # ------------------------------------------------------------------ torch side
     @property
     def threshold(self) -> float | None:
-        offset = getattr(self.detector, "offset_", None)
-        return None if offset is None else offset * self._score_factor
+        return getattr(self.detector, "offset_", None)
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
         if value is None:
-            for name in ("offset_", "threshold_"):
+            for name in ("offset_", "threshold_", "labels_"):
                 self.detector.__dict__.pop(name, None)
             return
-        self.detector.offset_ = float(value) / self._score_factor
-        self.detector.threshold_ = -self.detector.offset_
+        self._require_fitted()
+        self.detector._set_offset(float(value))
 
-    def _scale_in(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = next(self.net.parameters()).dtype
-        return scale_tensor(
-            x.to(self.device, dtype),
-            self.center.to(dtype),
-            self.scale.to(dtype),
-            self.detector.scaling is not None,
-        )
+    def _require_fitted(self) -> None:
+        if not hasattr(self.detector, "module_"):
+            raise ValueError("The model is not trained: call fit() or load_model() first.")
+
+    def _scale_in(self, x) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        return self.net.scale_input(x.to(self.device, next(self.net.parameters()).dtype))
 
     def encoder(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z|x), as tensors."""
@@ -138,6 +152,13 @@ class VAE(nn.Module):
         mu, logvar = self.net.encode(self._scale_in(x))
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return mu[0].to(dtype), logvar[0].to(dtype)
+
+    def decoder(self, z) -> torch.Tensor:
+        """Decoder mean of latent codes ``z``, in the input's units."""
+        z = torch.as_tensor(z)
+        dtype = z.dtype if z.is_floating_point() else torch.float32
+        mean, _ = self.net.decode(z.to(self.device, next(self.net.parameters()).dtype)[None])
+        return self.net.unscale_output(mean[0]).to(dtype)
 
     def forward(self, x: torch.Tensor):
         """Encode, draw z (the posterior mean in eval mode), decode.
@@ -148,7 +169,7 @@ class VAE(nn.Module):
         mu, logvar = self.net.encode(self._scale_in(x))
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
         mean, _ = self.net.decode(z)
-        recon = mean[0] * self.scale.to(mean.dtype) + self.center.to(mean.dtype)
+        recon = self.net.unscale_output(mean[0])
         return recon.to(x.dtype), mu[0].to(x.dtype), logvar[0].to(x.dtype)
 
     @staticmethod
@@ -198,25 +219,25 @@ class VAE(nn.Module):
             verbose=int(bool(verbose)),
         )
         self.detector.fit(_as_numpy(train_data), validation_data=_as_numpy(val_data))
-        self._adopt_detector()
+        self._adopt(self.detector)
         history = {k: list(v) for k, v in self.detector.history_.items()}
         if test_data is not None:
-            x = torch.as_tensor(_as_numpy(test_data), device=self.device)
             with torch.inference_mode():
-                z = self._scale_in(x)
-                nll, kl = self.net.loss_terms(z, None)
+                nll, kl = self.net.loss_terms(self._scale_in(_as_numpy(test_data)), None)
             history["test_recon"] = [float(nll.mean())]
             history["test_kl"] = [float(kl.mean())]
             history["test_loss"] = [history["test_recon"][0] + beta * history["test_kl"][0]]
         self.set_threshold(val_data, anomaly_fraction=0.01)
         return history
 
-    def _adopt_detector(self) -> None:
-        det = self.detector
-        self.net = det.module_
-        self.center = torch.as_tensor(det.center_, dtype=torch.float64, device=self.device)
-        self.scale = torch.as_tensor(det.scale_, dtype=torch.float64, device=self.device)
-        self._score_factor = 1.0
+    def _adopt(self, detector: VAEOutlierDetector) -> None:
+        """Use a fitted detector (after fit or load): its network becomes ``net``."""
+        self.detector = detector
+        self.net = detector.module_
+        self.device = detector.device_
+        self.input_dim = int(detector.n_features_in_)
+        self.latent_dim = int(detector.latent_dim_)
+        self.hidden_dims = list(detector.hidden_dims_)
         self.eval()
 
     # ------------------------------------------------------------------ scoring
@@ -227,10 +248,8 @@ class VAE(nn.Module):
         ``device`` is accepted for old call sites (``score_samples(x, device)``)
         and otherwise unused.
         """
-        if not hasattr(self.detector, "module_"):
-            raise ValueError("The model is not trained: call fit() or load_model() first.")
-        scores = self.detector.score_samples(x)
-        return scores * self._score_factor if self._score_factor != 1.0 else scores
+        self._require_fitted()
+        return self.detector.score_samples(x)
 
     def set_threshold(self, val_data, anomaly_fraction: float = 0.01) -> float:
         """Set the threshold at the ``anomaly_fraction`` quantile of ``val_data``'s scores."""
@@ -253,11 +272,13 @@ class VAE(nn.Module):
 
     def sample(self, num_samples: int) -> torch.Tensor:
         """``num_samples`` new points in input space, as a float32 tensor."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}.")
         with torch.inference_mode():
             z = torch.randn(num_samples, self.latent_dim, device=self.device)
             z = z.to(next(self.net.parameters()).dtype).unsqueeze(0)
             mean, _ = self.net.decode(z)
-            out = mean[0] * self.scale.to(mean.dtype) + self.center.to(mean.dtype)
+            out = self.net.unscale_output(mean[0])
         return out.float()
 
     def evaluate_anomaly_detection(self, normal_data, anomaly_data, plot: bool = False) -> dict:
@@ -266,161 +287,86 @@ class VAE(nn.Module):
             self.threshold = float(
                 np.quantile(_as_numpy(self.score_samples(_as_numpy(normal_data))), 0.01)
             )
-        result = _evaluate(
+        return _evaluate(
             self.detector, _as_numpy(normal_data), _as_numpy(anomaly_data), plot=plot
         ).to_dict()
-        for key in (
-            "normal_score_mean",
-            "normal_score_std",
-            "anomaly_score_mean",
-            "anomaly_score_std",
-            "threshold",
-        ):
-            result[key] *= self._score_factor  # in this model's score units
-        return result
 
     # ------------------------------------------------------------------ persistence
-    def save_model(self, save_path: str, train_data) -> None:
-        """Write ``<save_path>_model.pth`` (state dict) and ``<save_path>_meta_data.pkl``.
+    def save_model(self, save_path: str, train_data) -> Path:
+        """Write ``<save_path>.skvae``: the model, its threshold, the mean and standard
+        deviation of the scores of ``train_data`` and threshold candidates on them.
 
-        The metadata holds ``thr`` in normalised units, ``mean``/``std`` of the scores
-        of ``train_data``, threshold candidates and the architecture.
+        :meth:`load_model`, :func:`skvae.load` and ``skvae score`` read the file.
         """
-        directory = os.path.dirname(save_path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        torch.save(self.state_dict(), f"{save_path}_model.pth")
+        self._require_fitted()
+        det = self.detector
         scores = _as_numpy(self.score_samples(_as_numpy(train_data)))
-        mean, std = float(scores.mean()), float(scores.std()) or 1.0
-        threshold = self.threshold
-        meta = {
-            "format": FORMAT,
-            "skvae_version": __version__,
-            "input_dim": self.input_dim,
-            "latent_dim": self.latent_dim,
-            "hidden_dims": list(self.hidden_dims),
-            "device": str(self.device),
-            "network": dict(self.net.config),
-            "detector_params": self.detector.get_params(),
-            "threshold": threshold,
-            "thr": None if threshold is None else (threshold - mean) / std,
-            "mean": mean,
-            "std": std,
-            "threshold_candidates": {
-                f"p{p:g}": (float(np.percentile(scores, p)) - mean) / std
-                for p in THRESHOLD_PERCENTILES
-            },
+        # the statistics that normalise scores are those of train_data, as before
+        det._set_fitted(
+            det.module_,
+            det.device_,
+            train_scores=scores,
+            history=det.history_,
+            n_epochs=det.n_epochs_,
+            best_epoch=det.best_epoch_,
+            offset=det.offset_,
+        )
+        info = {
+            "threshold_candidates": threshold_candidates(scores, det.score_mean_, det.score_std_),
+            "written_by": "skvae.compat.VAE.save_model",
         }
-        with open(f"{save_path}_meta_data.pkl", "wb") as f:
-            pickle.dump(meta, f)
+        return det.save(_model_file(save_path), info=info)
 
-    @classmethod
-    def load_model(cls, save_path: str, hidden_dims=None, device=None) -> dict[str, Any]:
-        """Load a model saved by :meth:`save_model` or by the old module.
+    @_class_or_instance_method
+    def load_model(self_or_cls, save_path: str, hidden_dims=None, device=None) -> dict[str, Any]:
+        """Load any model file skvae reads (called on the class or on an instance).
+
+        Reads ``<save_path>.skvae`` (from :meth:`save_model`, :func:`skvae.save` or
+        ``skvae train``), a ``.skvae`` path, or the old pair ``<save_path>_model.pth`` +
+        ``<save_path>_meta_data.pkl``; ``hidden_dims`` is needed only for the old
+        module's files, which did not store them. Called on an instance, the
+        instance's device is the default.
 
         Returns
         -------
         model_dict : dict
             ``model`` (a :class:`VAE`), ``thr`` (threshold in normalised units),
             ``mean`` and ``std`` (of the training scores) and ``threshold_candidates``
-            (normalised; empty for old files, which did not store them).
+            (``{percentile: thr}`` with integer keys, in the same units as ``thr``).
         """
-        meta_file = Path(f"{save_path}_meta_data.pkl")
-        weights_file = Path(f"{save_path}_model.pth")
-        for file in (meta_file, weights_file):
-            if not file.is_file():
-                raise FileNotFoundError(f"Model file not found: {file}")
-        with open(meta_file, "rb") as f:  # the old format is a pickle: trusted files only
-            meta = pickle.load(f)
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        hidden = hidden_dims if hidden_dims is not None else meta.get("hidden_dims")
-        if hidden is None:
-            raise ValueError(
-                f"{meta_file} does not store hidden_dims (an old-format file): pass "
-                "hidden_dims= as used in training."
+        cls = self_or_cls if isinstance(self_or_cls, type) else type(self_or_cls)
+        if device is None and not isinstance(self_or_cls, type):
+            device = str(self_or_cls.device)
+        detector, info = load(save_path, device=device, hidden_dims=hidden_dims, return_info=True)
+        if info.get("stochastic_statistics"):
+            warnings.warn(
+                f"{save_path}: thr, mean and std of this old vae_module file were computed "
+                "from stochastic scores; call set_threshold(val_data) on the loaded "
+                "model to recompute them with deterministic ones.",
+                UserWarning,
+                stacklevel=3,
             )
-        if device is None:
-            device = meta.get("device", "cpu")
-            if str(device).startswith("cuda") and not torch.cuda.is_available():
-                device = "cpu"
-        model = cls(meta["input_dim"], meta["latent_dim"], hidden, device=str(device))
-        legacy = meta.get("format") != FORMAT
-        if legacy:
-            net_state, candidates = _convert_legacy_state(state, len(hidden)), {}
-            model._score_factor = float(model.input_dim)
-        else:
-            net_state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
-            model.net = VAEEnsemble(**meta["network"])
-            model.detector.set_params(**meta["detector_params"])
-            candidates = meta.get("threshold_candidates", {})
-            model.center = state["center"]
-            model.scale = state["scale"]
-        try:
-            model.net.load_state_dict(net_state)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"{weights_file} does not match input_dim={meta['input_dim']}, "
-                f"latent_dim={meta['latent_dim']}, hidden_dims={list(hidden)}: {exc}"
-            ) from exc
-        if legacy:
-            model.detector.set_params(score_type="reconstruction", scaling=None)
-        model._install_fitted(model.device)
-        model.threshold = meta.get("threshold")
-        mean, std = float(meta["mean"]), float(meta["std"]) or 1.0
-        model.detector.score_mean_ = mean / model._score_factor
-        model.detector.score_std_ = std / model._score_factor
-        thr = meta.get("thr")
-        if thr is None and meta.get("threshold") is not None:
-            thr = (float(meta["threshold"]) - mean) / std  # old files stored it raw
+        model = cls(
+            detector.n_features_in_,
+            detector.latent_dim_,
+            list(detector.hidden_dims_),
+            device=str(detector.device_),
+        )
+        model._adopt(detector)
+        mean, std = detector.score_mean_, detector.score_std_
         return {
             "model": model,
-            "thr": thr,
+            "thr": float(normalize(detector.offset_, mean, std)),
             "mean": mean,
             "std": std,
-            "threshold_candidates": candidates,
+            "threshold_candidates": dict(info.get("threshold_candidates", {})),
         }
 
-    def _install_fitted(self, device: torch.device) -> None:
-        """Make ``detector`` a fitted estimator around ``net`` (after loading)."""
-        det = self.detector
-        self.net.eval()
-        self.net.to(device, scoring_dtype(device, det.precision))
-        det.module_ = self.net
-        det.device_ = device
-        det.center_ = self.center.cpu().numpy().astype(np.float64)
-        det.scale_ = self.scale.cpu().numpy().astype(np.float64)
-        det.n_features_in_ = self.input_dim
-        det.latent_dim_ = self.latent_dim
-        det.hidden_dims_ = tuple(self.hidden_dims)
-        self.center = self.center.to(device)
-        self.scale = self.scale.to(device)
-        self.eval()
 
-
-def _convert_legacy_state(state: dict[str, torch.Tensor], n_hidden: int) -> dict:
-    """Map the old module's state dict (``encoder.encoder.0.weight``, ``encoder.fc_mu``,
-    ``decoder.decoder.N``) onto a one-member :class:`VAEEnsemble`."""
-    out = {}
-    try:
-        for i in range(n_hidden):
-            out[f"encoder_layers.{i}.weight"] = state[f"encoder.encoder.{2 * i}.weight"].T[None]
-            out[f"encoder_layers.{i}.bias"] = state[f"encoder.encoder.{2 * i}.bias"][None, None]
-            out[f"decoder_layers.{i}.weight"] = state[f"decoder.decoder.{2 * i}.weight"].T[None]
-            out[f"decoder_layers.{i}.bias"] = state[f"decoder.decoder.{2 * i}.bias"][None, None]
-        w = torch.cat([state["encoder.fc_mu.weight"], state["encoder.fc_logvar.weight"]])
-        b = torch.cat([state["encoder.fc_mu.bias"], state["encoder.fc_logvar.bias"]])
-        out["encoder_head.weight"], out["encoder_head.bias"] = w.T[None], b[None, None]
-        last = 2 * n_hidden
-        out["decoder_head.weight"] = state[f"decoder.decoder.{last}.weight"].T[None]
-        out["decoder_head.bias"] = state[f"decoder.decoder.{last}.bias"][None, None]
-    except KeyError as exc:
-        raise ValueError(f"Not a state dict of the old VAE layout: missing {exc}") from exc
-    n_features = out["decoder_head.bias"].shape[-1]
-    latent = out["encoder_head.bias"].shape[-1] // 2
-    # The old decoder had no variance (MSE loss): a unit variance, fixed.
-    out["decoder_logvar"] = torch.zeros(1, 1, n_features)
-    out["score_noise"] = torch.zeros(1, 1, 1, latent)
-    return out
+def _model_file(save_path: str | os.PathLike) -> Path:
+    """``<save_path>.skvae`` (the path as given when it already ends in ``.skvae``)."""
+    path = Path(save_path)
+    return path if path.name.endswith(SUFFIX) else path.with_name(path.name + SUFFIX)
 
 
 def create_synthetic_data(n_samples: int = 2000, dim: int = 5, anomaly_type: str = "outlier"):

@@ -12,7 +12,6 @@ simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -288,18 +287,24 @@ def load_minari(dataset_id: str, root: str | os.PathLike | None = None) -> dict[
 
 
 # ------------------------------------------------------------------------------ custom
-def load_transitions(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def load_transitions(
+    path: str | os.PathLike, *, allow_code_execution: bool = False
+) -> dict[str, np.ndarray]:
     """Load transitions from a ``.pkl``, ``.npz`` or ``.hdf5``/``.h5`` file.
 
     The file holds arrays under the D4RL keys; ``observations`` and ``actions`` are
     required. Without ``next_observations``, they are taken from the following row
     within each episode (episodes end at ``terminals`` or ``timeouts``; the last row of
-    an episode is dropped).
+    an episode is dropped). A ``.pkl`` file (a pickled dict of arrays, as offline-RL
+    code shares them) is read with an unpickler that rebuilds only plain data.
 
     Parameters
     ----------
     path : path-like
         The file.
+    allow_code_execution : bool, default=False
+        Unpickle a ``.pkl`` file fully, which runs whatever code it holds: only for
+        files from a source you trust that hold more than plain data.
 
     Returns
     -------
@@ -320,8 +325,15 @@ def load_transitions(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"Dataset file not found: {file}")
     suffix = file.suffix.lower()
     if suffix == ".pkl":
-        with open(file, "rb") as fh:
-            raw = pickle.load(fh)
+        if allow_code_execution:
+            import pickle
+
+            with open(file, "rb") as fh:
+                raw = pickle.load(fh)
+        else:
+            from ._persistence import load_plain_pickle
+
+            raw = load_plain_pickle(file)
         if not isinstance(raw, dict):
             raise ValueError(f"{file}: expected a dict of arrays, got {type(raw).__name__}.")
         data = {k: np.asarray(v) for k, v in raw.items() if k in TRANSITION_KEYS}
@@ -374,6 +386,8 @@ def load_dataset(
     task: str | None = None,
     data_path: str | os.PathLike | None = None,
     next_observations: str = "stored",
+    *,
+    allow_code_execution: bool = False,
 ) -> dict[str, np.ndarray]:
     """Load a dataset by task name or file.
 
@@ -383,12 +397,14 @@ def load_dataset(
         A D4RL task (``'hopper-medium-v2'``) or a Minari dataset id, written
         ``'minari:<namespace>/<env>/<name>-v0'`` or containing a ``/``.
     data_path : path-like, optional
-        A ``.pkl``/``.npz``/``.hdf5`` file; for a D4RL task, the explicit path of its
-        HDF5 file.
+        A ``.pkl``/``.npz``/``.hdf5`` file. When given, this file is the data (a task
+        name only labels it), as offline-RL configs that set both mean it.
     next_observations : {'stored', 'qlearning'}, default='stored'
         ``'stored'`` uses the file's ``next_observations``; ``'qlearning'`` rebuilds
         the transitions as ``d4rl.qlearning_dataset`` does (see
         :func:`qlearning_transitions`).
+    allow_code_execution : bool, default=False
+        See :func:`load_transitions` (``.pkl`` files only).
 
     Returns
     -------
@@ -409,12 +425,12 @@ def load_dataset(
         )
     if task is None and data_path is None:
         raise ValueError("Give a task name or a data_path.")
-    if task is not None and (task.startswith("minari:") or "/" in task):
+    if data_path is not None:
+        data = load_transitions(data_path, allow_code_execution=allow_code_execution)
+    elif task.startswith("minari:") or "/" in task:
         data = load_minari(task.removeprefix("minari:"))
-    elif task is not None and task != "custom":
-        data = load_d4rl(task, path=data_path)
     else:
-        data = load_transitions(data_path)
+        data = load_d4rl(task)
     if next_observations == "qlearning":
         data = qlearning_transitions(data)
     return data
@@ -457,6 +473,42 @@ def make_features(
         [np.asarray(dataset[k], dtype=np.float32).reshape(len(dataset[k]), -1) for k in keys],
         axis=1,
     )
+
+
+# Short names of the dataset keys in feature names (``next_obs[3]``, ``action[1]``).
+_FEATURE_PREFIX = {"next_observations": "next_obs", "observations": "obs", "actions": "action"}
+
+
+def feature_names(
+    dataset: dict[str, np.ndarray], layout: str | tuple[str, ...] = "next_obs_action"
+) -> list[str]:
+    """Names of the columns :func:`make_features` makes, e.g. ``'next_obs[3]'``.
+
+    Parameters
+    ----------
+    dataset : dict of ndarray
+        A transition dict.
+    layout : str or tuple of str, default='next_obs_action'
+        As for :func:`make_features`.
+
+    Returns
+    -------
+    names : list of str
+        One name per feature column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = {"next_observations": np.zeros((3, 2)), "actions": np.ones((3, 1))}
+    >>> feature_names(d)
+    ['next_obs[0]', 'next_obs[1]', 'action[0]']
+    """
+    keys = FEATURE_LAYOUTS.get(layout, layout) if isinstance(layout, str) else layout
+    names = []
+    for key in keys:
+        width = int(np.prod(np.shape(dataset[key])[1:], dtype=int))
+        names += [f"{_FEATURE_PREFIX.get(key, key)}[{i}]" for i in range(width)]
+    return names
 
 
 def episode_ids(dataset: dict[str, np.ndarray]) -> np.ndarray:

@@ -3,14 +3,17 @@
 A rollout's reward is lowered where the predicted transition is out of distribution:
 ``r - coef * penalty(x)``, with ``x = [next_observation, action]`` (or whatever feature
 layout the detector was trained on). Scores are first normalised by the mean and
-standard deviation of the detector's training scores, and the threshold is expressed in
-the same normalised units, so the comparison ``threshold - s`` is meaningful.
+standard deviation of the detector's training scores, and the threshold ``thr`` is
+expressed in the same normalised units (:mod:`skvae._thresholds` has the one
+convention), so the comparison ``thr - s`` is meaningful.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from ._thresholds import normalize, safe_std
 
 PENALTY_KINDS = ("linear", "tanh", "softplus", "nll")
 
@@ -19,8 +22,8 @@ class RewardPenalty:
     """Turn a fitted detector's scores into a reward penalty.
 
     With ``s`` the normalised score ``(score_samples(x) - score_mean_) / score_std_``
-    and ``t`` the normalised threshold ``(offset_ - score_mean_) / score_std_``, the
-    penalty is (``scale`` stretches the distance ``t - s``):
+    and ``t`` the normalised threshold ``thr = (offset_ - score_mean_) / score_std_``,
+    the penalty is (``scale`` stretches the distance ``t - s``):
 
     - ``'linear'``: ``max(0, scale * (t - s))``: zero in distribution, growing linearly
       below the threshold;
@@ -31,20 +34,21 @@ class RewardPenalty:
 
     Parameters
     ----------
-    detector : fitted VAEOutlierDetector
-        Supplies ``score_samples``, ``offset_``, ``score_mean_`` and ``score_std_``.
+    detector : fitted VAEOutlierDetector or skvae.compat.VAE
+        Supplies ``score_samples``, ``offset_``, ``score_mean_`` and ``score_std_`` (a
+        compat model's detector is used).
     kind : {'linear', 'tanh', 'softplus', 'nll'}, default='linear'
         Shape of the penalty.
     coef : float, default=1.0
         Weight of the penalty in :meth:`penalize`.
     scale : float, default=1.0
         Multiplies ``t - s`` before the shape is applied.
-    threshold : float, optional
+    thr : float, optional
         Normalised threshold ``t``; default: the detector's ``offset_`` normalised.
 
     Attributes
     ----------
-    threshold_ : float
+    thr_ : float
         The normalised threshold in use.
 
     Examples
@@ -69,10 +73,11 @@ class RewardPenalty:
         kind: str = "linear",
         coef: float = 1.0,
         scale: float = 1.0,
-        threshold: float | None = None,
+        thr: float | None = None,
     ) -> None:
         if kind not in PENALTY_KINDS:
             raise ValueError(f"kind must be one of {PENALTY_KINDS}; got {kind!r}.")
+        detector = getattr(detector, "detector", detector)  # a skvae.compat.VAE
         if not hasattr(detector, "score_std_"):
             raise ValueError("detector must be a fitted VAEOutlierDetector.")
         self.detector = detector
@@ -80,11 +85,11 @@ class RewardPenalty:
         self.coef = float(coef)
         self.scale = float(scale)
         self.mean_ = float(detector.score_mean_)
-        self.std_ = float(detector.score_std_) or 1.0
-        self.threshold_ = (
-            float(threshold)
-            if threshold is not None
-            else (float(detector.offset_) - self.mean_) / self.std_
+        self.std_ = safe_std(detector.score_std_)
+        self.thr_ = (
+            float(thr)
+            if thr is not None
+            else float(normalize(detector.offset_, self.mean_, self.std_))
         )
 
     def normalized_scores(self, X):
@@ -100,7 +105,7 @@ class RewardPenalty:
         s : ndarray or torch.Tensor of shape (n_samples,)
             ``(score_samples(X) - mean) / std``; a tensor for tensor input.
         """
-        return (self.detector.score_samples(X) - self.mean_) / self.std_
+        return normalize(self.detector.score_samples(X), self.mean_, self.std_)
 
     def penalty(self, X):
         """Penalty of each sample (0 or more; larger = further out of distribution).
@@ -125,7 +130,7 @@ class RewardPenalty:
         if self.kind == "nll":
             out = -t
         else:
-            gap = self.scale * (self.threshold_ - t)
+            gap = self.scale * (self.thr_ - t)
             if self.kind == "linear":
                 out = gap.clamp(min=0)
             elif self.kind == "tanh":

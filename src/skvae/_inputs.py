@@ -1,0 +1,70 @@
+"""Input checks shared by fitting, scoring and the compat layer, and reading
+out-of-core data (numpy memmaps, h5py datasets) in contiguous chunks."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from sklearn.utils import gen_batches
+
+# Rows read at a time from out-of-core data while gathering training rows.
+OUT_OF_CORE_CHUNK = 65536
+
+
+def is_out_of_core(X) -> bool:
+    """Whether ``X`` is a numpy memmap or an h5py dataset, read in chunks, not loaded."""
+    if isinstance(X, np.memmap):
+        return True
+    h5py = sys.modules.get("h5py")
+    return h5py is not None and isinstance(X, h5py.Dataset)
+
+
+def check_finite(chunk: np.ndarray) -> None:
+    """Raise ValueError when a float ``chunk`` holds NaN or infinity."""
+    if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+        kind = "NaN" if np.isnan(chunk).any() else "infinity"
+        raise ValueError(f"Input X contains {kind}.")
+
+
+def check_out_of_core(X) -> tuple[int, int]:
+    """Shape of a memmap or h5py dataset, checked without reading its values."""
+    if len(X.shape) != 2:
+        raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"X must be numeric; got dtype {X.dtype}.")
+    n_samples, n_features = X.shape
+    if n_samples < 1 or n_features < 1:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) and {n_features} feature(s); "
+            "at least 1 of each is required."
+        )
+    return n_samples, n_features
+
+
+def check_tensor(X: torch.Tensor, n_features: int, owner: str) -> torch.Tensor:
+    """A 2D real tensor of ``n_features`` columns, detached from any autograd graph."""
+    if X.dim() != 2:
+        raise ValueError(f"Expected a 2D tensor, got a {X.dim()}D tensor.")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {owner} is expecting {n_features} features as input."
+        )
+    if X.shape[0] == 0:
+        raise ValueError("Found a tensor with 0 sample(s); a minimum of 1 is required.")
+    if X.is_complex() or X.dtype == torch.bool:
+        raise TypeError(f"Cannot score a tensor of dtype {X.dtype}.")
+    return X.detach()
+
+
+def gather_rows(X, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` (sorted row indices) for an out-of-core ``X``, read in contiguous
+    chunks (fast for h5py, unlike fancy indexing); checks every value read."""
+    parts = []
+    for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
+        chunk = np.asarray(X[block])
+        check_finite(chunk)
+        lo, hi = np.searchsorted(rows, [block.start, block.stop])
+        parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
+    return np.concatenate(parts)

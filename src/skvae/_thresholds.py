@@ -1,0 +1,50 @@
+"""The one threshold convention.
+
+- ``offset_`` is the threshold on ``score_samples`` (the detector's score units,
+  higher = more normal): a row is an outlier when its score is below it.
+- ``threshold_`` is ``-offset_``, the same threshold on anomaly scores (PyOD).
+- ``thr`` is the same threshold in normalised units, ``(offset_ - mean) / std`` with the
+  mean and standard deviation of the training scores: the units of the offline-RL
+  penalty and of :mod:`skvae.compat`. :func:`normalize` is the only conversion.
+- Threshold candidates are ``thr`` values at integer percentiles of held-out scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Percentiles offered as threshold candidates (keys of ``threshold_candidates``), as
+# offline-RL code reads them (``--threshold_percentile 5``).
+CANDIDATE_PERCENTILES = (1, 5, 10, 15, 20)
+
+
+def safe_std(std: float) -> float:
+    """``std``, or 1 when it is zero or not finite (constant scores)."""
+    std = float(std)
+    return std if math.isfinite(std) and std > 0 else 1.0
+
+
+def normalize(values, mean: float, std: float):
+    """Scores or thresholds in normalised units ``(values - mean) / std`` (std 0 -> 1).
+
+    Works on floats, numpy arrays and torch tensors alike.
+    """
+    return (values - float(mean)) / safe_std(std)
+
+
+def offset_from_scores(scores: np.ndarray, contamination: float | str) -> float:
+    """``offset_`` for training ``scores``: their ``contamination`` quantile, or Tukey's
+    lower fence ``Q1 - 1.5 IQR`` for ``'auto'``."""
+    if contamination == "auto":
+        q1, q3 = np.percentile(scores, [25, 75])
+        return float(q1 - 1.5 * (q3 - q1))
+    return float(np.percentile(scores, 100.0 * float(contamination)))
+
+
+def threshold_candidates(scores: np.ndarray, mean: float, std: float) -> dict[int, float]:
+    """Normalised thresholds (``thr`` units) at :data:`CANDIDATE_PERCENTILES` of
+    ``scores``, keyed by integer percentile."""
+    values = np.percentile(np.asarray(scores, dtype=np.float64), CANDIDATE_PERCENTILES)
+    return {p: float(normalize(v, mean, std)) for p, v in zip(CANDIDATE_PERCENTILES, values)}
