@@ -1,21 +1,20 @@
 """The skvae command line, on D4RL-format files generated from Hopper-v5."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 import yaml
 from rl_data import write_d4rl_hdf5
 
+import skvae
 from skvae import VAEOutlierDetector
-from skvae.cli import load_config, main
+from skvae.cli import load_config, main, model_path
 from skvae.datasets import make_features
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "vae"
+CONFIGS = Path(skvae.__file__).parent / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,8 @@ def trained(d4rl_dir, tmp_path_factory):
 
 def test_shipped_configs_are_valid():
     for name, dim in [("hopper", 14), ("walker2d", 23), ("halfcheetah", 23)]:
-        config = load_config(CONFIGS / f"{name}.yaml")
+        assert load_config(name) == load_config(CONFIGS / f"{name}.yaml")  # by name too
+        config = load_config(name)
         assert config["task"] == f"{name}-medium-v2"
         assert config["input_dim"] == dim == config["obs_dim"] + config["action_dim"]
         for key in (
@@ -76,33 +76,42 @@ def test_shipped_configs_are_valid():
             assert key in config
 
 
-def test_train_saves_joblib_and_metadata(trained, hopper):
-    det = joblib.load(trained.with_suffix(".joblib"))  # joblib alone is enough
+def test_train_saves_one_skvae_file(trained, hopper):
+    file = trained.with_name(trained.name + ".skvae")
+    assert sorted(p.name for p in trained.parent.iterdir() if p.is_file()) == [
+        "cfg.yaml",
+        file.name,
+    ]
+    det, info = skvae.load(file, return_info=True)
     assert isinstance(det, VAEOutlierDetector)
     assert det.contamination == 0.05 and det.random_state == 3 and det.n_features_in_ == 14
     # a density model of the dataset's transitions: every row counts in the loss
     assert det.trim_fraction == 0.0 and det.max_samples == 1.0
-    meta = json.loads(trained.with_suffix(".json").read_text())
-    assert meta["features"] == ["next_observations", "actions"]
-    assert meta["threshold"] == pytest.approx(det.offset_)
-    assert meta["threshold_normalized"] == pytest.approx(
-        (det.offset_ - det.score_mean_) / det.score_std_
-    )
-    assert meta["score_mean"] == pytest.approx(det.score_mean_)
-    assert set(meta["threshold_candidates"]) >= {"p1", "p5", "p10"}
-    assert meta["config"]["epochs"] == 8 and meta["skvae_version"]
-    assert meta["n_train"] < 3000  # validation and test episodes held out
+    assert info["features"] == ["next_observations", "actions"]
+    assert info["feature_names"][0] == "next_obs[0]" and info["feature_names"][-1] == "action[2]"
+    assert info["config"]["epochs"] == 8 and info["written_by"] == "skvae train"
+    assert info["splits"]["n_train"] < 3000 and info["splits"]["n_val"] > 0
+    # candidates: integer percentiles, normalised units, on the validation split
+    assert sorted(info["threshold_candidates"]) == [1, 5, 10, 15, 20]
+    values = [info["threshold_candidates"][p] for p in (1, 5, 10, 15, 20)]
+    assert values == sorted(values)
 
 
 def test_score_thresholds_evaluate(trained, d4rl_dir, tmp_path, capsys, hopper):
-    model = str(trained.with_suffix(".joblib"))
+    model = str(trained.with_name(trained.name + ".skvae"))
     normal = str(d4rl_dir / "hopper_generated-v2.hdf5")
     other = str(d4rl_dir / "hopper_generated-uniform-v2.hdf5")
     out = tmp_path / "scores.npy"
     assert main(["score", model, normal, "--output", str(out)]) == 0
     capsys.readouterr()
-    det = joblib.load(model)
-    np.testing.assert_allclose(np.load(out), det.score_samples(make_features(hopper["linear"])))
+    det = skvae.load(model)
+    expected = det.score_samples(make_features(hopper["linear"]))
+    np.testing.assert_array_equal(np.load(out), expected)
+    # the stem finds the .skvae file, as offline-RL code passes it
+    txt = tmp_path / "scores.v1.txt"
+    assert main(["score", str(trained), normal, "--output", str(txt)]) == 0
+    assert "scores.v1.txt" in capsys.readouterr().out
+    np.testing.assert_allclose(np.loadtxt(txt), expected)
     assert main(["thresholds", model, normal, "--percentiles", "1", "5"]) == 0
     text = capsys.readouterr().out
     assert "percentile" in text and len(text.strip().splitlines()) == 3
@@ -113,6 +122,44 @@ def test_score_thresholds_evaluate(trained, d4rl_dir, tmp_path, capsys, hopper):
     # plain feature arrays work too
     np.save(tmp_path / "x.npy", make_features(hopper["uniform"])[:10])
     assert main(["score", model, str(tmp_path / "x.npy")]) == 0
+
+
+def test_output_and_save_paths_are_literal(trained, d4rl_dir, tmp_path, capsys):
+    model = str(trained.with_name(trained.name + ".skvae"))
+    normal = str(d4rl_dir / "hopper_generated-v2.hdf5")
+    assert main(["score", model, normal, "--output", str(tmp_path / "out.dat")]) == 2
+    err = capsys.readouterr().err
+    assert "unsupported extension '.dat'" in err and not (tmp_path / "out.dat").exists()
+    assert main(["score", model, normal, "--output", str(tmp_path)]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert model_path("runs/beta0.5") == Path("runs/beta0.5.skvae")
+    assert model_path("runs/beta0.1") != model_path("runs/beta0.5")
+    assert model_path("runs/m.skvae") == Path("runs/m.skvae")
+    assert main(["train", "--task", "x-v2", "--model-save-path", "m.joblib"]) == 2
+    assert ".skvae" in capsys.readouterr().err
+
+
+def test_score_checks_the_recorded_feature_layout(trained, d4rl_dir, capsys):
+    model = str(trained.with_name(trained.name + ".skvae"))
+    normal = str(d4rl_dir / "hopper_generated-v2.hdf5")
+    assert main(["score", model, normal, "--features", "obs_action"]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the model's feature layout" in err
+    assert main(["score", model, normal, "--features", "next_obs_action"]) == 0
+
+
+def test_train_without_save_path_saves_where_it_says(hopper, tmp_path, monkeypatch, capsys):
+    """A shipped config (by name) with the user's own data: the model is named after the
+    data file and written where the output says, never lost."""
+    np.savez(tmp_path / "my_rollouts.npz", **hopper["uniform"])
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--config", "hopper", "--data-path", "my_rollouts.npz", "--epochs", "2"]
+    assert main([*args, "--device", "cpu", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "my_rollouts.skvae" in out and (tmp_path / "my_rollouts.skvae").is_file()
+    det, info = skvae.load(tmp_path / "my_rollouts.skvae", return_info=True)
+    assert info["label"] == "my_rollouts" and info["task"] is None
+    assert not (tmp_path / "saved_models").exists()  # not the shipped config's path
 
 
 def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
@@ -131,11 +178,20 @@ def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
     assert main(["train", "--config", str(cfg), "--quiet"]) == 2
     assert "input_dim=20" in capsys.readouterr().err
 
-    assert main(["score", str(tmp_path / "none.joblib"), "x.npy"]) == 2
-    assert "model file not found" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "none.skvae"), "x.npy"]) == 2
+    assert "model file not found" in capsys.readouterr().err.lower()
     np.save(tmp_path / "wrong.npy", np.zeros((3, 5)))
-    assert main(["score", str(trained.with_suffix(".joblib")), str(tmp_path / "wrong.npy")]) == 2
+    assert main(["score", str(trained), str(tmp_path / "wrong.npy")]) == 2
     assert "5 features" in capsys.readouterr().err
+    np.save(tmp_path / "flat.npy", np.zeros(14))
+    assert main(["score", str(trained), str(tmp_path / "flat.npy")]) == 2
+    assert "2D array" in capsys.readouterr().err
+    # a pickle is refused without the opt-in, and its payload never runs
+    import joblib
+
+    joblib.dump({"not": "a model"}, tmp_path / "m.joblib")
+    assert main(["score", str(tmp_path / "m.joblib"), str(tmp_path / "wrong.npy")]) == 2
+    assert "allow-code-execution" in capsys.readouterr().err
 
 
 def test_console_entry_points(tmp_path):

@@ -1,22 +1,27 @@
 """The ``skvae`` command line: train on offline-RL data from a YAML config, score,
 evaluate and compute threshold candidates.
 
-Run ``skvae --help`` (or ``python -m skvae --help``) for the commands.
+Run ``skvae --help`` (or ``python -m skvae --help``) for the commands. Every model file
+``skvae`` writes is a ``.skvae`` file; every command reads any model file
+:func:`skvae.load` reads.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._estimator import VAEOutlierDetector
-from .datasets import FEATURE_LAYOUTS, load_dataset, make_features, split_indices
+from ._estimator import VAEOutlierDetector, load
+from ._persistence import PICKLE_SUFFIXES, SUFFIX, atomic_write
+from ._thresholds import normalize, threshold_candidates
+from .datasets import FEATURE_LAYOUTS, feature_names, load_dataset, make_features, split_indices
 
 # Keys of the old vae_module configs, plus what skvae adds.
 CONFIG_KEYS = {
@@ -38,6 +43,7 @@ CONFIG_KEYS = {
     "anomaly_fraction": 0.05,
     "device": "auto",
     "seed": 0,
+    "verbose": True,
     "model_save_path": None,
     "features": "next_obs_action",
     "next_observations": "stored",
@@ -48,20 +54,56 @@ CONFIG_KEYS = {
     "trim_fraction": 0.0,
     "score_type": "elbo",
 }
-THRESHOLD_PERCENTILES = (0.5, 1, 2, 5, 10, 20)
+# Percentiles the ``thresholds`` command prints by default.
+THRESHOLD_PERCENTILES = (1, 5, 10, 15, 20)
+SCORE_OUTPUT_SUFFIXES = (".npy", ".csv", ".txt")
 
 
 class CLIError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with skvae (``skvae train --config NAME``).
+
+    Returns
+    -------
+    names : list of str
+        E.g. ``['halfcheetah', 'hopper', 'walker2d']``.
+
+    Examples
+    --------
+    >>> "hopper" in shipped_configs()
+    True
+    """
+    folder = resources.files("skvae") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _config_text(name_or_path: str | Path) -> tuple[str, str, bool]:
+    """The YAML text of a config given by path or by shipped name, where it came from,
+    and whether it is a shipped one."""
+    file = Path(name_or_path).expanduser()
+    if file.is_file():
+        return file.read_text(), str(file), False
+    name = str(name_or_path).removesuffix(".yaml")
+    if name in shipped_configs():
+        resource = resources.files("skvae") / "configs" / f"{name}.yaml"
+        return resource.read_text(), f"skvae's shipped config {name!r}", True
+    raise CLIError(
+        f"config file not found: {file} (shipped configs, by name: "
+        f"{', '.join(shipped_configs())})"
+    )
+
+
 def load_config(path: str | Path | None) -> dict[str, Any]:
-    """Read a YAML config, rejecting keys the command line does not know.
+    """Read a YAML config by path or shipped name, rejecting keys it does not know.
 
     Parameters
     ----------
-    path : path-like or None
-        The YAML file; ``None`` gives the defaults.
+    path : path-like, str or None
+        A YAML file, or the name of a shipped config (``'hopper'``); ``None`` gives
+        the defaults.
 
     Returns
     -------
@@ -72,35 +114,42 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     --------
     >>> load_config(None)["features"]
     'next_obs_action'
+    >>> load_config("hopper")["task"]
+    'hopper-medium-v2'
     """
+    return _read_config(path)[0]
+
+
+def _read_config(path) -> tuple[dict[str, Any], bool]:
     config = dict(CONFIG_KEYS)
     if path is None:
-        return config
+        return config, False
     import yaml
 
-    file = Path(path)
-    if not file.is_file():
-        raise CLIError(f"config file not found: {file}")
+    text, source, shipped = _config_text(path)
     try:
-        loaded = yaml.safe_load(file.read_text()) or {}
+        loaded = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise CLIError(f"{file} is not valid YAML: {exc}") from exc
+        raise CLIError(f"{source} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise CLIError(f"{file} must hold a mapping of keys to values")
+        raise CLIError(f"{source} must hold a mapping of keys to values")
     unknown = sorted(set(loaded) - set(CONFIG_KEYS))
     if unknown:
         raise CLIError(
-            f"unknown key(s) {', '.join(unknown)} in {file}; known keys: "
+            f"unknown key(s) {', '.join(map(str, unknown))} in {source}; known keys: "
             f"{', '.join(sorted(CONFIG_KEYS))}"
         )
     config.update(loaded)
-    return config
+    return config, shipped
 
 
 def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDetector:
-    return VAEOutlierDetector(
+    hidden = config["hidden_dims"]
+    if hidden is not None and not isinstance(hidden, (list, tuple)):
+        raise CLIError(f"config key hidden_dims must be a list of integers; got {hidden!r}")
+    detector = VAEOutlierDetector(
         latent_dim=config["latent_dim"],
-        hidden_dims=tuple(config["hidden_dims"]) if config["hidden_dims"] else None,
+        hidden_dims=tuple(hidden) if hidden else None,
         beta=config["beta"],
         epochs=config["epochs"],
         batch_size=config["batch_size"],
@@ -115,101 +164,71 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         random_state=config["seed"],
         verbose=verbose,
     )
+    try:
+        detector._validate_params()
+        detector._check_hidden_dims()
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"invalid config value: {exc}") from exc
+    return detector
 
 
-def _metadata(detector: VAEOutlierDetector, config: dict[str, Any], X_train) -> dict:
-    """Human-readable facts about a trained detector, saved beside the model."""
-    import sklearn
-    import torch
-
-    train_scores = -detector.decision_scores_
-    layout = config["features"]
-    return {
-        "skvae_version": __version__,
-        "torch_version": torch.__version__,
-        "sklearn_version": sklearn.__version__,
-        "task": config.get("task"),
-        "data_path": str(config["data_path"]) if config.get("data_path") else None,
-        "features": list(FEATURE_LAYOUTS.get(layout, layout)),
-        "input_dim": int(detector.n_features_in_),
-        "latent_dim": int(detector.latent_dim_),
-        "hidden_dims": list(detector.hidden_dims_),
-        "n_train": int(len(X_train)),
-        "score_type": detector.score_type,
-        "anomaly_fraction": detector.contamination,
-        "threshold": float(detector.offset_),
-        "threshold_normalized": float(
-            (detector.offset_ - detector.score_mean_) / detector.score_std_
-        ),
-        "score_mean": float(detector.score_mean_),
-        "score_std": float(detector.score_std_),
-        "threshold_candidates": threshold_candidates(train_scores),
-        "best_epoch": int(detector.best_epoch_),
-        "n_epochs": int(detector.n_epochs_),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
-    }
-
-
-def threshold_candidates(scores: np.ndarray) -> dict[str, float]:
-    """Score percentiles that could serve as thresholds, keyed like ``'p5'``.
+def model_path(save_path: str | Path) -> Path:
+    """The model file ``skvae train`` writes for ``--model-save-path``: the path as
+    given when it ends in ``.skvae``, else with ``.skvae`` appended (never cut at a dot).
 
     Parameters
     ----------
-    scores : ndarray of shape (n_samples,)
-        Scores of (training) samples, higher = more normal.
+    save_path : path-like
+        The path or stem.
 
     Returns
     -------
-    candidates : dict of str to float
-        The 0.5, 1, 2, 5, 10 and 20th percentiles.
+    path : pathlib.Path
+        The ``.skvae`` file.
 
     Examples
     --------
-    >>> import numpy as np
-    >>> threshold_candidates(np.arange(101.0))["p5"]
-    5.0
+    >>> model_path("runs/beta0.5").as_posix()
+    'runs/beta0.5.skvae'
     """
-    return {f"p{p:g}": float(np.percentile(scores, p)) for p in THRESHOLD_PERCENTILES}
+    path = Path(save_path).expanduser()
+    if path.name.endswith(SUFFIX):
+        return path
+    if path.suffix.lower() in (*PICKLE_SUFFIXES, ".pth", ".pt", ".json"):
+        raise CLIError(
+            f"skvae writes {SUFFIX} model files; give --model-save-path without the "
+            f"{path.suffix} extension (or ending in {SUFFIX})"
+        )
+    return path.with_name(path.name + SUFFIX)
 
 
-def _load_features(path: str, layout, model_meta: dict | None) -> np.ndarray:
-    """An array file (.npy, .csv) as is, or a transitions file turned into features."""
-    file = Path(path)
-    if not file.is_file():
-        raise CLIError(f"data file not found: {file}")
-    if file.suffix == ".npy":
-        return np.load(file, allow_pickle=False)
-    if file.suffix == ".csv":
-        return np.loadtxt(file, delimiter=",", ndmin=2)
-    if layout is None and model_meta is not None:
-        layout = tuple(model_meta["features"])
-    return make_features(load_dataset(data_path=file), layout or "next_obs_action")
-
-
-def _load_model(path: str) -> tuple[VAEOutlierDetector, dict | None]:
-    import joblib
-
-    file = Path(path)
-    if not file.is_file():
-        raise CLIError(f"model file not found: {file}")
-    model = joblib.load(file)
-    meta_file = file.with_suffix(".json")
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
-    return model, meta
+def _label(config: dict[str, Any]) -> str:
+    if config["data_path"] is not None:
+        return Path(str(config["data_path"])).stem
+    return str(config["task"])
 
 
 def _cmd_train(args) -> int:
-    config = load_config(args.config)
+    config, shipped = _read_config(args.config)
     for key in ("task", "data_path", "epochs", "device", "seed", "model_save_path"):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    if shipped and args.data_path is not None:
+        # a shipped config with the user's own data: the model is named after the data
+        if args.task is None:
+            config["task"] = None
+        if args.model_save_path is None:
+            config["model_save_path"] = None
     if config["task"] is None and config["data_path"] is None:
         raise CLIError("give a task (--task or 'task:' in the config) or --data-path")
+    label = _label(config)
+    save = model_path(config["model_save_path"] or label)
     data = load_dataset(
         task=config["task"],
         data_path=config["data_path"],
         next_observations=config["next_observations"],
+        allow_code_execution=args.allow_code_execution,
     )
     X = make_features(data, config["features"])
     if config["input_dim"] is not None and int(config["input_dim"]) != X.shape[1]:
@@ -217,14 +236,18 @@ def _cmd_train(args) -> int:
             f"config input_dim={config['input_dim']} but the data has {X.shape[1]} "
             f"features ({config['features']})"
         )
-    train, val, test = split_indices(
-        data,
-        config["val_ratio"],
-        config["test_ratio"],
-        shuffle=config["shuffle"],
-        random_state=config["seed"],
-    )
+    try:
+        train, val, test = split_indices(
+            data,
+            config["val_ratio"],
+            config["test_ratio"],
+            shuffle=config["shuffle"],
+            random_state=config["seed"],
+        )
+    except TypeError as exc:
+        raise CLIError(f"config keys val_ratio and test_ratio must be numbers: {exc}") from exc
     detector = _detector_from_config(config, verbose=0 if args.quiet else 1)
+    print(f"training {label} ({len(X)} transitions); the model will be written to {save}")
     detector.fit(X[train], validation_data=X[val] if len(val) else None)
     print(
         f"trained on {len(train)} transitions ({X.shape[1]} features): "
@@ -236,49 +259,116 @@ def _cmd_train(args) -> int:
             f"test: mean score {s.mean():.4f}, flagged {np.mean(s < detector.offset_):.1%} "
             f"(expected about {detector.contamination:.1%})"
         )
-    save = config["model_save_path"]
-    if save:
-        import joblib
-
-        base = Path(save)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(detector, base.with_suffix(".joblib"))
-        meta = _metadata(detector, config, X[train])
-        base.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-        print(f"saved {base.with_suffix('.joblib')} and {base.with_suffix('.json')}")
+    held_out = X[val] if len(val) else X[train]
+    layout = config["features"]
+    info = {
+        "label": label,
+        "task": config["task"],
+        "data_path": None if config["data_path"] is None else str(config["data_path"]),
+        "features": list(FEATURE_LAYOUTS.get(layout, layout)),
+        "feature_names": feature_names(data, layout),
+        "splits": {
+            "n_train": int(len(train)),
+            "n_val": int(len(val)),
+            "n_test": int(len(test)),
+            "val_ratio": config["val_ratio"],
+            "test_ratio": config["test_ratio"],
+            "shuffle": bool(config["shuffle"]),
+        },
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
+        "threshold_candidates": threshold_candidates(
+            detector.score_samples(held_out), detector.score_mean_, detector.score_std_
+        ),
+        "threshold_candidates_on": "validation" if len(val) else "training",
+        "written_by": "skvae train",
+    }
+    detector.save(save, info=info)
+    print(f"saved {save}")
     return 0
+
+
+def _load_model(args) -> tuple[VAEOutlierDetector, dict]:
+    return load(
+        args.model,
+        hidden_dims=args.hidden_dims,
+        return_info=True,
+        allow_code_execution=args.allow_code_execution,
+    )
+
+
+def _load_features(args, path: str, info: dict) -> np.ndarray:
+    """An array file (.npy, .csv) as is, or a transitions file turned into features in
+    the layout the model was trained on."""
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"data file not found: {file}")
+    recorded = info.get("features")
+    if args.features is not None and recorded is not None:
+        asked = list(FEATURE_LAYOUTS.get(args.features, args.features.split(",")))
+        if asked != list(recorded):
+            raise CLIError(
+                f"--features {args.features} does not match the model's feature layout "
+                f"{recorded}"
+            )
+    if file.suffix == ".npy":
+        return np.load(file, allow_pickle=False)
+    if file.suffix == ".csv":
+        return np.loadtxt(file, delimiter=",", ndmin=2)
+    layout = tuple(recorded) if recorded is not None else (args.features or "next_obs_action")
+    data = load_dataset(data_path=file, allow_code_execution=args.allow_code_execution)
+    return make_features(data, layout)
 
 
 def _model_and_scores(args, data: str) -> tuple[VAEOutlierDetector, np.ndarray]:
     """Load the model of ``args.model`` and score the features of the file ``data``."""
-    model, meta = _load_model(args.model)
-    X = _load_features(data, args.features, meta)
+    model, info = _load_model(args)
+    X = _load_features(args, data, info)
     _check_dim(model, X)
     return model, model.score_samples(X)
 
 
 def _cmd_score(args) -> int:
+    output = None if args.output is None else _score_output(args.output)
     model, s = _model_and_scores(args, args.data)
     print(
         f"{len(s)} rows: mean score {s.mean():.4f}, std {s.std():.4f}, "
         f"flagged {np.mean(s < model.offset_):.1%}"
     )
-    if args.output:
-        out = Path(args.output)
-        if out.suffix == ".csv":
-            np.savetxt(out, s, delimiter=",")
-        else:
-            np.save(out, s)
-        print(f"scores written to {out}")
+    if output is not None:
+        atomic_write(output, lambda fh: _write_scores(fh, output.suffix.lower(), s))
+        print(f"scores written to {output}")
     return 0
+
+
+def _score_output(path: str) -> Path:
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise CLIError(f"--output {path} is a folder; give a file name")
+    if out.suffix.lower() not in SCORE_OUTPUT_SUFFIXES:
+        raise CLIError(
+            f"--output {path}: unsupported extension {out.suffix or '(none)'!r}; use "
+            f"{', '.join(SCORE_OUTPUT_SUFFIXES)}"
+        )
+    if not out.parent.is_dir():
+        raise CLIError(f"--output {path}: the folder {out.parent} does not exist")
+    return out
+
+
+def _write_scores(fh, suffix: str, scores: np.ndarray) -> None:
+    if suffix == ".npy":
+        np.save(fh, scores)
+    else:
+        text = io.StringIO()
+        np.savetxt(text, scores, delimiter=",")
+        fh.write(text.getvalue().encode())
 
 
 def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate_anomaly_detection
 
-    model, meta = _load_model(args.model)
-    X_normal = _load_features(args.normal, args.features, meta)
-    X_anomaly = _load_features(args.anomaly, args.features, meta)
+    model, info = _load_model(args)
+    X_normal = _load_features(args, args.normal, info)
+    X_anomaly = _load_features(args, args.anomaly, info)
     _check_dim(model, X_normal)
     _check_dim(model, X_anomaly)
     report = evaluate_anomaly_detection(model, X_normal, X_anomaly)
@@ -294,17 +384,19 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_thresholds(args) -> int:
     model, s = _model_and_scores(args, args.data)
-    print("percentile  threshold  normalized")
+    print("percentile  threshold  thr (normalised)")
     for p in args.percentiles:
         t = float(np.percentile(s, p))
-        print(f"{p:10g}  {t:9.4f}  {(t - model.score_mean_) / model.score_std_:10.4f}")
+        print(f"{p:10g}  {t:9.4f}  {normalize(t, model.score_mean_, model.score_std_):16.4f}")
     return 0
 
 
 def _check_dim(model: VAEOutlierDetector, X: np.ndarray) -> None:
-    if X.ndim != 2 or X.shape[1] != model.n_features_in_:
+    if X.ndim != 2:
+        raise CLIError(f"the data must be a 2D array of rows; got shape {X.shape}")
+    if X.shape[1] != model.n_features_in_:
         raise CLIError(
-            f"the data has {X.shape[-1]} features but the model expects {model.n_features_in_}"
+            f"the data has {X.shape[1]} features but the model expects {model.n_features_in_}"
         )
 
 
@@ -327,37 +419,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"skvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    unsafe = {
+        "action": "store_true",
+        "dest": "allow_code_execution",
+        "help": "also read pickled files (.joblib/.pkl models, full .pkl datasets): "
+        "unpickling runs the code they hold; only for files from a source you trust",
+    }
 
     train = sub.add_parser("train", help="train on an offline-RL dataset")
-    train.add_argument("--config", help="YAML config (keys as in configs/vae/*.yaml)")
+    train.add_argument(
+        "--config",
+        help=f"YAML config: a path, or the name of a shipped one ({', '.join(shipped_configs())})",
+    )
     train.add_argument("--task", help="D4RL task or minari:<dataset id>")
-    train.add_argument("--data-path", dest="data_path", help="dataset file")
+    train.add_argument("--data-path", dest="data_path", help="dataset file (.hdf5/.npz/.pkl)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--device")
     train.add_argument("--seed", type=int)
-    train.add_argument("--model-save-path", dest="model_save_path")
+    train.add_argument(
+        "--model-save-path",
+        dest="model_save_path",
+        help=f"where to write the model ({SUFFIX} is appended unless given); default: "
+        "the config's, else <task or data file name>.skvae here",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--allow-code-execution", **unsafe)
     train.set_defaults(func=_cmd_train)
 
-    features = {"help": "feature layout for transition files (default: the model's)"}
-    score = sub.add_parser("score", help="score samples with a saved model")
-    score.add_argument("model")
+    def model_command(name: str, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help)
+        cmd.add_argument("model", help="model file (.skvae, an old _model.pth pair, a stem)")
+        cmd.add_argument(
+            "--features", help="feature layout for transition files (default: the model's)"
+        )
+        cmd.add_argument(
+            "--hidden-dims",
+            dest="hidden_dims",
+            type=int,
+            nargs="+",
+            help="hidden sizes, only for model files of the old vae_module",
+        )
+        cmd.add_argument("--allow-code-execution", **unsafe)
+        return cmd
+
+    score = model_command("score", "score samples with a saved model")
     score.add_argument("data", help=".npy/.csv feature array or a transitions file")
-    score.add_argument("--features", **features)
-    score.add_argument("--output", help="write the scores to this .npy or .csv file")
+    score.add_argument("--output", help="write the scores to this .npy, .csv or .txt file")
     score.set_defaults(func=_cmd_score)
 
-    evaluate = sub.add_parser("evaluate", help="ROC AUC and accuracy on labelled data")
-    evaluate.add_argument("model")
+    evaluate = model_command("evaluate", "ROC AUC and accuracy on labelled data")
     evaluate.add_argument("--normal", required=True)
     evaluate.add_argument("--anomaly", required=True)
-    evaluate.add_argument("--features", **features)
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    thresholds = sub.add_parser("thresholds", help="threshold candidates at percentiles")
-    thresholds.add_argument("model")
+    thresholds = model_command("thresholds", "threshold candidates at percentiles")
     thresholds.add_argument("data")
-    thresholds.add_argument("--features", **features)
     thresholds.add_argument(
         "--percentiles", type=float, nargs="+", default=list(THRESHOLD_PERCENTILES)
     )
@@ -376,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     code : int
-        0 on success, 2 on a user error (reported in one line, without a traceback).
+        0 on success, 2 on a user error (reported in one line, without a traceback),
+        130 when interrupted.
 
     Examples
     --------
@@ -386,7 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+    except KeyboardInterrupt:
+        print("skvae: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, OSError, ValueError, TypeError, ImportError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"skvae: error: {message}", file=sys.stderr)
         return 2
