@@ -256,7 +256,8 @@ def test_cuda_path_in_state_loads_on_cpu(fitted, data, monkeypatch):
     state["device_"] = "cuda:0"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     restored = VAEOutlierDetector.__new__(VAEOutlierDetector)
-    restored.__setstate__(state)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        restored.__setstate__(state)
     assert restored.device_.type == "cpu"
     np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
 

@@ -111,7 +111,8 @@ def test_model_from_cuda_loads_on_cpu(fitted, tmp_path, monkeypatch):
         return json.dumps(meta)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    loaded = skvae.load(_rewrite(path, tmp_path / "gpu.skvae", metadata=on_cuda))
+    with pytest.warns(UserWarning, match="CUDA is not available here"):
+        loaded = skvae.load(_rewrite(path, tmp_path / "gpu.skvae", metadata=on_cuda))
     assert loaded.device_.type == "cpu"
     np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
 
@@ -132,3 +133,153 @@ def test_unfitted_cannot_be_saved(tmp_path):
 
     with pytest.raises(NotFittedError):
         VAEOutlierDetector().save(tmp_path / "x.skvae")
+
+
+def _as_written_by_0_1_0(det, folder):
+    """The three files skvae 0.1.0 wrote for ``det``: a format-1 ``.skvae`` (scaling in
+    the metadata, not in the state dict), a compat pair (``skvae-compat-1`` pickle +
+    ``.pth``) and a joblib pickle whose network state has no scaling buffers."""
+    import hashlib
+    import io
+    import pickle
+
+    import joblib
+
+    state = {k: v for k, v in det.module_.state_dict().items() if k not in ("center", "scale")}
+    network = {k: v for k, v in det.module_.config.items() if k != "clip"}
+    buffer = io.BytesIO()
+    torch.save({**state, "__decision_scores__": torch.from_numpy(det.decision_scores_)}, buffer)
+    weights = buffer.getvalue()
+    params = det.get_params()
+    meta = {
+        "format": "skvae-model",
+        "format_version": 1,
+        "class": "VAEOutlierDetector",
+        "versions": {"skvae": "0.1.0"},
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "network": {k: list(v) if isinstance(v, tuple) else v for k, v in network.items()},
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "fitted": {
+            "device": "cpu",
+            "n_features_in": det.n_features_in_,
+            "feature_names_in": None,
+            "center": det.center_.tolist(),
+            "scale": det.scale_.tolist(),
+            "latent_dim": det.latent_dim_,
+            "hidden_dims": list(det.hidden_dims_),
+            "offset": det.offset_,
+            "score_mean": det.score_mean_,
+            "score_std": det.score_std_,
+            "history": det.history_,
+            "n_epochs": det.n_epochs_,
+            "best_epoch": det.best_epoch_,
+        },
+    }
+    with zipfile.ZipFile(folder / "v1.skvae", "w") as zf:
+        zf.writestr("metadata.json", json.dumps(meta))
+        zf.writestr("weights.pt", weights)
+
+    compat_state = {f"net.{k}": v for k, v in state.items()}
+    compat_state["center"] = torch.as_tensor(det.center_)
+    compat_state["scale"] = torch.as_tensor(det.scale_)
+    torch.save(compat_state, folder / "compat_model.pth")
+    s = det.score_samples(np.zeros((1, det.n_features_in_)))  # any finite numbers
+    compat_meta = {
+        "format": "skvae-compat-1",
+        "skvae_version": "0.1.0",
+        "input_dim": det.n_features_in_,
+        "latent_dim": det.latent_dim_,
+        "hidden_dims": list(det.hidden_dims_),
+        "device": "cpu",
+        "network": network,
+        "detector_params": params,
+        "threshold": det.offset_,
+        "thr": float((det.offset_ - det.score_mean_) / det.score_std_),
+        "mean": det.score_mean_,
+        "std": det.score_std_,
+        "threshold_candidates": {"p0.5": float(s[0]), "p5": -1.5, "p10": -1.2},
+    }
+    with open(folder / "compat_meta_data.pkl", "wb") as f:
+        pickle.dump(compat_meta, f)
+
+    pickled = det.__getstate__()
+    pickled["module_"] = {"config": network, "state_dict": state}
+    joblib.dump(pickled, folder / "state.joblib")
+    return joblib.load(folder / "state.joblib")
+
+
+def test_files_written_by_0_1_0_still_load(fitted, tmp_path):
+    det, X = fitted
+    old_state = _as_written_by_0_1_0(det, tmp_path)
+    expected = det.score_samples(X.to_numpy())
+    v1 = skvae.load(tmp_path / "v1.skvae")
+    np.testing.assert_array_equal(v1.score_samples(X.to_numpy()), expected)
+    assert v1.offset_ == det.offset_ and v1.history_ == det.history_
+    np.testing.assert_array_equal(v1.center_, det.center_)
+
+    from skvae.compat import VAE
+
+    d = VAE.load_model(str(tmp_path / "compat"))
+    np.testing.assert_array_equal(d["model"].score_samples(X.to_numpy()), expected)
+    assert d["thr"] == pytest.approx((det.offset_ - det.score_mean_) / det.score_std_)
+    assert d["threshold_candidates"] == {5: -1.5, 10: -1.2}  # integer keys only
+
+    unpickled = VAEOutlierDetector.__new__(VAEOutlierDetector)
+    unpickled.__setstate__(old_state)
+    np.testing.assert_array_equal(unpickled.score_samples(X.to_numpy()), expected)
+
+
+def test_pickles_need_the_explicit_opt_in(fitted, tmp_path):
+    import joblib
+
+    det, X = fitted
+    joblib.dump(det, tmp_path / "det.joblib")
+    with pytest.raises(ValueError, match="allow_code_execution=True"):
+        skvae.load(tmp_path / "det.joblib")
+    trusted = skvae.load(tmp_path / "det.joblib", allow_code_execution=True)
+    np.testing.assert_array_equal(trusted.score_samples(X), det.score_samples(X))
+
+
+def test_plain_data_unpickler_refuses_code(tmp_path):
+    import pickle
+
+    from skvae._persistence import load_plain_pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"observations": Payload()}))
+    with pytest.raises(ValueError, match="not plain data"):
+        load_plain_pickle(tmp_path / "evil.pkl")
+    assert not marker.exists()
+    data = {"a": np.arange(3.0), "b": [1, "x", None], "c": np.float32(2.0)}
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps(data))
+    back = load_plain_pickle(tmp_path / "ok.pkl")
+    np.testing.assert_array_equal(back["a"], data["a"])
+    assert back["b"] == data["b"] and back["c"] == 2.0
+
+
+def test_failed_save_keeps_the_previous_file(fitted, tmp_path, monkeypatch):
+    det, X = fitted
+    path = det.save(tmp_path / "det.skvae")
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", broken)
+    with pytest.raises(KeyboardInterrupt):
+        det.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.skvae"]  # no temporary left
+
+
+def test_numpy_hyperparameters_save(tmp_path):
+    X = np.random.RandomState(0).normal(size=(80, 3))
+    det = VAEOutlierDetector(hidden_dims=np.array([8, 4]), epochs=2, random_state=0).fit(X)
+    loaded = skvae.load(det.save(tmp_path / "np.skvae"))
+    assert loaded.hidden_dims == [8, 4]
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))

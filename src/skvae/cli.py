@@ -334,6 +334,8 @@ def _cmd_score(args) -> int:
         f"{len(s)} rows: mean score {s.mean():.4f}, std {s.std():.4f}, "
         f"flagged {np.mean(s < model.offset_):.1%}"
     )
+    thr = normalize(model.offset_, model.score_mean_, model.score_std_)
+    print(f"threshold: offset_ {model.offset_!r} (score units), thr {thr!r} (normalised)")
     if output is not None:
         atomic_write(output, lambda fh: _write_scores(fh, output.suffix.lower(), s))
         print(f"scores written to {output}")

@@ -3,8 +3,8 @@ and train/validation/test splits.
 
 All loaders return a *transition dict*: numpy arrays ``observations``, ``actions``,
 ``next_observations``, ``rewards``, ``terminals`` and ``timeouts`` with one row per
-transition. The D4RL and Minari readers open those projects' own HDF5 layouts with h5py
-(``pip install skvae[rl]``); no network access is needed when the file is present.
+transition. The D4RL and Minari readers open those projects' own HDF5 layouts with h5py (a
+dependency of skvae); no network access is needed when the file is present.
 They were tested on files in those layouts generated from the MuJoCo ``Hopper-v5``
 simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
 """
@@ -41,7 +41,7 @@ def _h5py():
     try:
         import h5py
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("Reading HDF5 datasets needs h5py: pip install 'skvae[rl]'") from exc
+        raise ImportError("Reading HDF5 datasets needs h5py: pip install h5py") from exc
     return h5py
 
 
