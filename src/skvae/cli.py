@@ -91,8 +91,7 @@ def _config_text(name_or_path: str | Path) -> tuple[str, str, bool]:
         resource = resources.files("skvae") / "configs" / f"{name}.yaml"
         return resource.read_text(), f"skvae's shipped config {name!r}", True
     raise CLIError(
-        f"config file not found: {file} (shipped configs, by name: "
-        f"{', '.join(shipped_configs())})"
+        f"config file not found: {file} (shipped configs, by name: {', '.join(shipped_configs())})"
     )
 
 
@@ -307,8 +306,7 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
         asked = list(FEATURE_LAYOUTS.get(args.features, args.features.split(",")))
         if asked != list(recorded):
             raise CLIError(
-                f"--features {args.features} does not match the model's feature layout "
-                f"{recorded}"
+                f"--features {args.features} does not match the model's feature layout {recorded}"
             )
     if file.suffix == ".npy":
         return np.load(file, allow_pickle=False)

@@ -440,12 +440,10 @@ def load_rl_data_for_vae(
 
     if env is not None and hasattr(env, "get_dataset"):
         data = _check_transitions(dict(env.get_dataset()), "env.get_dataset()")
-    else:
-        task = getattr(args, "task", None)
-        data_path = getattr(args, "data_path", None)
-        if data_path is not None and (task in (None, "custom", "abiomed")):
-            task = None
-        data = load_dataset(task=task, data_path=data_path)
+    else:  # a data_path is the data; a task alone names a D4RL or Minari dataset
+        data = load_dataset(
+            task=getattr(args, "task", None), data_path=getattr(args, "data_path", None)
+        )
     X = torch.as_tensor(make_features(data, "next_obs_action"))
     train, val, test = split_indices(data, val_split_ratio, test_split_ratio, shuffle=False)
     return X[train], X[val], X[test], int(X.shape[1])
