@@ -445,8 +445,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.score_std_ = float(scores.std()) if score_std is None else float(score_std)
         self._set_offset(offset)
 
-    def _set_offset(self, offset: float) -> None:
-        """Move the threshold: ``offset_``, ``threshold_`` and ``labels_`` together."""
+    def _set_offset(self, offset: float | None) -> None:
+        """Move the threshold: ``offset_``, ``threshold_`` and ``labels_`` together
+        (``None`` removes it, as the compat layer's ``threshold = None`` does)."""
+        if offset is None:
+            for name in ("offset_", "threshold_", "labels_"):
+                self.__dict__.pop(name, None)
+            return
         self.offset_ = float(offset)
         self.threshold_ = -self.offset_
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)

@@ -131,12 +131,9 @@ class VAE(nn.Module):
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        if value is None:
-            for name in ("offset_", "threshold_", "labels_"):
-                self.detector.__dict__.pop(name, None)
-            return
-        self._require_fitted()
-        self.detector._set_offset(float(value))
+        if value is not None:
+            self._require_fitted()
+        self.detector._set_offset(None if value is None else float(value))
 
     def _require_fitted(self) -> None:
         if not hasattr(self.detector, "module_"):
