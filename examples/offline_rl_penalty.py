@@ -32,7 +32,7 @@ detector = VAEOutlierDetector(
     max_samples=1.0, trim_fraction=0.0, epochs=60, contamination=0.05, random_state=0
 )
 detector.fit(X[train], validation_data=X[val])
-penalty = RewardPenalty(detector, kind="linear", coef=1.0)
+penalty = RewardPenalty(detector, kind="hinge", coef=1.0)
 
 other_policy = make_features(collect_transitions("Hopper-v5", "uniform", 1500, seed=1))
 strong_motors = gym.make("Hopper-v5", max_episode_steps=200)

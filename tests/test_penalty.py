@@ -21,7 +21,7 @@ def rl_model(hopper):
 
 def test_penalty_higher_on_other_policy(rl_model):
     det, X_in, X_out = rl_model
-    for kind in ["linear", "tanh", "softplus", "nll"]:
+    for kind in ["hinge", "hinge_tanh", "softplus", "nll", "tanh", "linear", "inverse"]:
         pen = RewardPenalty(det, kind=kind)
         p_in, p_out = pen.penalty(X_in), pen.penalty(X_out)
         assert p_out.mean() > p_in.mean(), kind
@@ -45,13 +45,14 @@ def test_penalty_shapes_and_kinds(rl_model):
     X = np.r_[X_in[:50], X_out[:50]]
     s = RewardPenalty(det).normalized_scores(X)
     t = RewardPenalty(det).thr_
-    lin = RewardPenalty(det, "linear", scale=2.0).penalty(X)
+    lin = RewardPenalty(det, "hinge", scale=2.0).penalty(X)
     np.testing.assert_allclose(lin, np.maximum(0, 2.0 * (t - s)))
-    np.testing.assert_allclose(RewardPenalty(det, "tanh").penalty(X), np.tanh(np.maximum(0, t - s)))
+    hinge_tanh = RewardPenalty(det, "hinge_tanh").penalty(X)
+    np.testing.assert_allclose(hinge_tanh, np.tanh(np.maximum(0, t - s)))
     np.testing.assert_allclose(RewardPenalty(det, "softplus").penalty(X), np.logaddexp(0, t - s))
     np.testing.assert_allclose(RewardPenalty(det, "nll").penalty(X), -s)
     r = np.ones(100)
-    pen = RewardPenalty(det, "linear", coef=0.5)
+    pen = RewardPenalty(det, "hinge", coef=0.5)
     np.testing.assert_allclose(pen.penalize(r, X), r - 0.5 * pen.penalty(X))
     assert pen.penalize(r[:, None], X).shape == (100, 1)
     with pytest.raises(ValueError, match="kind"):
@@ -97,3 +98,47 @@ def test_torch_scoring_on_cuda(rl_model):
     s = gpu.score_samples(t)
     assert s.is_cuda
     np.testing.assert_allclose(s.cpu().numpy(), det.score_samples(X_in[:300]), rtol=1e-4)
+
+
+def _gormpo_penalty(penalty_type, log_probs, thr):
+    """A verbatim copy of the penalty lines of GORMPO's transition_model.py."""
+    if penalty_type == "linear":
+        w = thr - log_probs
+        q1, q3 = np.percentile(w, [25, 75])
+        penalty = np.clip(w, 0, q3 + 1.5 * (q3 - q1))
+    elif penalty_type == "inverse":
+        penalty = np.where(log_probs < thr, np.exp(thr) / (np.exp(log_probs) + 1e-6), 0)
+    elif penalty_type == "tanh":
+        penalty = np.clip(np.tanh(0.1 * (thr - log_probs)), 0, None)
+    elif penalty_type == "tanh_reg":
+        penalty = np.tanh(0.1 * (thr - log_probs))
+    return penalty
+
+
+@pytest.mark.parametrize("kind", ["tanh", "linear", "inverse", "tanh_reg"])
+def test_offline_rl_kinds_are_the_offline_rl_formulas(rl_model, kind):
+    det, X_in, X_out = rl_model
+    X = np.r_[X_in[:200], X_out[:200]]
+    pen = RewardPenalty(det, kind=kind)
+    s = pen.normalized_scores(X)
+    expected = _gormpo_penalty(kind, s, pen.thr_)
+    np.testing.assert_allclose(pen.penalty(X), expected, rtol=1e-12, atol=1e-12)
+    # the torch path (rollouts already in torch) gives the same numbers
+    got = pen.penalty(torch.as_tensor(X)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    for thr in (-3.0, 0.5):  # a threshold swept by hand
+        pen = RewardPenalty(det, kind=kind, thr=thr)
+        np.testing.assert_allclose(pen.penalty(X), _gormpo_penalty(kind, s, thr), rtol=1e-12)
+
+
+def test_penalty_accepts_a_compat_model_and_refuses_bad_thresholds(rl_model):
+    from skvae.compat import VAE
+
+    det, X_in, _ = rl_model
+    model = VAE(det.n_features_in_, det.latent_dim_, list(det.hidden_dims_))
+    model._adopt(det)
+    np.testing.assert_array_equal(
+        RewardPenalty(model).penalty(X_in), RewardPenalty(det).penalty(X_in)
+    )
+    with pytest.raises(ValueError, match="finite"):
+        RewardPenalty(det, thr=float("nan"))

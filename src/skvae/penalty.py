@@ -15,7 +15,12 @@ import torch
 
 from ._thresholds import normalize, safe_std
 
-PENALTY_KINDS = ("linear", "tanh", "softplus", "nll")
+# The penalty types of MOPO-style offline-RL code (GORMPO's ``transition_model.py``),
+# under its names and with its formulas: ``s`` normalised scores, ``thr`` the normalised
+# threshold. skvae's own shapes have other names.
+OFFLINE_RL_KINDS = ("tanh", "linear", "inverse", "tanh_reg")
+SKVAE_KINDS = ("hinge", "hinge_tanh", "softplus", "nll")
+PENALTY_KINDS = OFFLINE_RL_KINDS + SKVAE_KINDS
 
 
 class RewardPenalty:
@@ -23,12 +28,19 @@ class RewardPenalty:
 
     With ``s`` the normalised score ``(score_samples(x) - score_mean_) / score_std_``
     and ``t`` the normalised threshold ``thr = (offset_ - score_mean_) / score_std_``,
-    the penalty is (``scale`` stretches the distance ``t - s``):
+    the penalty is, for the types offline-RL code (GORMPO) uses, exactly its formulas:
 
-    - ``'linear'``: ``max(0, scale * (t - s))``: zero in distribution, growing linearly
-      below the threshold;
-    - ``'tanh'``: ``tanh(max(0, scale * (t - s)))``: the same, saturating at 1;
-    - ``'softplus'``: ``softplus(scale * (t - s))``: a smooth version of ``'linear'``;
+    - ``'tanh'``: ``clip(tanh(0.1 * (t - s)), 0, None)`` (its configs' choice);
+    - ``'linear'``: ``w = t - s``, clipped to ``[0, q3 + 1.5 (q3 - q1)]`` with ``q1``,
+      ``q3`` the quartiles of ``w`` over the batch;
+    - ``'inverse'``: ``exp(t) / (exp(s) + 1e-6)`` where ``s < t``, else 0;
+    - ``'tanh_reg'``: ``tanh(0.1 * (t - s))`` (negative in distribution: a bonus);
+
+    and skvae's own shapes (``scale`` stretches the distance ``t - s``):
+
+    - ``'hinge'``: ``max(0, scale * (t - s))``: zero in distribution, linear below;
+    - ``'hinge_tanh'``: ``tanh(max(0, scale * (t - s)))``: the same, saturating at 1;
+    - ``'softplus'``: ``softplus(scale * (t - s))``: a smooth hinge;
     - ``'nll'``: ``-s``: the normalised negative score itself (a negative log-likelihood
       bound for ``score_type='elbo'``), with no threshold, like MOPO's uncertainty.
 
@@ -37,12 +49,13 @@ class RewardPenalty:
     detector : fitted VAEOutlierDetector or skvae.compat.VAE
         Supplies ``score_samples``, ``offset_``, ``score_mean_`` and ``score_std_`` (a
         compat model's detector is used).
-    kind : {'linear', 'tanh', 'softplus', 'nll'}, default='linear'
-        Shape of the penalty.
+    kind : str, default='tanh'
+        One of the types above.
     coef : float, default=1.0
         Weight of the penalty in :meth:`penalize`.
     scale : float, default=1.0
-        Multiplies ``t - s`` before the shape is applied.
+        Multiplies ``t - s`` in skvae's shapes (the offline-RL types keep their own
+        constants).
     thr : float, optional
         Normalised threshold ``t``; default: the detector's ``offset_`` normalised.
 
@@ -58,7 +71,7 @@ class RewardPenalty:
     >>> from skvae.penalty import RewardPenalty
     >>> rng = np.random.RandomState(0)
     >>> det = VAEOutlierDetector(epochs=20, random_state=0).fit(rng.normal(size=(300, 3)))
-    >>> pen = RewardPenalty(det, kind="linear")
+    >>> pen = RewardPenalty(det, kind="hinge")
     >>> x = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 6.0]])
     >>> p = pen.penalty(x)
     >>> bool(p[0] == 0.0 and p[1] > 0.0)
@@ -70,7 +83,7 @@ class RewardPenalty:
     def __init__(
         self,
         detector,
-        kind: str = "linear",
+        kind: str = "tanh",
         coef: float = 1.0,
         scale: float = 1.0,
         thr: float | None = None,
@@ -91,6 +104,8 @@ class RewardPenalty:
             if thr is not None
             else float(normalize(detector.offset_, self.mean_, self.std_))
         )
+        if not np.isfinite(self.thr_):
+            raise ValueError(f"thr must be finite; got {self.thr_!r}.")
 
     def normalized_scores(self, X):
         """Scores of ``X`` in units of the training scores' standard deviation.
@@ -124,20 +139,21 @@ class RewardPenalty:
         return self.from_normalized(s)
 
     def from_normalized(self, s):
-        """Penalty from already normalised scores ``s`` (numpy or torch)."""
-        is_tensor = isinstance(s, torch.Tensor)
-        t = s if is_tensor else torch.as_tensor(np.asarray(s, dtype=np.float64))
-        if self.kind == "nll":
-            out = -t
-        else:
-            gap = self.scale * (self.thr_ - t)
-            if self.kind == "linear":
-                out = gap.clamp(min=0)
-            elif self.kind == "tanh":
-                out = torch.tanh(gap.clamp(min=0))
-            else:
-                out = torch.nn.functional.softplus(gap)
-        return out if is_tensor else out.numpy()
+        """Penalty from already normalised scores ``s`` (numpy or torch).
+
+        Parameters
+        ----------
+        s : ndarray or torch.Tensor of shape (n_samples,)
+            Normalised scores.
+
+        Returns
+        -------
+        penalty : ndarray or torch.Tensor of shape (n_samples,)
+            The penalty, of ``s``'s kind.
+        """
+        if isinstance(s, torch.Tensor):
+            return _penalty_torch(self.kind, s, self.thr_, self.scale)
+        return _penalty_numpy(self.kind, np.asarray(s, dtype=np.float64), self.thr_, self.scale)
 
     def penalize(self, rewards, X):
         """Penalised rewards ``rewards - coef * penalty(X)``.
@@ -160,3 +176,38 @@ class RewardPenalty:
             return rewards - self.coef * p.reshape(rewards.shape)
         rewards = np.asarray(rewards)
         return rewards - self.coef * np.asarray(p).reshape(rewards.shape)
+
+
+def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.ndarray:
+    if kind == "tanh":
+        return np.clip(np.tanh(0.1 * (thr - s)), 0, None)
+    if kind == "linear":
+        w = thr - s
+        q1, q3 = np.percentile(w, [25, 75])
+        return np.clip(w, 0, q3 + 1.5 * (q3 - q1))
+    if kind == "inverse":
+        return np.where(s < thr, np.exp(thr) / (np.exp(s) + 1e-6), 0)
+    if kind == "tanh_reg":
+        return np.tanh(0.1 * (thr - s))
+    return _penalty_torch(kind, torch.from_numpy(s), thr, scale).numpy()
+
+
+def _penalty_torch(kind: str, s: torch.Tensor, thr: float, scale: float) -> torch.Tensor:
+    if kind == "tanh":
+        return torch.tanh(0.1 * (thr - s)).clamp(min=0)
+    if kind == "linear":
+        w = thr - s
+        q1, q3 = torch.quantile(w, torch.tensor([0.25, 0.75], dtype=w.dtype, device=w.device))
+        return torch.minimum(w.clamp(min=0), q3 + 1.5 * (q3 - q1))
+    if kind == "inverse":
+        return torch.where(s < thr, np.exp(thr) / (torch.exp(s) + 1e-6), torch.zeros_like(s))
+    if kind == "tanh_reg":
+        return torch.tanh(0.1 * (thr - s))
+    if kind == "nll":
+        return -s
+    gap = scale * (thr - s)
+    if kind == "hinge":
+        return gap.clamp(min=0)
+    if kind == "hinge_tanh":
+        return torch.tanh(gap.clamp(min=0))
+    return torch.nn.functional.softplus(gap)
