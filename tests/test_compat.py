@@ -181,8 +181,9 @@ def test_old_format_files_load(tmp_path):
     }
     with open(tmp_path / "legacy_meta_data.pkl", "wb") as f:
         pickle.dump(meta, f)
-    with pytest.raises(ValueError, match="hidden_dims"):
-        VAE.load_model(str(tmp_path / "legacy"))
+    with pytest.warns(UserWarning, match="stochastic scores"):  # widths read off the weights
+        inferred = VAE.load_model(str(tmp_path / "legacy"))
+    assert inferred["model"].hidden_dims == [32, 16]
     with pytest.warns(UserWarning, match="stochastic scores"):
         d = VAE.load_model(str(tmp_path / "legacy"), hidden_dims=[32, 16])
     np.testing.assert_allclose(d["model"].score_samples(x.numpy()), old_scores.numpy(), rtol=1e-5)

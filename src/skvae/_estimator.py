@@ -20,7 +20,7 @@ from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_cor
 from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
 from ._persistence import ModelRecord, locate, read_model, write_model
 from ._scaling import fit_scaling, to_float32
-from ._thresholds import offset_from_scores
+from ._thresholds import offset_from_scores, threshold_candidates
 
 # Optimisation steps each member takes when ``epochs='auto'``.
 AUTO_STEPS = 600
@@ -441,13 +441,26 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.n_epochs_ = int(n_epochs)
         self.best_epoch_ = int(best_epoch)
         self.decision_scores_ = -scores
-        self.score_mean_ = float(scores.mean()) if score_mean is None else float(score_mean)
-        self.score_std_ = float(scores.std()) if score_std is None else float(score_std)
-        self._set_offset(offset)
+        self._set_offset(
+            offset,
+            score_mean=float(scores.mean()) if score_mean is None else score_mean,
+            score_std=float(scores.std()) if score_std is None else score_std,
+        )
 
-    def _set_offset(self, offset: float | None) -> None:
+    def _set_offset(
+        self,
+        offset: float | None,
+        *,
+        score_mean: float | None = None,
+        score_std: float | None = None,
+    ) -> None:
         """Move the threshold: ``offset_``, ``threshold_`` and ``labels_`` together
-        (``None`` removes it, as the compat layer's ``threshold = None`` does)."""
+        (``None`` removes it, as the compat layer's ``threshold = None`` does), and the
+        score statistics that normalise it when given."""
+        if score_mean is not None:
+            self.score_mean_ = float(score_mean)
+        if score_std is not None:
+            self.score_std_ = float(score_std)
         if offset is None:
             for name in ("offset_", "threshold_", "labels_"):
                 self.__dict__.pop(name, None)
@@ -787,7 +800,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         info : dict, optional
             Plain data to keep with the model (task, data source, feature layout,
             threshold candidates, ...); :func:`skvae.load` returns it with
-            ``return_info=True``.
+            ``return_info=True``. Without ``threshold_candidates`` in it, candidates
+            on the training scores are stored.
 
         Returns
         -------
@@ -808,6 +822,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _to_record(self, info: dict | None = None) -> ModelRecord:
         names = getattr(self, "feature_names_in_", None)
+        info = dict(info or {})
+        if "threshold_candidates" not in info and len(self.decision_scores_):
+            info["threshold_candidates"] = threshold_candidates(
+                -self.decision_scores_, self.score_mean_, self.score_std_
+            )
+            info["threshold_candidates_on"] = "training"
         return ModelRecord(
             params=self.get_params(),
             network=dict(self.module_.config),
@@ -824,7 +844,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 "best_epoch": int(self.best_epoch_),
             },
             decision_scores=np.asarray(self.decision_scores_, dtype=np.float64),
-            info=dict(info or {}),
+            info=info,
         )
 
     @classmethod

@@ -410,11 +410,8 @@ def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
 
 def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> ModelRecord:
     hidden = hidden_dims if hidden_dims is not None else meta.get("hidden_dims")
-    if hidden is None:
-        raise ValueError(
-            f"{where} does not store hidden_dims (a file of the old vae_module): pass "
-            "hidden_dims= as used in training."
-        )
+    if hidden is None:  # the old files did not store them: read them off the weights
+        hidden = _vae_module_hidden_dims(state, where)
     hidden = [int(h) for h in hidden]
     input_dim, latent_dim = int(meta["input_dim"]), int(meta["latent_dim"])
     net_state = convert_vae_module_state(state, len(hidden))
@@ -470,6 +467,17 @@ def _pair_fitted(meta: dict, network: dict, offset: float, mean, std) -> dict:
         "n_epochs": 0,
         "best_epoch": 0,
     }
+
+
+def _vae_module_hidden_dims(state: dict, where) -> list[int]:
+    """The encoder widths of an old ``vae_module`` state dict (Linear layers at
+    ``encoder.encoder.0``, ``.2``, ...)."""
+    hidden = []
+    while f"encoder.encoder.{2 * len(hidden)}.weight" in state:
+        hidden.append(int(state[f"encoder.encoder.{2 * len(hidden)}.weight"].shape[0]))
+    if not hidden:
+        raise ValueError(f"{where}: not a state dict of the old VAE layout (no encoder layers)")
+    return hidden
 
 
 def convert_vae_module_state(state: dict[str, torch.Tensor], n_hidden: int) -> dict:

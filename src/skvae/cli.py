@@ -18,12 +18,16 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._persistence import PICKLE_SUFFIXES, SUFFIX, atomic_write
 from ._thresholds import normalize, threshold_candidates
 from .datasets import FEATURE_LAYOUTS, feature_names, load_dataset, make_features, split_indices
 
-# Keys of the old vae_module configs, plus what skvae adds.
+# Keys of the old vae_module configs, plus what skvae adds. Of the old keys,
+# ``use_rl_data``, ``obs_dim`` and ``action_dim`` are accepted and ignored (the data file
+# or task gives the dimensions; ``input_dim``, when set, is checked against them).
+IGNORED_KEYS = ("use_rl_data", "obs_dim", "action_dim")
 CONFIG_KEYS = {
     "task": None,
     "use_rl_data": True,
@@ -45,6 +49,7 @@ CONFIG_KEYS = {
     "seed": 0,
     "verbose": True,
     "model_save_path": None,
+    "fig_save_path": None,
     "features": "next_obs_action",
     "next_observations": "stored",
     "shuffle": False,
@@ -52,7 +57,10 @@ CONFIG_KEYS = {
     "max_samples": 1.0,
     # Density modelling of a dataset's transitions: every row counts (no trimmed loss).
     "trim_fraction": 0.0,
-    "score_type": "elbo",
+    # The old module's score (minus the summed squared reconstruction error, in input
+    # units), so tuned penalty coefficients keep their meaning; 'elbo' is the opt-in.
+    "score_type": "squared_error",
+    "scaling": None,
 }
 # Percentiles the ``thresholds`` command prints by default.
 THRESHOLD_PERCENTILES = (1, 5, 10, 15, 20)
@@ -159,6 +167,7 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         n_estimators=config["n_estimators"],
         max_samples=config["max_samples"],
         trim_fraction=config["trim_fraction"],
+        scaling=config["scaling"],
         device=str(config["device"]),
         random_state=config["seed"],
         verbose=verbose,
@@ -209,10 +218,21 @@ def _label(config: dict[str, Any]) -> str:
 
 def _cmd_train(args) -> int:
     config, shipped = _read_config(args.config)
-    for key in ("task", "data_path", "epochs", "device", "seed", "model_save_path"):
+    for key in (
+        "task",
+        "data_path",
+        "epochs",
+        "device",
+        "seed",
+        "model_save_path",
+        "fig_save_path",
+        "latent_dim",
+    ):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    if args.verbose:
+        config["verbose"] = True
     if shipped and args.data_path is not None:
         # a shipped config with the user's own data: the model is named after the data
         if args.task is None:
@@ -223,6 +243,7 @@ def _cmd_train(args) -> int:
         raise CLIError("give a task (--task or 'task:' in the config) or --data-path")
     label = _label(config)
     save = model_path(config["model_save_path"] or label)
+    resolve_device(str(config["device"]))  # a missing GPU is one line before any work
     data = load_dataset(
         task=config["task"],
         data_path=config["data_path"],
@@ -245,7 +266,10 @@ def _cmd_train(args) -> int:
         )
     except TypeError as exc:
         raise CLIError(f"config keys val_ratio and test_ratio must be numbers: {exc}") from exc
-    detector = _detector_from_config(config, verbose=0 if args.quiet else 1)
+    if args.compute_thresholds_only:
+        return _compute_thresholds_only(save, X, val, train)
+    verbose = 0 if args.quiet or not config["verbose"] else 1
+    detector = _detector_from_config(config, verbose=verbose)
     print(f"training {label} ({len(X)} transitions); the model will be written to {save}")
     detector.fit(X[train], validation_data=X[val] if len(val) else None)
     print(
@@ -283,7 +307,57 @@ def _cmd_train(args) -> int:
     }
     detector.save(save, info=info)
     print(f"saved {save}")
+    if config["fig_save_path"]:
+        _save_figures(detector, held_out, Path(str(config["fig_save_path"])), save)
     return 0
+
+
+def _compute_thresholds_only(save: Path, X: np.ndarray, val, train) -> int:
+    """Score the validation split with the saved model and store threshold candidates
+    (integer percentiles, ``thr`` units) in its file, as the old
+    ``--compute_thresholds_only`` did."""
+    detector, info = load(save, return_info=True)
+    _check_dim(detector, X)
+    rows = val if len(val) else train
+    candidates = threshold_candidates(
+        detector.score_samples(X[rows]), detector.score_mean_, detector.score_std_
+    )
+    info = {k: v for k, v in info.items() if k != "source"}
+    info.update(
+        threshold_candidates=candidates,
+        threshold_candidates_on="validation" if len(val) else "training",
+    )
+    detector.save(save, info=info)
+    for p, thr in candidates.items():
+        print(f"percentile {p:>2}: thr {thr:.4f}")
+    print(f"threshold candidates stored in {save}")
+    return 0
+
+
+def _save_figures(detector: VAEOutlierDetector, X_held_out, folder: Path, save: Path) -> None:
+    """The training curves and the held-out score distribution, as PNG files."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print("figures skipped: plotting needs matplotlib (pip install 'skvae[plot]')")
+        return
+    from .plotting import plot_score_histogram, plot_training_history
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = save.name.removesuffix(SUFFIX)
+    for name, ax in (
+        ("training_curves", plot_training_history(detector)),
+        (
+            "score_distribution",
+            plot_score_histogram(detector.score_samples(X_held_out), threshold=detector.offset_),
+        ),
+    ):
+        file = folder / f"{stem}_{name}.png"
+        atomic_write(file, lambda fh, fig=ax.figure: fig.savefig(fh, format="png", dpi=100))
+        matplotlib.pyplot.close(ax.figure)
+        print(f"figure written to {file}")
 
 
 def _load_model(args) -> tuple[VAEOutlierDetector, dict]:
@@ -432,12 +506,39 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"YAML config: a path, or the name of a shipped one ({', '.join(shipped_configs())})",
     )
     train.add_argument("--task", help="D4RL task or minari:<dataset id>")
-    train.add_argument("--data-path", dest="data_path", help="dataset file (.hdf5/.npz/.pkl)")
+    train.add_argument(
+        "--data-path", "--data_path", dest="data_path", help="dataset file (.hdf5/.npz/.pkl)"
+    )
     train.add_argument("--epochs", type=int)
-    train.add_argument("--device")
+    train.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     train.add_argument("--seed", type=int)
+    train.add_argument("--latent-dim", "--latent_dim", dest="latent_dim", type=int)
+    for flag in ("obs_dim", "action_dim"):
+        train.add_argument(
+            f"--{flag.replace('_', '-')}",
+            f"--{flag}",
+            dest=flag,
+            type=int,
+            help="accepted for old command lines; the data gives the dimensions",
+        )
+    train.add_argument(
+        "--fig-save-path",
+        "--fig_save_path",
+        dest="fig_save_path",
+        help="folder for the training-curve and score-distribution figures",
+    )
+    train.add_argument("--verbose", action="store_true", help="show the progress bar")
+    train.add_argument(
+        "--compute-thresholds-only",
+        "--compute_thresholds_only",
+        dest="compute_thresholds_only",
+        action="store_true",
+        help="do not train: score the validation split with the saved model and store "
+        "threshold candidates (percentiles 1, 5, 10, 15, 20) in its file",
+    )
     train.add_argument(
         "--model-save-path",
+        "--model_save_path",
         dest="model_save_path",
         help=f"where to write the model ({SUFFIX} is appended unless given); default: "
         "the config's, else <task or data file name>.skvae here",

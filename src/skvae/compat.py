@@ -17,10 +17,16 @@ layer behaves correctly:
   ``(score_samples(x) - mean) / std``, and ``mean``/``std`` of the training scores, so
   the downstream comparison ``thr - s`` is meaningful (the old ``thr`` was raw).
 
+The score keeps its old meaning, so tuned penalty coefficients keep theirs: minus the
+summed squared reconstruction error in the input's units, now deterministic (the
+posterior mean is decoded), ``score_type='squared_error'``. The ELBO separates
+in-distribution from out-of-distribution transitions better; it is one argument away:
+``VAE(input_dim, latent_dim, hidden_dims, score_type="elbo")`` (the migration guide
+shows the measured difference).
+
 ``save_model`` writes one ``<save_path>.skvae`` file (no pickle); ``load_model`` reads
 it, every other file :func:`skvae.load` reads, and the old module's
-``<save_path>_model.pth`` + ``<save_path>_meta_data.pkl`` pair, which keeps its score,
-minus the summed squared reconstruction error (``score_type='squared_error'``).
+``<save_path>_model.pth`` + ``<save_path>_meta_data.pkl`` pair.
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ class VAE(nn.Module):
         Encoder widths; the decoder mirrors them.
     device : str, default='cpu'
         ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
+    score_type : str, default='squared_error'
+        The detector's score: the old module's (minus the summed squared reconstruction
+        error, in input units) or ``'elbo'`` (a log-likelihood bound on the robustly
+        scaled inputs, which separates out-of-distribution rows better).
 
     Attributes
     ----------
@@ -99,7 +109,12 @@ class VAE(nn.Module):
     """
 
     def __init__(
-        self, input_dim: int = 2, latent_dim: int = 16, hidden_dims=(256, 256), device="cpu"
+        self,
+        input_dim: int = 2,
+        latent_dim: int = 16,
+        hidden_dims=(256, 256),
+        device="cpu",
+        score_type: str = "squared_error",
     ) -> None:
         super().__init__()
         self.input_dim = int(input_dim)
@@ -119,8 +134,17 @@ class VAE(nn.Module):
             trim_fraction=0.0,  # the old module fitted the plain ELBO to every row
             device=str(self.device),
             contamination=0.01,
+            score_type=score_type,
+            # the old score is in the input's units; the ELBO gets skvae's robust scaling
+            scaling=None if score_type == "squared_error" else "robust",
         )
-        self.net = VAEEnsemble(self.input_dim, self.latent_dim, self.hidden_dims)
+        self.detector._validate_params()
+        self.net = VAEEnsemble(
+            self.input_dim,
+            self.latent_dim,
+            self.hidden_dims,
+            clip=self.detector.scaling is not None,
+        )
         self.net.reset_parameters(torch.Generator().manual_seed(0))
         self.to(self.device)
 
@@ -254,6 +278,36 @@ class VAE(nn.Module):
         self.threshold = float(np.quantile(scores, anomaly_fraction))
         return self.threshold
 
+    def refresh_thresholds(self, val_data, anomaly_fraction: float = 0.01) -> dict[str, Any]:
+        """Recompute ``thr``, ``mean``, ``std`` and the threshold candidates together
+        from the (deterministic) scores of ``val_data``, and return them as
+        :meth:`load_model` does.
+
+        For files of the old module, whose stored values came from stochastic scores:
+        ``d = d["model"].refresh_thresholds(val_data)``.
+        """
+        scores = _as_numpy(self.score_samples(_as_numpy(val_data))).astype(np.float64)
+        self.detector._set_offset(
+            float(np.quantile(scores, anomaly_fraction)),
+            score_mean=float(scores.mean()),
+            score_std=float(scores.std()),
+        )
+        self.threshold_candidates = threshold_candidates(
+            scores, self.detector.score_mean_, self.detector.score_std_
+        )
+        return self._model_dict()
+
+    def _model_dict(self) -> dict[str, Any]:
+        det = self.detector
+        mean, std = det.score_mean_, det.score_std_
+        return {
+            "model": self,
+            "thr": float(normalize(det.offset_, mean, std)),
+            "mean": mean,
+            "std": std,
+            "threshold_candidates": dict(getattr(self, "threshold_candidates", {})),
+        }
+
     def predict_anomaly(self, x):
         """True where a sample scores below the threshold (numpy or torch like ``x``)."""
         if self.threshold is None:
@@ -350,14 +404,8 @@ class VAE(nn.Module):
             device=str(detector.device_),
         )
         model._adopt(detector)
-        mean, std = detector.score_mean_, detector.score_std_
-        return {
-            "model": model,
-            "thr": float(normalize(detector.offset_, mean, std)),
-            "mean": mean,
-            "std": std,
-            "threshold_candidates": dict(info.get("threshold_candidates", {})),
-        }
+        model.threshold_candidates = dict(info.get("threshold_candidates", {}))
+        return model._model_dict()
 
 
 def _model_file(save_path: str | os.PathLike) -> Path:
@@ -366,7 +414,9 @@ def _model_file(save_path: str | os.PathLike) -> Path:
     return path if path.name.endswith(SUFFIX) else path.with_name(path.name + SUFFIX)
 
 
-def create_synthetic_data(n_samples: int = 2000, dim: int = 5, anomaly_type: str = "outlier"):
+def create_synthetic_data(
+    n_samples: int = 2000, dim: int = 5, anomaly_type: str = "outlier", magn: float = 3.0
+):
     """Old ``create_synthetic_data``: normal and anomalous samples as tensors.
 
     Parameters
@@ -377,6 +427,8 @@ def create_synthetic_data(n_samples: int = 2000, dim: int = 5, anomaly_type: str
         Number of features.
     anomaly_type : {'outlier', 'cluster', 'local', 'noise'}, default='outlier'
         Kind of anomaly (see :func:`skvae.make_synthetic`).
+    magn : float, default=3.0
+        How far out the anomalies lie (``magnitude`` of :func:`skvae.make_synthetic`).
 
     Returns
     -------
@@ -396,6 +448,7 @@ def create_synthetic_data(n_samples: int = 2000, dim: int = 5, anomaly_type: str
         anomaly_type=anomaly_type,
         anomaly_fraction=n_anomaly / (n_samples + n_anomaly),
         random_state=0,
+        magnitude=magn,
     )
     X = torch.as_tensor(X, dtype=torch.float32)
     return X[y == 0], X[y == 1]
@@ -444,3 +497,35 @@ def load_rl_data_for_vae(
     X = torch.as_tensor(make_features(data, "next_obs_action"))
     train, val, test = split_indices(data, val_split_ratio, test_split_ratio, shuffle=False)
     return X[train], X[val], X[test], int(X.shape[1])
+
+
+def plot_training_curves(history: dict, save_path: str | os.PathLike | None = None):
+    """Old ``plot_training_curves``: training and validation losses per epoch.
+
+    Parameters
+    ----------
+    history : dict
+        What :meth:`VAE.fit` returned (or a detector's ``history_``).
+    save_path : path-like, optional
+        Write the figure there (PNG); the folder is created.
+
+    Returns
+    -------
+    fig : matplotlib Figure
+        The figure (needs matplotlib: ``pip install 'skvae[plot]'``).
+
+    Examples
+    --------
+    >>> fig = plot_training_curves({"train_loss": [3.0, 2.0], "val_loss": [3.1, 2.5]})
+    >>> fig.axes[0].get_xlabel()
+    'epoch'
+    """
+    from .plotting import plot_training_history
+
+    history = {k: v for k, v in history.items() if not k.startswith("test_")}
+    ax = plot_training_history(history)
+    fig = ax.figure
+    if save_path is not None:
+        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_path, dpi=100)
+    return fig

@@ -173,6 +173,7 @@ def make_synthetic(
     anomaly_type: str = "outlier",
     anomaly_fraction: float = 0.05,
     random_state=None,
+    magnitude: float = 3.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normal data with anomalies of a chosen kind.
 
@@ -196,6 +197,9 @@ def make_synthetic(
         Fraction of anomalous samples.
     random_state : int, RandomState instance or None, default=None
         Seeds the data.
+    magnitude : float, default=3.0
+        How far out the anomalies lie: the distances above scale with
+        ``magnitude / 3`` (the default gives the distances as described).
 
     Returns
     -------
@@ -217,6 +221,9 @@ def make_synthetic(
         raise ValueError(f"n_features must be at least 2; got {n_features}.")
     if not 0 < anomaly_fraction < 1:
         raise ValueError(f"anomaly_fraction must be in (0, 1); got {anomaly_fraction}.")
+    if not np.isfinite(magnitude) or magnitude <= 0:
+        raise ValueError(f"magnitude must be a positive number; got {magnitude!r}.")
+    far = magnitude / 3.0
     rng = check_random_state(random_state)
     n_anomaly = max(1, int(round(anomaly_fraction * n_samples)))
     n_normal = n_samples - n_anomaly
@@ -233,21 +240,23 @@ def make_synthetic(
     lo, hi = normal.min(0), normal.max(0)
     span = hi - lo
     if anomaly_type == "outlier":
-        anomaly = rng.uniform(lo - 1.5 * span, hi + 1.5 * span, size=(n_anomaly, n_features))
+        anomaly = rng.uniform(
+            lo - 1.5 * far * span, hi + 1.5 * far * span, size=(n_anomaly, n_features)
+        )
     elif anomaly_type == "cluster":
-        centre = hi + 0.5 * span
+        centre = hi + 0.5 * far * span
         anomaly = centre + 0.05 * span * rng.normal(size=(n_anomaly, n_features))
     elif anomaly_type == "local":
         # on-manifold points pushed off it by several noise levels, in random directions
         base = manifold(rng.normal(size=(n_anomaly, 2)))
         direction = rng.normal(size=(n_anomaly, n_features))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        anomaly = base + 0.5 * direction
+        anomaly = base + 0.5 * far * direction
     else:  # noise
         anomaly = manifold(rng.normal(size=(n_anomaly, 2)))
         cols = rng.randint(n_features, size=n_anomaly)
         signs = rng.choice([-1.0, 1.0], size=n_anomaly)
-        anomaly[np.arange(n_anomaly), cols] += signs * 1.0 * span[cols]
+        anomaly[np.arange(n_anomaly), cols] += signs * far * span[cols]
     X = np.vstack([normal, anomaly])
     y = np.r_[np.zeros(n_normal, dtype=int), np.ones(n_anomaly, dtype=int)]
     return X, y
