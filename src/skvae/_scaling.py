@@ -42,3 +42,10 @@ def to_float32(Z: np.ndarray) -> np.ndarray:
             "or 'standard', or rescale X."
         )
     return Z32
+
+
+def scaling_for(score_type: str) -> str | None:
+    """The scaling that goes with ``score_type`` in the offline-RL defaults: none for
+    the old module's ``'squared_error'`` (its meaning is in input units), ``'robust'``
+    otherwise."""
+    return None if score_type == "squared_error" else "robust"

@@ -21,6 +21,7 @@ from . import __version__
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._persistence import PICKLE_SUFFIXES, SUFFIX, atomic_write
+from ._scaling import scaling_for
 from ._thresholds import normalize, threshold_candidates
 from .datasets import FEATURE_LAYOUTS, feature_names, load_dataset, make_features, split_indices
 
@@ -60,7 +61,8 @@ CONFIG_KEYS = {
     # The old module's score (minus the summed squared reconstruction error, in input
     # units), so tuned penalty coefficients keep their meaning; 'elbo' is the opt-in.
     "score_type": "squared_error",
-    "scaling": None,
+    # 'auto': none for 'squared_error' (input units), 'robust' for the other scores
+    "scaling": "auto",
 }
 # Percentiles the ``thresholds`` command prints by default.
 THRESHOLD_PERCENTILES = (1, 5, 10, 15, 20)
@@ -167,7 +169,9 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         n_estimators=config["n_estimators"],
         max_samples=config["max_samples"],
         trim_fraction=config["trim_fraction"],
-        scaling=config["scaling"],
+        scaling=scaling_for(config["score_type"])
+        if config["scaling"] == "auto"
+        else config["scaling"],
         device=str(config["device"]),
         random_state=config["seed"],
         verbose=verbose,

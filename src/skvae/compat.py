@@ -45,6 +45,7 @@ from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._network import VAEEnsemble
 from ._persistence import SUFFIX
+from ._scaling import scaling_for
 from ._thresholds import normalize, threshold_candidates
 from .evaluation import evaluate_anomaly_detection as _evaluate
 from .evaluation import make_synthetic
@@ -136,7 +137,7 @@ class VAE(nn.Module):
             contamination=0.01,
             score_type=score_type,
             # the old score is in the input's units; the ELBO gets skvae's robust scaling
-            scaling=None if score_type == "squared_error" else "robust",
+            scaling=scaling_for(score_type),
         )
         self.detector._validate_params()
         self.net = VAEEnsemble(
