@@ -36,18 +36,31 @@ def test_file_holds_no_pickled_code(fitted, tmp_path):
     det, _ = fitted
     path = skvae.save(det, tmp_path / "det.skvae")
     with zipfile.ZipFile(path) as zf:
-        assert sorted(zf.namelist()) == ["metadata.json", "weights.pt"]
+        assert sorted(zf.namelist()) == ["SHA256SUMS", "metadata.json", "weights.pt"]
         meta = json.loads(zf.read("metadata.json"))
     assert meta["versions"]["skvae"] == skvae.__version__ and "torch" in meta["versions"]
     assert meta["fitted"]["offset"] == det.offset_
 
 
-def _rewrite(path, out, metadata=None, weights=None):
+def _rewrite(path, out, metadata=None, weights=None, resum=True):
+    """Copy a .skvae file with its members changed; ``resum`` writes matching checksums
+    (a consistent edit), otherwise the old ones are kept (corruption)."""
+    import hashlib
+
     with zipfile.ZipFile(path) as zf:
-        meta, w = zf.read("metadata.json"), zf.read("weights.pt")
+        meta, w, sums = zf.read("metadata.json"), zf.read("weights.pt"), zf.read("SHA256SUMS")
+    meta = metadata(meta) if metadata else meta
+    meta = meta.encode() if isinstance(meta, str) else meta
+    w = weights(w) if weights else w
+    if resum:
+        sums = "".join(
+            f"{hashlib.sha256(d).hexdigest()}  {n}\n"
+            for n, d in (("metadata.json", meta), ("weights.pt", w))
+        )
     with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr("metadata.json", metadata(meta) if metadata else meta)
-        zf.writestr("weights.pt", weights(w) if weights else w)
+        zf.writestr("metadata.json", meta)
+        zf.writestr("weights.pt", w)
+        zf.writestr("SHA256SUMS", sums)
     return out
 
 
@@ -68,7 +81,11 @@ def test_truncated_corrupted_tampered(fitted, tmp_path):
         return bytes(b)
 
     with pytest.raises(ValueError, match="checksum"):
-        skvae.load(_rewrite(path, tmp_path / "tampered.skvae", weights=flip))
+        skvae.load(_rewrite(path, tmp_path / "tampered.skvae", weights=flip, resum=False))
+    with pytest.raises(ValueError, match="metadata.json does not match its checksum"):
+        skvae.load(
+            _rewrite(path, tmp_path / "meta.skvae", metadata=lambda m: m + b" ", resum=False)
+        )
 
     def bad_json(m):
         return m[:-10]

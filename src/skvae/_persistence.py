@@ -1,14 +1,18 @@
 """Model files: the one reader and writer of every layout skvae reads.
 
-The format skvae writes is ``.skvae``, a zip archive with two members:
+The format skvae writes is ``.skvae``, a zip archive with three members:
 
 - ``metadata.json``: hyperparameters, the network's architecture, fitted scalars
   (threshold, score statistics, history, feature names), an ``info`` block (task, data
-  source, feature layout, splits, config, threshold candidates), versions and the
-  SHA-256 of the weights member;
+  source, feature layout, splits, config, threshold candidates) and versions;
 - ``weights.pt``: the network's state dict (with the input scaling) and the training
   scores, written with ``torch.save`` and read with ``torch.load(weights_only=True)``,
-  which only rebuilds tensors.
+  which only rebuilds tensors;
+- ``SHA256SUMS``: the SHA-256 of both.
+
+Files are untrusted input: sizes are checked before members are read, checksums before
+they are parsed, and every field against the schema (types, finite values, lengths,
+the architecture against the shapes of the weights) before anything is built from them.
 
 It also reads, without running code from them, the pair the old ``vae_module`` wrote
 (``<stem>_model.pth`` + ``<stem>_meta_data.pkl``), the pair skvae 0.1.0's
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._network import state_shapes
 from ._thresholds import normalize
 
 FORMAT_NAME = "skvae-model"
@@ -46,6 +51,11 @@ PAIR_META = "_meta_data.pkl"
 COMPAT_V1 = "skvae-compat-1"  # what skvae 0.1.0's compat layer wrote
 DECISION_SCORES_KEY = "__decision_scores__"
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+MEMBERS = ("metadata.json", "weights.pt", "SHA256SUMS")
+# Largest members read (uncompressed bytes): a zip bomb is refused before it inflates.
+MAX_METADATA_BYTES = 16 * 2**20
+MAX_WEIGHTS_BYTES = 2 * 2**30
+MAX_PAIR_METADATA_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -106,6 +116,8 @@ def _plain(value: Any, where: str) -> Any:
         return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # e.g. the loss of a diverged epoch in the history
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"{where}={value!r} cannot be stored in a {SUFFIX} file")
@@ -138,14 +150,18 @@ def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
         "network": _plain(record.network, "network"),
         "fitted": _plain(record.fitted, "fitted"),
         "info": _plain(record.info, "info"),
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    text = json.dumps(meta, indent=1, allow_nan=False)
+    text = json.dumps(meta, indent=1, allow_nan=False).encode()
+    sums = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, data in (("metadata.json", text), ("weights.pt", weights))
+    )
 
     def write(fh) -> None:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("metadata.json", text)
             zf.writestr("weights.pt", weights)
+            zf.writestr("SHA256SUMS", sums)
 
     return atomic_write(path, write)
 
@@ -198,18 +214,44 @@ def read_model(path: str | os.PathLike, hidden_dims=None) -> ModelRecord:
     return _read_skvae(where)
 
 
+def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
+    """One member, refused when it is (or inflates to) more than ``limit`` bytes."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise ValueError(f"{path}: member {name} is {info.file_size} bytes, over the limit")
+    with zf.open(info) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: member {name} inflates past the limit of {limit} bytes")
+    return data
+
+
 def _read_skvae(path: Path) -> ModelRecord:
     from . import __version__
 
     try:
         with zipfile.ZipFile(path) as zf:
-            meta = json.loads(zf.read("metadata.json"))
-            weights = zf.read("weights.pt")
+            names = zf.namelist()
+            if "metadata.json" not in names or "weights.pt" not in names:
+                missing = [n for n in MEMBERS[:2] if n not in names]
+                raise ValueError(f"not a skvae model file (missing {missing}): {path}")
+            unknown = sorted(set(names) - set(MEMBERS))
+            if unknown or len(names) != len(set(names)):
+                raise ValueError(f"{path}: unexpected or repeated members {unknown or names}")
+            text = _read_member(zf, "metadata.json", MAX_METADATA_BYTES, path)
+            weights = _read_member(zf, "weights.pt", MAX_WEIGHTS_BYTES, path)
+            sums = _read_member(zf, "SHA256SUMS", 4096, path) if "SHA256SUMS" in names else None
     except zipfile.BadZipFile as exc:
         raise ValueError(f"not a skvae model file (not a zip archive): {path}") from exc
-    except KeyError as exc:
-        raise ValueError(f"not a skvae model file (missing {exc}): {path}") from exc
-    except Exception as exc:  # damaged members: zlib and CRC errors, bad JSON
+    except ValueError:
+        raise
+    except Exception as exc:  # damaged members: zlib and CRC errors
+        raise ValueError(f"corrupted skvae model file {path}: {exc}") from exc
+    if sums is not None:
+        _check_sums(sums, {"metadata.json": text, "weights.pt": weights}, path)
+    try:
+        meta = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"corrupted skvae model file {path}: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ValueError(f"not a skvae model file: {path}")
@@ -221,7 +263,9 @@ def _read_skvae(path: Path) -> ModelRecord:
             f"{path} uses model format {version}, newer than this skvae "
             f"({__version__}, format {FORMAT_VERSION}) reads: upgrade skvae."
         )
-    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
+    if version >= 2 and sums is None:
+        raise ValueError(f"{path}: the checksums member SHA256SUMS is missing")
+    if version == 1 and hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
         raise ValueError(f"{path}: the weights do not match their checksum (tampered?)")
     versions = meta.get("versions")
     written_by = versions.get("skvae") if isinstance(versions, dict) else None
@@ -237,31 +281,50 @@ def _read_skvae(path: Path) -> ModelRecord:
     info = meta.get("info", {})
     if not isinstance(info, dict):
         raise ValueError(f"{path}: metadata field 'info' must be a mapping")
+    if version == 1:  # 0.1.0: scaling in the metadata, clipping implied by the scaling
+        network.setdefault("clip", params.get("scaling") is not None)
+    _check_network(network, path)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"corrupted skvae model file {path}: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise ValueError(f"{path}: the weights member is not a state dict of tensors")
-    decision_scores = state.pop(DECISION_SCORES_KEY, torch.zeros(0)).double().numpy()
-    if version == 1:  # 0.1.0: scaling in the metadata, clipping implied by the scaling
-        network.setdefault("clip", params.get("scaling") is not None)
+    decision_scores = state.pop(DECISION_SCORES_KEY, torch.zeros(0))
+    if version == 1:
         for key in ("center", "scale"):
-            state[key] = torch.as_tensor(
-                np.asarray(_field(fitted, key, list, path), dtype=np.float64)
-            )
-    fitted.pop("center", None)
-    fitted.pop("scale", None)
-    _check_fitted(fitted, path)
-    return ModelRecord(
-        params=dict(params),
-        network=network,
-        state=state,
-        fitted=fitted,
-        decision_scores=decision_scores,
-        info=_info_from_json(info),
-        source=f"skvae-{version}",
+            values = fitted.pop(key, None)
+            if not isinstance(values, list) or not all(_is_number(v) for v in values):
+                raise ValueError(f"{path}: metadata field 'fitted.{key}' is invalid")
+            state[key] = torch.tensor(values, dtype=torch.float64)
+    return validate_record(
+        ModelRecord(
+            params=dict(params),
+            network=network,
+            state=state,
+            fitted=fitted,
+            decision_scores=decision_scores,
+            info=_info_from_json(info),
+            source=f"skvae-{version}",
+        ),
+        path,
     )
+
+
+def _check_sums(sums: bytes, members: dict[str, bytes], path) -> None:
+    try:
+        listed = dict(
+            reversed(line.split("  ", 1)) for line in sums.decode("ascii").splitlines() if line
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: the checksums member SHA256SUMS is unreadable") from exc
+    if sorted(listed) != sorted(members):
+        raise ValueError(f"{path}: SHA256SUMS does not list exactly {sorted(members)}")
+    for name, data in members.items():
+        if hashlib.sha256(data).hexdigest() != listed[name]:
+            raise ValueError(f"{path}: {name} does not match its checksum (tampered?)")
 
 
 def _field(meta: dict, key: str, kind: type, path) -> Any:
@@ -271,30 +334,106 @@ def _field(meta: dict, key: str, kind: type, path) -> Any:
     return value
 
 
-_FITTED_FIELDS = {
-    "device": str,
-    "n_features_in": int,
-    "offset": float,
-    "score_mean": float,
-    "score_std": float,
-    "history": dict,
-    "n_epochs": int,
-    "best_epoch": int,
-}
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_fitted(fitted: dict, path) -> None:
-    for key, kind in _FITTED_FIELDS.items():
-        value = fitted.get(key)
-        ok = isinstance(value, kind) and not isinstance(value, bool)
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and math.isfinite(value)
-        if not ok:
-            raise ValueError(f"{path}: metadata field 'fitted.{key}' is missing or invalid")
+def _is_count(value, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# Architectures larger than this are refused before anything is allocated.
+MAX_NETWORK = {"n_features": 2**20, "latent_dim": 2**16, "n_members": 4096, "width": 2**16}
+
+
+def _check_network(network: dict, path) -> None:
+    expected = {
+        "n_features",
+        "latent_dim",
+        "hidden_dims",
+        "n_members",
+        "n_score_samples",
+        "decoder_variance",
+        "clip",
+    }
+    if set(network) != expected:
+        raise ValueError(f"{path}: metadata field 'network' must have exactly {sorted(expected)}")
+    for key in ("n_features", "latent_dim", "n_members", "n_score_samples"):
+        limit = MAX_NETWORK.get(key, 2**16)
+        if not _is_count(network[key]) or network[key] > limit:
+            raise ValueError(f"{path}: metadata field 'network.{key}' is invalid")
+    hidden = network["hidden_dims"]
+    if (
+        not isinstance(hidden, list)
+        or not hidden
+        or len(hidden) > 64
+        or not all(_is_count(h) and h <= MAX_NETWORK["width"] for h in hidden)
+    ):
+        raise ValueError(f"{path}: metadata field 'network.hidden_dims' is invalid")
+    if network["decoder_variance"] not in ("feature", "sample"):
+        raise ValueError(f"{path}: metadata field 'network.decoder_variance' is invalid")
+    if not isinstance(network["clip"], bool):
+        raise ValueError(f"{path}: metadata field 'network.clip' is invalid")
+
+
+def validate_record(record: ModelRecord, path) -> ModelRecord:
+    """Check every field of ``record`` against the schema before a network is built:
+    the architecture against the state dict's keys and shapes, finite weights, a
+    positive scaling, fitted scalars and their lengths. Returns the record (scores as a
+    float64 array); raises ValueError naming the field."""
+    _check_network(record.network, path)
+    shapes = state_shapes(record.network)
+    got = {k: tuple(v.shape) for k, v in record.state.items()}
+    if got != shapes:
+        wrong = sorted(k for k in set(got) | set(shapes) if got.get(k) != shapes.get(k))
+        raise ValueError(
+            f"{path}: the weights do not fit the architecture: {wrong[0]} is "
+            f"{got.get(wrong[0], 'missing')}, expected {shapes.get(wrong[0], 'absent')}"
+        )
+    for key, tensor in record.state.items():
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            raise ValueError(f"{path}: weight {key!r} is not a finite float tensor")
+    if not bool((record.state["scale"] > 0).all()):
+        raise ValueError(f"{path}: weight 'scale' must be positive")
+    fitted = record.fitted
+    for key in ("offset", "score_mean", "score_std"):
+        if not _is_number(fitted.get(key)):
+            raise ValueError(f"{path}: metadata field 'fitted.{key}' is missing or not finite")
+    if fitted["score_std"] < 0:
+        raise ValueError(f"{path}: metadata field 'fitted.score_std' is negative")
+    if not isinstance(fitted.get("device"), str) or not (
+        fitted["device"] == "cpu" or fitted["device"].startswith("cuda")
+    ):
+        raise ValueError(f"{path}: metadata field 'fitted.device' is invalid")
+    if fitted.get("n_features_in") != record.network["n_features"]:
+        raise ValueError(
+            f"{path}: metadata field 'fitted.n_features_in' does not match the network"
+        )
+    for key in ("n_epochs", "best_epoch"):
+        if not _is_count(fitted.get(key), 0):
+            raise ValueError(f"{path}: metadata field 'fitted.{key}' is invalid")
     names = fitted.get("feature_names_in")
-    if names is not None and (not isinstance(names, list) or len(names) != fitted["n_features_in"]):
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != fitted["n_features_in"]
+        or not all(isinstance(n, str) for n in names)
+    ):
         raise ValueError(f"{path}: metadata field 'fitted.feature_names_in' is invalid")
+    history = fitted.get("history")
+    if not isinstance(history, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(x is None or _is_number(x) for x in v)
+        for k, v in history.items()
+    ):
+        raise ValueError(f"{path}: metadata field 'fitted.history' is invalid")
+    scores = record.decision_scores
+    scores = scores.double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    if scores.ndim != 1 or not np.isfinite(scores).all():
+        raise ValueError(f"{path}: the training scores are not a finite 1D array")
+    record.decision_scores = scores.astype(np.float64)
+    candidates = record.info.get("threshold_candidates", {})
+    if not isinstance(candidates, dict) or not all(_is_number(v) for v in candidates.values()):
+        raise ValueError(f"{path}: info field 'threshold_candidates' is invalid")
+    return record
 
 
 def _info_from_json(info: dict) -> dict:
@@ -356,6 +495,9 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
     for file in (meta_file, weights_file):
         if not file.is_file():
             raise FileNotFoundError(f"Model file not found: {file}")
+    for file, limit in ((meta_file, MAX_PAIR_METADATA_BYTES), (weights_file, MAX_WEIGHTS_BYTES)):
+        if file.stat().st_size > limit:
+            raise ValueError(f"{file} is {file.stat().st_size} bytes, over the limit")
     meta = load_plain_pickle(meta_file)
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_file}: expected a dict of metadata, got {type(meta).__name__}")
@@ -363,9 +505,18 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{weights_file}: not a readable state dict: {exc}") from exc
-    if meta.get("format") == COMPAT_V1:
-        return _record_from_compat_v1(meta, state, meta_file)
-    return _record_from_vae_module(meta, state, hidden_dims, meta_file)
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(f"{weights_file}: not a state dict of tensors")
+    try:
+        if meta.get("format") == COMPAT_V1:
+            record = _record_from_compat_v1(meta, state, meta_file)
+        else:
+            record = _record_from_vae_module(meta, state, hidden_dims, meta_file)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{meta_file}: missing or invalid field {exc}") from exc
+    return validate_record(record, meta_file)
 
 
 def _number(meta: dict, key: str, where, default=None) -> float | None:
@@ -385,6 +536,9 @@ def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
     params = dict(meta.get("detector_params") or {})
     network = dict(meta["network"])
     network.setdefault("clip", params.get("scaling") is not None)
+    if isinstance(network.get("hidden_dims"), tuple):  # pickles keep tuples
+        network["hidden_dims"] = list(network["hidden_dims"])
+    _check_network(network, where)
     net_state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
     net_state["center"] = state["center"].double()
     net_state["scale"] = state["scale"].double()
@@ -413,7 +567,10 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
     if hidden is None:  # the old files did not store them: read them off the weights
         hidden = _vae_module_hidden_dims(state, where)
     hidden = [int(h) for h in hidden]
-    input_dim, latent_dim = int(meta["input_dim"]), int(meta["latent_dim"])
+    input_dim, latent_dim = meta.get("input_dim"), meta.get("latent_dim")
+    for key, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
+        if not _is_count(value) or value > MAX_NETWORK["n_features"]:
+            raise ValueError(f"{where}: {key!r} must be a positive integer; got {value!r}")
     net_state = convert_vae_module_state(state, len(hidden))
     network = {
         "n_features": input_dim,
