@@ -136,26 +136,159 @@ def _read_config(path) -> tuple[dict[str, Any], bool]:
     import yaml
 
     text, source, shipped = _config_text(path)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise CLIError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes: not a config")
     try:
-        loaded = yaml.safe_load(text) or {}
+        loaded = yaml.load(text, Loader=_no_aliases_loader()) or {}
     except yaml.YAMLError as exc:
-        raise CLIError(f"{source} is not valid YAML: {exc}") from exc
+        raise CLIError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(loaded, dict):
         raise CLIError(f"{source} must hold a mapping of keys to values")
-    unknown = sorted(set(loaded) - set(CONFIG_KEYS))
+    unknown = sorted(set(map(str, loaded)) - set(CONFIG_KEYS))
     if unknown:
         raise CLIError(
-            f"unknown key(s) {', '.join(map(str, unknown))} in {source}; known keys: "
+            f"unknown key(s) {', '.join(unknown)} in {source}; known keys: "
             f"{', '.join(sorted(CONFIG_KEYS))}"
         )
+    for key, value in loaded.items():
+        check_config_value(key, value, source)
     config.update(loaded)
     return config, shipped
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _no_aliases_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """A safe YAML loader that refuses anchors and aliases (a small file with
+        nested aliases can expand into a huge one)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.YAMLError(f"aliases are not allowed (line {event.start_mark.line + 1})")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def _int(low: int | None = None, allow_none: bool = False):
+    def check(v):
+        ok = isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+        return ok or (allow_none and v is None)
+
+    return check, f"an integer{'' if low is None else f' >= {low}'}" + (
+        " or null" if allow_none else ""
+    )
+
+
+def _float(low=None, high=None, allow_none: bool = False, closed_high: bool = False):
+    import math
+
+    def check(v):
+        if allow_none and v is None:
+            return True
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        if low is not None and v < low:
+            return False
+        return high is None or (v <= high if closed_high else v < high)
+
+    bounds = (
+        "" if low is None and high is None else f" in [{low}, {high}{']' if closed_high else ')'}"
+    )
+    return check, f"a finite number{bounds}" + (" or null" if allow_none else "")
+
+
+def _str(allow_none: bool = True, choices=None):
+    def check(v):
+        if v is None:
+            return allow_none
+        return isinstance(v, str) and (choices is None or v in choices)
+
+    what = "a string" if choices is None else f"one of {sorted(choices)}"
+    return check, what + (" or null" if allow_none else "")
+
+
+def _bool():
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
+def _hidden_dims():
+    def check(v):
+        return v is None or (
+            isinstance(v, list)
+            and len(v) > 0
+            and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v)
+        )
+
+    return check, "a list of positive integers"
+
+
+CONFIG_TYPES = {
+    "task": _str(),
+    "use_rl_data": _bool(),
+    "data_path": _str(),
+    "input_dim": _int(1, allow_none=True),
+    "obs_dim": _int(1, allow_none=True),
+    "action_dim": _int(1, allow_none=True),
+    "latent_dim": _int(1, allow_none=True),
+    "hidden_dims": _hidden_dims(),
+    "epochs": _int(1),
+    "batch_size": _int(1),
+    "lr": _float(0, None),
+    "beta": _float(0, None),
+    "patience": _int(1, allow_none=True),
+    "val_ratio": _float(0, 1),
+    "test_ratio": _float(0, 1),
+    "anomaly_fraction": _float(0, 0.5, closed_high=True),
+    "device": _str(allow_none=False),
+    "seed": _int(0, allow_none=True),
+    "verbose": _bool(),
+    "model_save_path": _str(),
+    "fig_save_path": _str(),
+    "features": _str(allow_none=False),
+    "next_observations": _str(allow_none=False, choices={"stored", "qlearning"}),
+    "shuffle": _bool(),
+    "n_estimators": _int(1),
+    "max_samples": _float(0, 1, closed_high=True),
+    "trim_fraction": _float(0, 0.5),
+    "score_type": _str(allow_none=False),
+    "scaling": _str(choices={"auto", "robust", "standard"}),
+}
+
+
+def check_config_value(key: str, value, source: str = "the config") -> None:
+    """Raise a one-line error naming ``key`` and ``source`` unless ``value`` has the
+    type and range the config key takes.
+
+    Parameters
+    ----------
+    key : str
+        A config key.
+    value : object
+        Its value, as YAML gave it.
+    source : str, default='the config'
+        Where it came from, for the message.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_config_value("val_ratio", "0.2", "hopper.yaml")
+    ... except CLIError as e:
+    ...     print(e)
+    config key val_ratio in hopper.yaml must be a finite number in [0, 1); got '0.2'
+    """
+    check, what = CONFIG_TYPES[key]
+    if not check(value):
+        raise CLIError(f"config key {key} in {source} must be {what}; got {value!r}")
+
+
 def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDetector:
     hidden = config["hidden_dims"]
-    if hidden is not None and not isinstance(hidden, (list, tuple)):
-        raise CLIError(f"config key hidden_dims must be a list of integers; got {hidden!r}")
     detector = VAEOutlierDetector(
         latent_dim=config["latent_dim"],
         hidden_dims=tuple(hidden) if hidden else None,
@@ -496,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skvae", description="VAE outlier detection for tabular and offline-RL data."
     )
     parser.add_argument("--version", action="version", version=f"skvae {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     unsafe = {
         "action": "store_true",
@@ -609,10 +743,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("skvae: interrupted", file=sys.stderr)
+        if args.debug:
+            raise
+        print("skvae: interrupted (nothing half-written was left)", file=sys.stderr)
         return 130
-    except (CLIError, OSError, ValueError, TypeError, ImportError) as exc:
+    except Exception as exc:
+        if args.debug:
+            raise
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, (CLIError, OSError, ValueError, TypeError, ImportError)):
+            message = f"{type(exc).__name__}: {message} (--debug shows the traceback)"
         print(f"skvae: error: {message}", file=sys.stderr)
         return 2
 

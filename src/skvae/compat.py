@@ -393,7 +393,7 @@ class VAE(nn.Module):
         if info.get("stochastic_statistics"):
             warnings.warn(
                 f"{save_path}: thr, mean and std of this old vae_module file were computed "
-                "from stochastic scores; call set_threshold(val_data) on the loaded "
+                "from stochastic scores; call refresh_thresholds(val_data) on the loaded "
                 "model to recompute them with deterministic ones.",
                 UserWarning,
                 stacklevel=3,
