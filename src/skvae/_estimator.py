@@ -308,6 +308,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._validate_params()
+        X, validation_data = _from_tensor(X), _from_tensor(validation_data)
         # fit's input validation sets these before training; put them back if fit fails
         # or is interrupted, so the estimator is left exactly as it was
         previous = {k: v for k, v in vars(self).items() if k in _INPUT_ATTRIBUTES}
@@ -566,14 +567,15 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 progress.set_postfix({k: f"{v:.4g}" for k, v in zip(keys, values)})
 
                 if not np.isfinite(values).all():
+                    bad = ", ".join(f"{k} {v}" for k, v in zip(keys, values) if not np.isfinite(v))
                     if best_state is None:
                         raise ValueError(
-                            f"Training diverged in epoch {epoch} (loss {values[0]}) "
+                            f"Training diverged in epoch {epoch} ({bad}) "
                             "before any epoch with a finite loss; lower lr or check "
                             "the scale of X."
                         )
                     warnings.warn(
-                        f"Training diverged in epoch {epoch} (non-finite loss); the "
+                        f"Training diverged in epoch {epoch} ({bad}); the "
                         f"weights of epoch {best_epoch} were restored.",
                         RuntimeWarning,
                         stacklevel=3,
@@ -906,6 +908,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 config, weights, state.get("device_", "cpu"), None, state.get("precision", "auto")
             )
         super().__setstate__(state)
+
+
+def _from_tensor(X):
+    """A torch tensor (even one that requires grad) as a numpy array; anything else as is."""
+    return X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
 
 
 def save(

@@ -134,6 +134,15 @@ class VAEEnsemble(nn.Module):
     def latent_dim(self) -> int:
         return self.config["latent_dim"]
 
+    def _apply(self, fn, recurse=True):
+        # The input scaling stays float64 whatever the network's precision (a float32
+        # cast would overflow a robust scale beyond 3e38); it only follows the device.
+        kept = {name: self._buffers[name] for name in ("center", "scale")}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            self._buffers[name] = before.to(self._buffers[name].device, torch.float64)
+        return self
+
     def set_scaling(self, center: np.ndarray, scale: np.ndarray) -> None:
         """Store the per-feature input scaling learned from the training data."""
         with torch.no_grad():

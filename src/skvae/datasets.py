@@ -91,7 +91,13 @@ def _read_hdf5_transitions(path: Path) -> dict[str, np.ndarray]:
     h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
-            data = {k: f[k][()] for k in TRANSITION_KEYS if k in f}
+            data = {}
+            for key in TRANSITION_KEYS:
+                if key not in f:
+                    continue
+                if not isinstance(f[key], h5py.Dataset):
+                    raise ValueError(f"{path}: {key!r} is a group, not a dataset of values")
+                data[key] = f[key][()]
     except OSError as exc:
         raise ValueError(f"{path} is not a readable HDF5 file: {exc}") from exc
     return _check_transitions(data, str(path))
@@ -266,6 +272,13 @@ def load_minari(dataset_id: str, root: str | os.PathLike | None = None) -> dict[
             raise ValueError(f"{file} holds no episode_i groups.")
         for name in names:
             ep = f[name]
+            missing = [
+                k
+                for k in ("observations", "actions", "rewards", "terminations", "truncations")
+                if k not in ep
+            ]
+            if missing:
+                raise ValueError(f"{file}:{name}: missing key(s) {missing}")
             if not isinstance(ep["observations"], h5py.Dataset):
                 raise ValueError(
                     f"{dataset_id}: dictionary observations are not supported; flatten them."
@@ -348,27 +361,45 @@ def load_transitions(
 
 
 def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
+    """Validate a transition dict: required keys, numeric arrays with one row per
+    transition, finite features, at least one transition. Errors name the source and key."""
     missing = [k for k in ("observations", "actions") if k not in data]
     if missing:
         raise ValueError(f"{source}: missing required key(s) {missing}.")
-    data = {k: np.asarray(v) for k, v in data.items()}
-    n = len(data["observations"])
-    data.setdefault("rewards", np.zeros(n, dtype=np.float32))
-    data.setdefault("terminals", np.zeros(n, dtype=bool))
-    data.setdefault("timeouts", np.zeros(n, dtype=bool))
-    data["terminals"] = data["terminals"].astype(bool).ravel()
-    data["timeouts"] = data["timeouts"].astype(bool).ravel()
-    data["rewards"] = data["rewards"].ravel()
-    for key in ("observations", "actions", "next_observations"):
-        if key in data and data[key].ndim == 1:
-            data[key] = data[key][:, None]
-    if "next_observations" not in data:
-        data = _shift_within_episodes(data)
-        n = len(data["observations"])
-    bad = [k for k, v in data.items() if len(v) != n]
+    out = {}
+    for key, value in data.items():
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:
+            raise ValueError(f"{source}: {key!r} is not an array: {exc}") from exc
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"{source}: {key!r} must be numeric; got dtype {arr.dtype}.")
+        if arr.ndim == 0:
+            raise ValueError(f"{source}: {key!r} is a scalar; it needs one row per transition.")
+        if key in ("rewards", "terminals", "timeouts"):
+            if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] != 1):
+                raise ValueError(f"{source}: {key!r} must hold one value per transition.")
+            arr = arr.ravel()
+        elif arr.ndim == 1:
+            arr = arr[:, None]
+        if key in ("observations", "actions", "next_observations", "rewards"):
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"{source}: {key!r} contains NaN or infinity.")
+        out[key] = arr
+    n = len(out["observations"])
+    out.setdefault("rewards", np.zeros(n, dtype=np.float32))
+    out.setdefault("terminals", np.zeros(n, dtype=bool))
+    out.setdefault("timeouts", np.zeros(n, dtype=bool))
+    out["terminals"] = out["terminals"].astype(bool)
+    out["timeouts"] = out["timeouts"].astype(bool)
+    bad = [k for k, v in out.items() if len(v) != n]
     if bad:
         raise ValueError(f"{source}: arrays {bad} do not have {n} rows like observations.")
-    return data
+    if "next_observations" not in out:
+        out = _shift_within_episodes(out)
+    if len(out["observations"]) == 0:
+        raise ValueError(f"{source}: holds no transitions.")
+    return out
 
 
 def _shift_within_episodes(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -572,9 +603,17 @@ def split_indices(
     """
     from sklearn.utils import check_random_state
 
-    if val_ratio < 0 or test_ratio < 0 or val_ratio + test_ratio >= 1:
-        raise ValueError("val_ratio and test_ratio must be >= 0 and sum to less than 1.")
+    ratios = (val_ratio, test_ratio)
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in ratios) or not (
+        np.isfinite(ratios).all() and min(ratios) >= 0 and sum(ratios) < 1
+    ):
+        raise ValueError(
+            "val_ratio and test_ratio must be finite numbers >= 0 that sum to less than 1; "
+            f"got {val_ratio!r} and {test_ratio!r}."
+        )
     ids = episode_ids(dataset)
+    if len(ids) == 0:
+        raise ValueError("the dataset holds no transitions to split.")
     n_episodes = ids[-1] + 1 if len(ids) else 0
     order = np.arange(n_episodes)
     if shuffle:
