@@ -342,6 +342,9 @@ def _is_count(value, low: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+# A threshold this many standard deviations from the mean training score is refused
+# (a tampered file that would flag everything or nothing).
+MAX_OFFSET_STDS = 1e4
 # Architectures larger than this are refused before anything is allocated.
 MAX_NETWORK = {"n_features": 2**20, "latent_dim": 2**16, "n_members": 4096, "width": 2**16}
 
@@ -401,6 +404,12 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
             raise ValueError(f"{path}: metadata field 'fitted.{key}' is missing or not finite")
     if fitted["score_std"] < 0:
         raise ValueError(f"{path}: metadata field 'fitted.score_std' is negative")
+    spread = MAX_OFFSET_STDS * max(fitted["score_std"], 1.0)
+    if abs(fitted["offset"] - fitted["score_mean"]) > spread:
+        raise ValueError(
+            f"{path}: metadata field 'fitted.offset' lies more than {MAX_OFFSET_STDS:g} "
+            "standard deviations from the mean training score"
+        )
     if not isinstance(fitted.get("device"), str) or not (
         fitted["device"] == "cpu" or fitted["device"].startswith("cuda")
     ):

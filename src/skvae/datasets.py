@@ -564,6 +564,8 @@ def episode_ids(dataset: dict[str, np.ndarray]) -> np.ndarray:
     [0, 0, 1, 1]
     """
     ends = np.asarray(dataset["terminals"], bool) | np.asarray(dataset["timeouts"], bool)
+    if len(ends) == 0:
+        return np.zeros(0, dtype=int)
     return np.concatenate([[0], np.cumsum(ends[:-1])]).astype(int)
 
 
