@@ -227,3 +227,9 @@ def test_reward_penalty_slot_downstream_sequence(hopper, tmp_path):
     s_train = (loaded.score_samples(train.numpy()) - mean) / std
     assert abs(s_train.mean()) < 1e-6 and abs(s_train.std() - 1) < 1e-6
     np.testing.assert_allclose(make_features(same)[-n:], test.numpy())
+
+
+def test_sample_needs_a_positive_count(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="positive integer"):
+        model.sample(-1)

@@ -529,3 +529,16 @@ def test_precision(data):
     assert d32.score_samples(X).dtype == np.float64
     restored = pickle.loads(pickle.dumps(d32))
     assert next(restored.module_.parameters()).dtype == torch.float32
+
+
+def test_divergence_message_names_the_loss_that_went_non_finite(monkeypatch):
+    X = np.random.RandomState(0).normal(size=(300, 4))
+    # 270 training rows in batches of 100: the third step ends epoch 1, so its training
+    # loss is finite and only the validation loss after it is not
+    det = VAEOutlierDetector(
+        epochs=3, n_estimators=1, max_samples=1.0, batch_size=100, random_state=0
+    )
+    _poison_adam(monkeypatch, at_step=3)
+    with pytest.raises(ValueError, match="diverged in epoch 1") as info:
+        det.fit(X)
+    assert "val_loss" in str(info.value) and "train_loss" not in str(info.value)
