@@ -274,6 +274,11 @@ def check_config_value(key: str, value, source: str = "the config") -> None:
     source : str, default='the config'
         Where it came from, for the message.
 
+    Returns
+    -------
+    None
+        Raises :class:`CLIError` instead when the value is wrong.
+
     Examples
     --------
     >>> try:
