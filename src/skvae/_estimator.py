@@ -20,7 +20,12 @@ from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_cor
 from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
 from ._persistence import ModelRecord, locate, read_model, write_model
 from ._scaling import fit_scaling, to_float32
-from ._thresholds import offset_from_scores, threshold_candidates
+from ._thresholds import (
+    conformal_offset,
+    conformal_pvalues,
+    offset_from_scores,
+    threshold_candidates,
+)
 
 # Optimisation steps each member takes when ``epochs='auto'``.
 AUTO_STEPS = 600
@@ -30,6 +35,8 @@ AUTO_MAX_SAMPLES = 128
 _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 # Held-out rows the validation loss is computed on, at most (a fixed random subset).
 MAX_VALIDATION_ROWS = 1024
+# Out-of-bag rows (trained on by no member) preferred for calibrating p-values, at least.
+MIN_OUT_OF_BAG = 50
 # Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
 VALIDATION_CHUNK = 2048
 
@@ -110,6 +117,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Expected fraction of outliers in the training data; sets ``offset_`` at that
         quantile of the training scores. ``'auto'`` uses Tukey's lower fence of the
         training scores instead, ``Q1 - 1.5 * IQR``.
+    alpha : float in (0, 1) or None, default=None
+        Target false-alarm rate: when set, ``offset_`` is the conformal threshold at
+        which ``predict`` flags exactly the rows with ``pvalues(X) <= alpha``, instead
+        of the ``contamination`` quantile. For inliers exchangeable with clean training
+        inliers, at most a fraction ``alpha`` of them is flagged on average.
     score_type : {'elbo', 'reconstruction', 'squared_error', \
             'reconstruction_probability'}, default='elbo'
         How samples are scored (higher is more normal):
@@ -168,6 +180,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         1 for training rows whose anomaly score exceeds ``threshold_``, else 0.
     score_mean_, score_std_ : float
         Mean and standard deviation of ``score_samples`` on the training data.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Sorted scores of the rows that calibrate :meth:`pvalues`: the training rows no
+        member was trained on (out-of-bag), when there are at least 50 of them, else the
+        validation rows (used for early stopping and variance calibration too).
+    calibration_source_ : {'out-of-bag', 'validation', 'none'}
+        Which rows those are.
     history_ : dict of list of float
         Per-epoch mean per-sample losses: ``train_loss`` (the trimmed loss that is
         optimised), ``train_recon`` and ``train_kl`` (over all rows of the batches)
@@ -229,6 +247,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             Interval(Real, 0, 1, closed="right"),
         ],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "alpha": [Interval(Real, 0, 1, closed="neither"), None],
         "score_type": [StrOptions(set(SCORE_TYPES))],
         "n_score_samples": [Interval(Integral, 1, None, closed="left")],
         "decoder_variance": [StrOptions({"feature", "sample"})],
@@ -255,6 +274,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         n_estimators: int = 5,
         max_samples: int | float | str = "auto",
         contamination: float | str = 0.1,
+        alpha: float | None = None,
         score_type: str = "elbo",
         n_score_samples: int = 10,
         decoder_variance: str = "feature",
@@ -277,6 +297,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.contamination = contamination
+        self.alpha = alpha
         self.score_type = score_type
         self.n_score_samples = n_score_samples
         self.decoder_variance = decoder_variance
@@ -341,6 +362,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         subsets = np.stack(
             [rng.choice(train_idx, size=n_rows, replace=False) for _ in range(self.n_estimators)]
         )
+        out_of_bag = np.setdiff1d(train_idx, subsets.ravel())
+        calibration_idx = val_idx  # rows of X (not of the gathered rows)
         if out_of_core:
             # Read only the rows training needs; the scaling is learned from them.
             rows = np.unique(np.concatenate([subsets.ravel(), val_idx]))
@@ -389,6 +412,15 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 "The fitted model produces non-finite scores on the training data; "
                 "lower lr or check the scale of X."
             )
+        n_val = len(X_val) if validation_data is not None else len(calibration_idx)
+        if len(out_of_bag) >= MIN_OUT_OF_BAG or (len(out_of_bag) and not n_val):
+            calibration, source = scores[out_of_bag], "out-of-bag"
+        elif validation_data is not None:
+            calibration, source = self._forward(module, X_val, "score"), "validation"
+        elif len(calibration_idx):
+            calibration, source = scores[calibration_idx], "validation"
+        else:
+            calibration, source = np.zeros(0), "none"
         # Everything learned is assigned only now, so an interrupted fit leaves the
         # estimator as it was.
         self._set_fitted(
@@ -398,6 +430,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             history=history,
             n_epochs=n_epochs,
             best_epoch=best_epoch,
+            calibration_scores=calibration,
+            calibration_source=source,
         )
         return self
 
@@ -421,14 +455,25 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         score_mean: float | None = None,
         score_std: float | None = None,
         feature_names_in=None,
+        calibration_scores: np.ndarray | None = None,
+        calibration_source: str = "none",
     ) -> None:
         """The one writer of fitted state: ``fit``, loading and :mod:`skvae.compat` all
-        set the fitted attributes here. ``offset`` defaults to the ``contamination``
-        threshold of ``train_scores``, the score statistics to theirs; without training
-        scores (files that did not keep them) ``decision_scores_`` is empty."""
+        set the fitted attributes here. ``offset`` defaults to the conformal threshold at
+        ``alpha`` on the calibration scores when ``alpha`` is set, else to the
+        ``contamination`` threshold of ``train_scores``; the score statistics default to
+        those of ``train_scores``. Without training scores (files that did not keep
+        them) ``decision_scores_`` is empty."""
         scores = np.zeros(0) if train_scores is None else np.asarray(train_scores, np.float64)
-        if offset is None:
+        calibration = np.sort(
+            np.zeros(0) if calibration_scores is None else np.asarray(calibration_scores, float)
+        )
+        if offset is None and self.alpha is not None:
+            offset = conformal_offset(calibration, self.alpha)
+        elif offset is None:
             offset = offset_from_scores(scores, self.contamination)
+        self.calibration_scores_ = calibration
+        self.calibration_source_ = calibration_source if len(calibration) else "none"
         self.module_ = module
         self.device_ = device
         self.n_features_in_ = module.config["n_features"]
@@ -673,6 +718,108 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             )
         return out
 
+    def feature_contributions(self, X, *, return_latent: bool = False):
+        """Each feature's part of :meth:`score_samples` (higher = more normal).
+
+        The features that make a row an outlier have the lowest contributions. For every
+        ``score_type``, ``contributions.sum(axis=1) + latent == score_samples(X)`` (up to
+        floating-point rounding):
+
+        - ``'elbo'``: feature ``j``'s part is log N(x_j; decoder mean_j, variance_j) at
+          the posterior mean; ``latent`` is minus the KL divergence of the posterior
+          from the prior (the part of the score no single feature owns);
+        - ``'reconstruction_probability'``: the Monte-Carlo mean of that log-density
+          over the latent draws; ``latent`` is 0;
+        - ``'squared_error'``: minus the squared error of feature ``j``; ``latent`` is 0;
+        - ``'reconstruction'``: the same over the number of features; ``latent`` is 0.
+
+        All are averaged over the members of the ensemble, in the detector's scaled units.
+
+        Parameters
+        ----------
+        X : array-like, memmap, h5py dataset or torch.Tensor of shape (n_samples, n_features)
+            Samples to explain, read in chunks like :meth:`score_samples`.
+        return_latent : bool, default=False
+            Also return the latent term.
+
+        Returns
+        -------
+        contributions : ndarray of shape (n_samples, n_features), or torch.Tensor
+            Per-feature parts of the score (a tensor on the input's device for tensor
+            input). Column ``j`` belongs to ``feature_names_in_[j]`` when the detector
+            was fitted on a DataFrame.
+        latent : ndarray of shape (n_samples,), or torch.Tensor
+            Only with ``return_latent=True``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> det = VAEOutlierDetector(epochs=20, random_state=0).fit(rng.normal(size=(300, 3)))
+        >>> x = np.array([[0.0, 9.0, 0.0]])  # feature 1 is far out
+        >>> int(det.feature_contributions(x).argmin())
+        1
+        >>> c, latent = det.feature_contributions(x, return_latent=True)
+        >>> bool(np.isclose(c.sum() + latent[0], det.score_samples(x)[0]))
+        True
+        """
+        X = self._validate_X(X)
+        module, score_type = self.module_, self.score_type
+        out = forward_rows(
+            module,
+            X,
+            lambda z: module.contributions(z, score_type),
+            width=self.n_features_in_ + 1,
+        )
+        contributions, latent = out[:, :-1], out[:, -1]
+        return (contributions, latent) if return_latent else contributions
+
+    def pvalues(self, X):
+        """Conformal p-value of each sample: small for outliers.
+
+        ``(1 + #{c <= s}) / (n_cal + 1)`` with ``s`` the sample's score and ``c`` the
+        scores of the calibration rows, rows the members were not trained on
+        (``calibration_scores_``; Bates et al., "Testing for outliers with conformal
+        p-values", Annals of Statistics, 2023). For a sample exchangeable with clean
+        inliers, ``P(p <= alpha) <= alpha``: flagging ``p <= alpha`` (``alpha=`` does
+        that in ``predict``) keeps the false-alarm rate on inliers at most ``alpha``.
+        This holds when the training data are clean; outliers among the calibration rows
+        make p-values of inliers larger (fewer false alarms, less power).
+
+        Parameters
+        ----------
+        X : array-like, memmap, h5py dataset or torch.Tensor of shape (n_samples, n_features)
+            Samples to test.
+
+        Returns
+        -------
+        pvalues : ndarray of shape (n_samples,), or torch.Tensor
+            In ``(0, 1]``; a tensor on the input's device for tensor input.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> det = VAEOutlierDetector(epochs=20, random_state=0).fit(rng.normal(size=(2000, 3)))
+        >>> p = det.pvalues(np.array([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]]))
+        >>> bool(p[0] > 0.1 and p[1] < 0.01)
+        True
+        """
+        check_is_fitted(self)
+        if not len(self.calibration_scores_):
+            raise ValueError(
+                "This model has no calibration rows for p-values: fit it with "
+                "max_samples below 1 or a validation split (validation_fraction > 0 or "
+                "validation_data)."
+            )
+        scores = self.score_samples(X)
+        if isinstance(scores, torch.Tensor):
+            p = conformal_pvalues(self.calibration_scores_, scores.cpu().double().numpy())
+            return torch.as_tensor(p, device=scores.device)
+        return conformal_pvalues(self.calibration_scores_, scores)
+
     def decision_function(self, X) -> np.ndarray:
         """Shifted scores: negative for outliers, positive for inliers.
 
@@ -844,8 +991,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 "history": self.history_,
                 "n_epochs": int(self.n_epochs_),
                 "best_epoch": int(self.best_epoch_),
+                "calibration_source": self.calibration_source_,
             },
             decision_scores=np.asarray(self.decision_scores_, dtype=np.float64),
+            calibration_scores=np.asarray(self.calibration_scores_, dtype=np.float64),
             info=info,
         )
 
@@ -878,6 +1027,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             score_mean=fitted["score_mean"],
             score_std=fitted["score_std"],
             feature_names_in=fitted.get("feature_names_in"),
+            calibration_scores=record.calibration_scores,
+            calibration_source=fitted.get("calibration_source", "none"),
         )
         return detector
 

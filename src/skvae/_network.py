@@ -218,6 +218,13 @@ class VAEEnsemble(nn.Module):
 
     # -- losses and scores -------------------------------------------------------------
     @staticmethod
+    def gaussian_log_density(
+        x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
+    ) -> torch.Tensor:
+        """log N(x_j; mean_j, exp(logvar_j)) of each feature (``logvar`` may broadcast)."""
+        return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI)
+
+    @staticmethod
     def gaussian_log_likelihood(
         x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:
@@ -271,13 +278,30 @@ class VAEEnsemble(nn.Module):
         held_out = torch.log(residual.mean(1, keepdim=True)).clamp(*DECODER_LOGVAR_BOUNDS)
         self.decoder_logvar.copy_(torch.maximum(self.decoder_logvar, held_out))
 
-    def member_scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
-        """Per-member normality scores (higher = more normal) of scaled rows ``x``."""
+    def score_terms(self, x: torch.Tensor, score_type: str) -> ScoreTerms:
+        """Per-member feature terms (members, rows, features) and latent term (members,
+        rows) or None of scaled rows ``x`` for ``score_type`` (see :data:`SCORE_TYPES`)."""
         try:
-            score = SCORE_TYPES[score_type]
+            terms = SCORE_TYPES[score_type]
         except KeyError:
             raise ValueError(f"unknown score_type {score_type!r}") from None
-        return score(self, x)
+        return terms(self, x)
+
+    def member_scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
+        """Per-member normality scores (higher = more normal) of scaled rows ``x``: the
+        sum of the feature terms plus the latent term."""
+        features, latent = self.score_terms(x, score_type)
+        scores = features.sum(-1)
+        return scores if latent is None else scores + latent
+
+    def contributions(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
+        """Each feature's part of the ensemble score of scaled rows ``x``, then the latent
+        term, as (rows, features + 1): the members' means of the terms, which add up to
+        :meth:`scores`."""
+        features, latent = self.score_terms(x, score_type)
+        if latent is None:
+            latent = torch.zeros(features.shape[:2], dtype=features.dtype, device=x.device)
+        return torch.cat([features.mean(0), latent.mean(0).unsqueeze(-1)], -1)
 
     def scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
         """Ensemble normality scores of scaled rows ``x`` (rows, features): the members'
@@ -286,9 +310,13 @@ class VAEEnsemble(nn.Module):
 
 
 # ---------------------------------------------------------------------------- score types
-# Each maps (network, scaled rows) to per-member scores (members, rows), higher = more
-# normal. Adding a score type is adding a function here.
-SCORE_TYPES: dict[str, Callable[[VAEEnsemble, torch.Tensor], torch.Tensor]] = {}
+# Each maps (network, scaled rows) to per-member terms: one per feature (members, rows,
+# features) and a latent term (members, rows) or None. A member's score (higher = more
+# normal) is the sum of its feature terms plus its latent term; the ensemble's score is
+# the members' mean, and a feature's contribution the members' mean of its term. Adding
+# a score type is adding a function here.
+ScoreTerms = tuple[torch.Tensor, torch.Tensor | None]
+SCORE_TYPES: dict[str, Callable[[VAEEnsemble, torch.Tensor], ScoreTerms]] = {}
 
 
 def _score_type(name: str):
@@ -300,38 +328,41 @@ def _score_type(name: str):
 
 
 @_score_type("elbo")
-def _elbo(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
-    """log p(x|z) - KL(q(z|x) || p(z)) with z at the posterior mean."""
+def _elbo(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+    """log p(x_j|z) per feature; the latent term is -KL(q(z|x) || p(z)); z at the
+    posterior mean."""
     mu, logvar = net.encode(x)
     mean, dec_logvar = net.decode(mu)
-    return net.gaussian_log_likelihood(x, mean, dec_logvar) - net.kl_divergence(mu, logvar)
+    return net.gaussian_log_density(x, mean, dec_logvar), -net.kl_divergence(mu, logvar)
 
 
 @_score_type("reconstruction")
-def _reconstruction(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
-    """Minus the mean squared reconstruction error of the posterior mean."""
+def _reconstruction(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+    """Minus the squared error of each feature over the number of features (the score is
+    minus the mean squared reconstruction error of the posterior mean)."""
     mean, _ = net.decode(net.encode(x)[0])
-    return -(x - mean).square().mean(-1)
+    return -(x - mean).square() / x.shape[-1], None
 
 
 @_score_type("squared_error")
-def _squared_error(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
-    """Minus the summed squared reconstruction error of the posterior mean (the score of
-    the old ``vae_module``, made deterministic)."""
+def _squared_error(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+    """Minus the squared error of each feature (the score, their sum, is the old
+    ``vae_module``'s, made deterministic)."""
     mean, _ = net.decode(net.encode(x)[0])
-    return -(x - mean).square().sum(-1)
+    return -(x - mean).square(), None
 
 
 @_score_type("reconstruction_probability")
-def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> torch.Tensor:
-    """Monte-Carlo expected log p(x|z) over the latent draws fixed at fit time."""
+def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+    """Monte-Carlo expected log p(x_j|z) per feature over the latent draws fixed at fit
+    time."""
     mu, logvar = net.encode(x)
     std = torch.exp(0.5 * logvar)
-    total = torch.zeros(mu.shape[:2], dtype=mu.dtype, device=mu.device)
+    total = torch.zeros((*mu.shape[:2], x.shape[-1]), dtype=mu.dtype, device=mu.device)
     for noise in net.score_noise:
         mean, dec_logvar = net.decode(mu + std * noise)
-        total += net.gaussian_log_likelihood(x, mean, dec_logvar)
-    return total / net.score_noise.shape[0]
+        total += net.gaussian_log_density(x, mean, dec_logvar)
+    return total / net.score_noise.shape[0], None
 
 
 # ---------------------------------------------------------------------------- rebuilding

@@ -50,6 +50,8 @@ PAIR_WEIGHTS = "_model.pth"
 PAIR_META = "_meta_data.pkl"
 COMPAT_V1 = "skvae-compat-1"  # what skvae 0.1.0's compat layer wrote
 DECISION_SCORES_KEY = "__decision_scores__"
+CALIBRATION_SCORES_KEY = "__calibration_scores__"
+CALIBRATION_SOURCES = ("out-of-bag", "validation", "none")
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 MEMBERS = ("metadata.json", "weights.pt", "SHA256SUMS")
 # Largest members read (uncompressed bytes): a zip bomb is refused before it inflates.
@@ -77,6 +79,7 @@ class ModelRecord:
     decision_scores: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     source: str = "skvae-2"
+    calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 # ---------------------------------------------------------------------------- writing
@@ -131,9 +134,11 @@ def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
 
     buffer = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in record.state.items()}
-    state[DECISION_SCORES_KEY] = torch.from_numpy(
-        np.ascontiguousarray(record.decision_scores, dtype=np.float64)
-    )
+    for key, values in (
+        (DECISION_SCORES_KEY, record.decision_scores),
+        (CALIBRATION_SCORES_KEY, record.calibration_scores),
+    ):
+        state[key] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
     torch.save(state, buffer)
     weights = buffer.getvalue()
     meta = {
@@ -293,6 +298,7 @@ def _read_skvae(path: Path) -> ModelRecord:
     ):
         raise ValueError(f"{path}: the weights member is not a state dict of tensors")
     decision_scores = state.pop(DECISION_SCORES_KEY, torch.zeros(0))
+    calibration_scores = state.pop(CALIBRATION_SCORES_KEY, torch.zeros(0))
     if version == 1:
         for key in ("center", "scale"):
             values = fitted.pop(key, None)
@@ -308,6 +314,7 @@ def _read_skvae(path: Path) -> ModelRecord:
             decision_scores=decision_scores,
             info=_info_from_json(info),
             source=f"skvae-{version}",
+            calibration_scores=calibration_scores,
         ),
         path,
     )
@@ -434,11 +441,19 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
         for k, v in history.items()
     ):
         raise ValueError(f"{path}: metadata field 'fitted.history' is invalid")
-    scores = record.decision_scores
-    scores = scores.double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-    if scores.ndim != 1 or not np.isfinite(scores).all():
-        raise ValueError(f"{path}: the training scores are not a finite 1D array")
-    record.decision_scores = scores.astype(np.float64)
+    for attr, what in (
+        ("decision_scores", "training scores"),
+        ("calibration_scores", "calibration scores"),
+    ):
+        scores = getattr(record, attr)
+        if isinstance(scores, torch.Tensor):
+            scores = scores.double().numpy()
+        scores = np.asarray(scores)
+        if scores.ndim != 1 or not np.isfinite(scores).all():
+            raise ValueError(f"{path}: the {what} are not a finite 1D array")
+        setattr(record, attr, scores.astype(np.float64))
+    if fitted.get("calibration_source", "none") not in CALIBRATION_SOURCES:
+        raise ValueError(f"{path}: metadata field 'fitted.calibration_source' is invalid")
     candidates = record.info.get("threshold_candidates", {})
     if not isinstance(candidates, dict) or not all(_is_number(v) for v in candidates.values()):
         raise ValueError(f"{path}: info field 'threshold_candidates' is invalid")

@@ -48,3 +48,22 @@ def threshold_candidates(scores: np.ndarray, mean: float, std: float) -> dict[in
     ``scores``, keyed by integer percentile."""
     values = np.percentile(np.asarray(scores, dtype=np.float64), CANDIDATE_PERCENTILES)
     return {p: float(normalize(v, mean, std)) for p, v in zip(CANDIDATE_PERCENTILES, values)}
+
+
+def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Conformal p-values of ``scores`` against sorted ``calibration`` scores:
+    ``(1 + #{cal <= s}) / (n_cal + 1)`` (Bates et al., 2023); small for outliers."""
+    counts = np.searchsorted(calibration, scores, side="right")
+    return (1.0 + counts) / (len(calibration) + 1.0)
+
+
+def conformal_offset(calibration: np.ndarray, alpha: float) -> float:
+    """The score threshold at which flagging ``score < offset`` is flagging
+    ``pvalue <= alpha`` for sorted ``calibration`` scores."""
+    m = int(np.floor(alpha * (len(calibration) + 1) + 1e-9)) - 1
+    if m < 0:
+        raise ValueError(
+            f"alpha={alpha} needs at least {int(np.ceil(1 / alpha)) - 1} calibration rows; "
+            f"the model has {len(calibration)}."
+        )
+    return float(calibration[m])

@@ -543,7 +543,12 @@ def _model_and_scores(args, data: str) -> tuple[VAEOutlierDetector, np.ndarray]:
 
 def _cmd_score(args) -> int:
     output = None if args.output is None else _score_output(args.output)
-    model, s = _model_and_scores(args, args.data)
+    explain = None if args.explain is None else _score_output(args.explain, (".csv",))
+    pvalues = None if args.pvalues is None else _score_output(args.pvalues)
+    model, info = _load_model(args)
+    X = _load_features(args, args.data, info)
+    _check_dim(model, X)
+    s = model.score_samples(X)
     print(
         f"{len(s)} rows: mean score {s.mean():.4f}, std {s.std():.4f}, "
         f"flagged {np.mean(s < model.offset_):.1%}"
@@ -553,20 +558,40 @@ def _cmd_score(args) -> int:
     if output is not None:
         atomic_write(output, lambda fh: _write_scores(fh, output.suffix.lower(), s))
         print(f"scores written to {output}")
+    if pvalues is not None:
+        p = model.pvalues(X)
+        atomic_write(pvalues, lambda fh: _write_scores(fh, pvalues.suffix.lower(), p))
+        print(f"p-values written to {pvalues} ({np.mean(p <= 0.05):.1%} at or below 0.05)")
+    if explain is not None:
+        contributions, latent = model.feature_contributions(X, return_latent=True)
+        names = info.get("feature_names") or [
+            str(n)
+            for n in getattr(model, "feature_names_in_", [f"x[{j}]" for j in range(X.shape[1])])
+        ]
+        table = np.column_stack([contributions, latent])
+        header = ",".join([*names, "latent"])
+
+        def write(fh) -> None:
+            text = io.StringIO()
+            np.savetxt(text, table, delimiter=",", header=header, comments="")
+            fh.write(text.getvalue().encode())
+
+        atomic_write(explain, write)
+        print(f"feature contributions written to {explain}")
     return 0
 
 
-def _score_output(path: str) -> Path:
+def _score_output(path: str, suffixes=SCORE_OUTPUT_SUFFIXES) -> Path:
     out = Path(path).expanduser()
     if out.is_dir():
-        raise CLIError(f"--output {path} is a folder; give a file name")
-    if out.suffix.lower() not in SCORE_OUTPUT_SUFFIXES:
+        raise CLIError(f"output {path} is a folder; give a file name")
+    if out.suffix.lower() not in suffixes:
         raise CLIError(
-            f"--output {path}: unsupported extension {out.suffix or '(none)'!r}; use "
-            f"{', '.join(SCORE_OUTPUT_SUFFIXES)}"
+            f"output {path}: unsupported extension {out.suffix or '(none)'!r}; use "
+            f"{', '.join(suffixes)}"
         )
     if not out.parent.is_dir():
-        raise CLIError(f"--output {path}: the folder {out.parent} does not exist")
+        raise CLIError(f"output {path}: the folder {out.parent} does not exist")
     return out
 
 
@@ -709,6 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     score = model_command("score", "score samples with a saved model")
     score.add_argument("data", help=".npy/.csv feature array or a transitions file")
     score.add_argument("--output", help="write the scores to this .npy, .csv or .txt file")
+    score.add_argument(
+        "--explain",
+        help="write each feature's contribution to the score to this .csv file "
+        "(one named column per feature, then the latent term)",
+    )
+    score.add_argument("--pvalues", help="write conformal p-values to this .npy, .csv or .txt file")
     score.set_defaults(func=_cmd_score)
 
     evaluate = model_command("evaluate", "ROC AUC and accuracy on labelled data")

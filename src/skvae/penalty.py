@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._thresholds import normalize, safe_std
+from ._thresholds import conformal_offset, normalize, safe_std
 
 # The penalty types of MOPO-style offline-RL code (GORMPO's ``transition_model.py``),
 # under its names and with its formulas: ``s`` normalised scores, ``thr`` the normalised
@@ -58,6 +58,10 @@ class RewardPenalty:
         constants).
     thr : float, optional
         Normalised threshold ``t``; default: the detector's ``offset_`` normalised.
+    pvalue : float in (0, 1), optional
+        Set ``t`` instead where the detector's conformal p-value is ``pvalue``: rows
+        with p-values at or below it lie below ``t`` (for in-distribution rows, a
+        fraction of at most ``pvalue``; see :meth:`VAEOutlierDetector.pvalues`).
 
     Attributes
     ----------
@@ -87,6 +91,7 @@ class RewardPenalty:
         coef: float = 1.0,
         scale: float = 1.0,
         thr: float | None = None,
+        pvalue: float | None = None,
     ) -> None:
         if kind not in PENALTY_KINDS:
             raise ValueError(f"kind must be one of {PENALTY_KINDS}; got {kind!r}.")
@@ -99,6 +104,13 @@ class RewardPenalty:
         self.scale = float(scale)
         self.mean_ = float(detector.score_mean_)
         self.std_ = safe_std(detector.score_std_)
+        if thr is not None and pvalue is not None:
+            raise ValueError("give thr or pvalue, not both.")
+        if pvalue is not None:
+            if not 0 < float(pvalue) < 1:
+                raise ValueError(f"pvalue must be in (0, 1); got {pvalue!r}.")
+            offset = conformal_offset(detector.calibration_scores_, float(pvalue))
+            thr = normalize(offset, self.mean_, self.std_)
         self.thr_ = (
             float(thr)
             if thr is not None

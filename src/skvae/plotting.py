@@ -1,4 +1,5 @@
-"""Figures for a fitted detector: training curves, score distributions, ROC/PR, latents.
+"""Figures for a fitted detector: training curves, score distributions, ROC/PR, latents,
+per-feature contributions.
 
 Needs matplotlib (``pip install skvae[plot]``); the rest of skvae imports without it.
 Every function returns the matplotlib Axes or Figure it drew on and never calls
@@ -264,3 +265,77 @@ def plot_evaluation(scores, y, threshold=None):
     plot_roc_pr(scores, y, axes=axes[1:])
     fig.tight_layout()
     return fig
+
+
+def plot_feature_contributions(
+    detector, X, feature_names=None, ax=None, top: int | None = 10, row_labels=None
+):
+    """Per-feature contributions to the score of one or several rows, as bars.
+
+    The lowest bars are the features that make a row an outlier (see
+    :meth:`skvae.VAEOutlierDetector.feature_contributions`). Features are ordered by
+    the lowest contribution over the rows shown.
+
+    Parameters
+    ----------
+    detector : fitted VAEOutlierDetector
+        The detector.
+    X : array-like of shape (n_rows, n_features)
+        The row(s) to explain (a 1-D array is one row).
+    feature_names : list of str, optional
+        Names of the features; default: the detector's ``feature_names_in_`` or
+        ``x[j]``. For offline-RL data, :func:`skvae.datasets.feature_names` gives
+        ``next_obs[3]``, ``action[1]``, ...
+    ax : matplotlib Axes, optional
+        Axes to draw on; a new figure is made when omitted.
+    top : int or None, default=10
+        Show only the ``top`` lowest features (``None``: all).
+    row_labels : list of str, optional
+        Legend labels of the rows (default ``row 0``, ``row 1``, ...).
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        The axes drawn on.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvae import VAEOutlierDetector
+    >>> from skvae.plotting import plot_feature_contributions
+    >>> rng = np.random.RandomState(0)
+    >>> det = VAEOutlierDetector(epochs=10, random_state=0).fit(rng.normal(size=(200, 4)))
+    >>> ax = plot_feature_contributions(det, [0.0, 7.0, 0.0, 0.0], feature_names=list("abcd"))
+    >>> ax.get_yticklabels()[0].get_text()
+    'b'
+    """
+    X = np.asarray(X, dtype=float)
+    X = X[None] if X.ndim == 1 else X
+    contributions = np.asarray(detector.feature_contributions(X))
+    n_features = contributions.shape[1]
+    if feature_names is None:
+        names = getattr(detector, "feature_names_in_", None)
+        feature_names = (
+            [str(n) for n in names] if names is not None else [f"x[{j}]" for j in range(n_features)]
+        )
+    if len(feature_names) != n_features:
+        raise ValueError(f"feature_names has {len(feature_names)} names for {n_features} features.")
+    order = np.argsort(contributions.min(0))
+    if top is not None:
+        order = order[:top]
+    ax = _axes(ax)
+    n_rows = len(contributions)
+    height = 0.8 / n_rows
+    positions = np.arange(len(order))
+    labels = row_labels or [f"row {i}" for i in range(n_rows)]
+    for i, row in enumerate(contributions):
+        ax.barh(positions + i * height, row[order], height=height, label=labels[i])
+    ax.set_yticks(positions + height * (n_rows - 1) / 2)
+    ax.set_yticklabels([feature_names[j] for j in order])
+    ax.invert_yaxis()  # the most abnormal feature on top
+    ax.axvline(0.0, color="k", linewidth=0.5)
+    ax.set_xlabel("contribution to the score (lower = more abnormal)")
+    ax.set_title("feature contributions")
+    if n_rows > 1:
+        ax.legend(fontsize="small")
+    return ax
