@@ -52,3 +52,20 @@ def test_offline_rl_penalty():
     text = run("offline_rl_penalty.py")
     aucs = [float(v) for v in re.findall(r"ROC AUC in vs out: ([0-9.]+)", text)]
     assert len(aucs) == 2 and min(aucs) > 0.9
+
+
+def test_explain_and_calibrate(tmp_path):
+    figure = tmp_path / "contributions.png"
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "explain_and_calibrate.py"), str(figure)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "pushed row" in text and "lowest contributions: sensor_1, sensor_6" in text
+    assert re.search(r"swapped row: p-value 0\.0\d+, lowest contributions: sensor_3", text)
+    rate = float(re.search(r"alpha=0.05: ([0-9.]+)", text).group(1))
+    assert rate < 0.07
+    assert figure.stat().st_size > 10_000
