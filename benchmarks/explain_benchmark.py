@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from skvae import VAEOutlierDetector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adbench_benchmark import adbench_split  # noqa: E402
+from odds_benchmark import odds_split  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -94,40 +97,13 @@ def synthetic(seeds) -> dict:
     return {"rows": rows}
 
 
-def odds_split(path: Path, seed: int):
-    import scipy.io
-
-    mat = scipy.io.loadmat(path)
-    X, y = np.asarray(mat["X"], float), np.asarray(mat["y"]).ravel().astype(int)
-    X_tr, X_te, _, y_te = train_test_split(X, y, test_size=0.4, random_state=seed)
-    scaler = StandardScaler().fit(X_tr)
-    return scaler.transform(X_tr), scaler.transform(X_te), y_te
-
-
-def adbench_split(path: Path, seed: int):
-    """ADBench's unsupervised protocol: resample small sets to 1,000 rows with
-    replacement, subsample large ones to 10,000, stratified 70/30, MinMaxScaler."""
-    data = np.load(path, allow_pickle=True)
-    X, y = np.asarray(data["X"], float), np.asarray(data["y"]).ravel().astype(int)
-    rng = np.random.RandomState(seed)
-    if len(X) < 1000:
-        idx = rng.choice(len(X), 1000, replace=True)
-        X, y = X[idx], y[idx]
-    elif len(X) > 10000:
-        idx = rng.choice(len(X), 10000, replace=False)
-        X, y = X[idx], y[idx]
-    X_tr, X_te, _, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
-    scaler = MinMaxScaler().fit(X_tr)
-    return scaler.transform(X_tr), scaler.transform(X_te), y_te
-
-
 def real(seeds) -> dict:
     rows, explained = [], []
     sets = [("odds", p, odds_split) for p in sorted((SHARED / "odds").glob("*.mat"))]
     sets += [("adbench", p, adbench_split) for p in sorted((SHARED / "adbench").glob("*.npz"))]
     for source, path, split in sets:
         for seed in seeds:
-            X_tr, X_te, y_te = split(path, seed)
+            X_tr, X_te, y_te = split(path.parent, path.stem, seed)
             det = VAEOutlierDetector(random_state=seed).fit(X_tr)
             p = det.pvalues(X_te)
             rows.append(

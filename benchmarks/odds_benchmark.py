@@ -46,6 +46,14 @@ def load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mat["X"], dtype=np.float64), np.asarray(mat["y"]).ravel().astype(int)
 
 
+def odds_split(data_dir: Path, dataset: str, seed: int):
+    """PyOD's protocol: a random 60/40 split, StandardScaler fitted on the train part."""
+    X, y = load_mat(data_dir / f"{dataset}.mat")
+    X_tr, X_te, _, y_te = train_test_split(X, y, test_size=0.4, random_state=seed)
+    scaler = StandardScaler().fit(X_tr)
+    return scaler.transform(X_tr), scaler.transform(X_te), y_te
+
+
 def make_detectors(names, seed, device, skvae_params):
     """Instantiate the named detectors with their default parameters."""
     out = {}
@@ -62,6 +70,14 @@ def make_detectors(names, seed, device, skvae_params):
             from pyod.models.auto_encoder import AutoEncoder
 
             out[name] = AutoEncoder(random_state=seed, verbose=0, device=device)
+        elif name == "ecod":
+            from pyod.models.ecod import ECOD
+
+            out[name] = ECOD()
+        elif name == "knn":
+            from pyod.models.knn import KNN
+
+            out[name] = KNN()
         else:
             raise ValueError(f"unknown detector {name!r}")
     return out
@@ -74,14 +90,13 @@ def anomaly_scores(detector, X):
     return detector.decision_function(X)  # PyOD: higher = more abnormal
 
 
-def run(data_dir, datasets, seeds, names, device, skvae_params):
+def run(data_dir, datasets, seeds, names, device, skvae_params, split=odds_split):
+    """Fit and score every detector on every dataset and seed; ``split(data_dir,
+    dataset, seed)`` gives the protocol's ``X_train, X_test, y_test``."""
     rows = []
     for ds in datasets:
-        X, y = load_mat(data_dir / f"{ds}.mat")
         for seed in seeds:
-            X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.4, random_state=seed)
-            scaler = StandardScaler().fit(X_tr)
-            X_tr, X_te = scaler.transform(X_tr), scaler.transform(X_te)
+            X_tr, X_te, y_te = split(data_dir, ds, seed)
             for name, det in make_detectors(names, seed, device, skvae_params).items():
                 t0 = time.perf_counter()
                 det.fit(X_tr)
@@ -98,7 +113,7 @@ def run(data_dir, datasets, seeds, names, device, skvae_params):
                         "fit_seconds": t1 - t0,
                         "score_seconds": t2 - t1,
                         "n_train": int(len(X_tr)),
-                        "n_features": int(X.shape[1]),
+                        "n_features": int(X_tr.shape[1]),
                     }
                 )
                 print(
@@ -204,22 +219,18 @@ def main(argv=None):
 
     datasets = args.datasets or sorted(p.stem for p in args.data_dir.glob("*.mat"))
     rows = run(args.data_dir, datasets, args.seeds, args.detectors, args.device, args.skvae_params)
+    report(rows, datasets, args)
+
+
+def report(rows, datasets, args) -> None:
+    """Print the table and write ``results.json``, ``table.md`` and ``auc.png`` into
+    ``args.out``."""
     table = summarise(rows, datasets, args.detectors)
     md = markdown(table, datasets, args.detectors)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    (args.out / "results.json").write_text(
-        json.dumps(
-            {
-                "environment": env,
-                "argv": sys.argv,
-                "skvae_params": args.skvae_params,
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
+    record = {"environment": environment(), "argv": sys.argv, "skvae_params": args.skvae_params}
+    (args.out / "results.json").write_text(json.dumps({**record, "rows": rows}, indent=1))
     (args.out / "table.md").write_text(md + "\n")
     try:
         plot(table, datasets, args.detectors, args.out / "auc.png")

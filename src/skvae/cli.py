@@ -28,7 +28,6 @@ from .datasets import FEATURE_LAYOUTS, feature_names, load_dataset, make_feature
 # Keys of the old vae_module configs, plus what skvae adds. Of the old keys,
 # ``use_rl_data``, ``obs_dim`` and ``action_dim`` are accepted and ignored (the data file
 # or task gives the dimensions; ``input_dim``, when set, is checked against them).
-IGNORED_KEYS = ("use_rl_data", "obs_dim", "action_dim")
 CONFIG_KEYS = {
     "task": None,
     "use_rl_data": True,

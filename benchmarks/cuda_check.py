@@ -1,0 +1,258 @@
+"""The GPU check: CUDA tests, fitting and scoring on CUDA, CUDA models loaded on the CPU,
+and CPU-vs-GPU timings, in one script that needs only what a bare GPU machine has
+(PyTorch with CUDA, scikit-learn, h5py, PyYAML, pytest).
+
+    PYTHONPATH=src python benchmarks/cuda_check.py OUT_DIR [--sizes 10000 100000 1000000]
+
+Writes ``OUT_DIR/cuda_check.json`` and ``OUT_DIR/cuda_check.md``. Without CUDA it runs
+the CPU half and says so (that is how the test suite keeps it working).
+
+1. ``pytest -k cuda`` on the test files that hold the CUDA tests.
+2. Fit and score on CUDA: arrays in and out, tensors on the GPU in and out.
+3. A CUDA-fitted model saved in every format skvae writes or reads (``skvae.save``, the
+   estimator pickled with joblib, ``skvae.compat`` ``save_model``, ``skvae train``), each
+   loaded in a fresh process that sees no GPU (``CUDA_VISIBLE_DEVICES=``): scores equal
+   to the GPU's within float32 tolerance.
+4. Timings at each size, CPU and GPU in the same run: the default fit (subsampled), one
+   epoch on all rows (``max_samples=1.0``), and ``score_samples`` (CPU float64 default,
+   CPU float32, GPU from numpy, GPU tensor in and out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_TEST_FILES = ["tests/test_estimator.py", "tests/test_persistence.py", "tests/test_penalty.py"]
+
+
+def data(n: int, d: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.RandomState(seed)
+    W = np.random.RandomState(100).normal(size=(4, d))
+    return (rng.normal(size=(n, 4)) @ W + 0.1 * rng.normal(size=(n, d))).astype(np.float64)
+
+
+def run_cuda_tests() -> dict:
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider"]
+        + [str(ROOT / f) for f in CUDA_TEST_FILES],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    return {
+        "returncode": out.returncode,
+        "summary": lines[-1] if lines else out.stderr[-300:],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+LOAD_ON_CPU = """
+import sys, numpy as np, torch, skvae
+assert not torch.cuda.is_available()
+kind, path, x, out = sys.argv[1:5]
+X = np.load(x)
+if kind == "joblib":
+    det = skvae.load(path, allow_code_execution=True)
+elif kind == "compat":
+    from skvae.compat import VAE
+    det = VAE.load_model(path)["model"].detector
+else:
+    det = skvae.load(path)
+assert det.device_.type == "cpu"
+np.save(out, det.score_samples(X))
+"""
+
+
+def cuda_fit_and_formats(folder: Path) -> dict:
+    import joblib
+
+    import skvae
+    from skvae.cli import main as cli
+    from skvae.compat import VAE
+
+    X, X_test = data(4000), data(1000, seed=1)
+    result = {}
+    det = skvae.VAEOutlierDetector(device="cuda", random_state=0).fit(X)
+    scores = det.score_samples(X_test)
+    t = torch.as_tensor(X_test, device="cuda")
+    t_scores = det.score_samples(t)
+    result["fit_on_cuda"] = {
+        "device": str(det.device_),
+        "scores_finite": bool(np.isfinite(scores).all()),
+        "tensor_stays_on_gpu": t_scores.device.type == "cuda",
+        "tensor_vs_array_max_rel": float(
+            np.max(np.abs(t_scores.cpu().numpy() - scores) / np.abs(scores))
+        ),
+        "pvalues_and_contributions": bool(
+            np.isfinite(det.pvalues(X_test)).all()
+            and np.isfinite(det.feature_contributions(X_test)).all()
+        ),
+    }
+    files = {}
+    files["skvae.save"] = ("skvae", str(skvae.save(det, folder / "det.skvae")))
+    joblib.dump(det, folder / "det.joblib")
+    files["joblib"] = ("joblib", str(folder / "det.joblib"))
+    compat = VAE(input_dim=20, latent_dim=5, hidden_dims=[64, 32], device="cuda")
+    compat.fit(X[:3000], X[3000:], epochs=5, verbose=False)
+    compat.save_model(str(folder / "compat"), X[:3000])
+    files["compat save_model"] = ("compat", str(folder / "compat"))
+    transitions = folder / "transitions.npz"
+    np.savez(transitions, observations=X[:, :17], actions=X[:, 17:], next_observations=X[:, :17])
+    code = cli(
+        ["train", "--data-path", str(transitions), "--model-save-path", str(folder / "cli")]
+        + ["--device", "cuda", "--epochs", "3", "--quiet"]
+    )
+    files["skvae train"] = ("skvae", str(folder / "cli.skvae"))
+    expected = {
+        "skvae.save": scores,
+        "joblib": scores,
+        "compat save_model": compat.score_samples(X_test),
+        "skvae train": skvae.load(folder / "cli.skvae").score_samples(X_test),
+    }
+    assert code == 0
+    np.save(folder / "x.npy", X_test)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    loads = {}
+    for name, (kind, path) in files.items():
+        out = folder / f"{kind}-{len(loads)}.npy"
+        proc = subprocess.run(
+            [sys.executable, "-c", LOAD_ON_CPU, kind, path, str(folder / "x.npy"), str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if proc.returncode != 0:
+            loads[name] = {"ok": False, "error": proc.stderr.strip().splitlines()[-1:]}
+            continue
+        cpu = np.load(out)
+        rel = float(np.max(np.abs(cpu - expected[name]) / np.abs(expected[name])))
+        loads[name] = {"ok": bool(rel < 1e-4), "max_rel_diff": rel}
+    result["loaded_on_cpu"] = loads
+    return result
+
+
+def timed(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def timings(sizes, cuda: bool) -> list[dict]:
+    rows = []
+    for n in sizes:
+        X = data(n)
+        for device in ["cpu", "cuda"] if cuda else ["cpu"]:
+            rows.append(time_one(X, device))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def time_one(X: np.ndarray, device: str) -> dict:
+    """Fit and scoring times of the defaults at one size on one device."""
+    import skvae
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def fit(**params):
+        det = skvae.VAEOutlierDetector(device=device, random_state=0, **params).fit(X)
+        sync()
+        return det
+
+    n = len(X)
+    row = {"n": n, "device": device}
+    row["fit_default_s"] = timed(fit, repeats=1)
+    row["fit_one_epoch_all_rows_s"] = timed(
+        lambda: fit(max_samples=1.0, epochs=1, validation_fraction=0.0), repeats=1
+    )
+    det = fit()
+    det.score_samples(X[:1000])  # warm up
+    row["score_rows_per_s"] = n / timed(lambda: det.score_samples(X))
+    if device == "cpu":
+        det32 = fit(precision="float32")
+        row["score_float32_rows_per_s"] = n / timed(lambda: det32.score_samples(X))
+        return row
+    t = torch.as_tensor(X, device="cuda")
+
+    def tensor_scores():
+        det.score_samples(t)
+        sync()
+
+    tensor_scores()
+    row["score_tensor_rows_per_s"] = n / timed(tensor_scores)
+    return row
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# CUDA check ({report['device']})", ""]
+    lines.append(f"- CUDA tests: {report['cuda_tests']['summary']}")
+    fit = report.get("cuda_fit")
+    if fit is None:
+        lines.append("- no CUDA device: the GPU half was not run")
+    else:
+        lines.append(f"- fit and score on CUDA: {json.dumps(fit['fit_on_cuda'])}")
+        for name, r in fit["loaded_on_cpu"].items():
+            lines.append(f"- CUDA model via {name}, loaded without a GPU: {json.dumps(r)}")
+    lines += [
+        "",
+        "| rows | device | fit (default) s | one epoch, all rows s | score rows/s "
+        "| float32 CPU / tensor GPU rows/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["timings"]:
+        extra = r.get("score_float32_rows_per_s", r.get("score_tensor_rows_per_s"))
+        lines.append(
+            f"| {r['n']:,} | {r['device']} | {r['fit_default_s']:.2f} | "
+            f"{r['fit_one_epoch_all_rows_s']:.2f} | {r['score_rows_per_s']:,.0f} | {extra:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -k cuda")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    report = {
+        "device": torch.cuda.get_device_name(0) if cuda else f"CPU only ({platform.processor()})",
+        "torch": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    report["cuda_tests"] = (
+        {"summary": "skipped (--skip-tests)"} if args.skip_tests else run_cuda_tests()
+    )
+    print(report["cuda_tests"], flush=True)
+    if cuda:
+        with tempfile.TemporaryDirectory() as folder:
+            report["cuda_fit"] = cuda_fit_and_formats(Path(folder))
+        print(report["cuda_fit"], flush=True)
+    report["timings"] = timings(args.sizes, cuda)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cuda_check.json").write_text(json.dumps(report, indent=1))
+    (args.out / "cuda_check.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
