@@ -37,6 +37,9 @@ _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 MAX_VALIDATION_ROWS = 1024
 # Out-of-bag rows (trained on by no member) preferred for calibrating p-values, at least.
 MIN_OUT_OF_BAG = 50
+# Calibration scores kept, at most (a random subset keeps them exchangeable; p-values
+# then resolve 1e-5, and the model file stays small for large data).
+MAX_CALIBRATION_ROWS = 100_000
 # Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
 VALIDATION_CHUNK = 2048
 
@@ -183,7 +186,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     calibration_scores_ : ndarray of shape (n_calibration,)
         Sorted scores of the rows that calibrate :meth:`pvalues`: the training rows no
         member was trained on (out-of-bag), when there are at least 50 of them, else the
-        validation rows (used for early stopping and variance calibration too).
+        validation rows (used for early stopping and variance calibration too); a random
+        100,000 of them at most.
     calibration_source_ : {'out-of-bag', 'validation', 'none'}
         Which rows those are.
     history_ : dict of list of float
@@ -421,6 +425,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             calibration, source = scores[calibration_idx], "validation"
         else:
             calibration, source = np.zeros(0), "none"
+        if len(calibration) > MAX_CALIBRATION_ROWS:
+            calibration = rng.choice(calibration, MAX_CALIBRATION_ROWS, replace=False)
         # Everything learned is assigned only now, so an interrupted fit leaves the
         # estimator as it was.
         self._set_fitted(

@@ -14,6 +14,7 @@ inference loop over arrays, memmaps, h5py datasets and tensors.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -466,7 +467,9 @@ def forward_rows(
             if check_values or is_out_of_core(X):
                 check_finite(part)
             part = np.ascontiguousarray(part, dtype=np.float64)  # one chunk, not all of X
-            x = torch.from_numpy(part if part.flags.writeable else part.copy())
+            with warnings.catch_warnings():  # read-only input (a memmap): torch only reads it
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                x = torch.from_numpy(part)
             result = fn(net.scale_input(x.to(device, dtype)))
             out[rows] = result.to("cpu", torch.float64).numpy()
     return out.to(X.device) if tensor_input else out
