@@ -362,6 +362,8 @@ class VAE(nn.Module):
             n_epochs=det.n_epochs_,
             best_epoch=det.best_epoch_,
             offset=det.offset_,
+            calibration_scores=det.calibration_scores_,
+            calibration_source=det.calibration_source_,
         )
         info = {
             "threshold_candidates": threshold_candidates(scores, det.score_mean_, det.score_std_),
