@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from gormpo_reference import gormpo_penalty
 from torch import nn
 
 import skvae
@@ -67,7 +68,7 @@ def load_classifier(classifier_model_name, threshold_percentile, refresh_with=No
 
 
 def rollout_penalty(classifier_dict, next_obs, action, penalty_type="tanh"):
-    """GORMPO's transition_model.py, verbatim."""
+    """GORMPO's transition_model.py, verbatim (its penalty lines in gormpo_reference)."""
     device = "cpu"
     model, thr = classifier_dict["model"], classifier_dict["thr"]
     mean, std = classifier_dict.get("mean"), classifier_dict.get("std")
@@ -75,16 +76,7 @@ def rollout_penalty(classifier_dict, next_obs, action, penalty_type="tanh"):
     if isinstance(log_probs, torch.Tensor):
         log_probs = log_probs.detach().cpu().numpy()
     log_probs = (log_probs - mean) / std
-    if penalty_type == "tanh":
-        penalty = np.clip(np.tanh(0.1 * (thr - log_probs)), 0, None)
-    elif penalty_type == "linear":
-        w = thr - log_probs
-        q1, q3 = np.percentile(w, [25, 75])
-        penalty = np.clip(w, 0, q3 + 1.5 * (q3 - q1))
-    elif penalty_type == "inverse":
-        penalty = np.where(log_probs < thr, np.exp(thr) / (np.exp(log_probs) + 1e-6), 0)
-    elif penalty_type == "tanh_reg":
-        penalty = np.tanh(0.1 * (thr - log_probs))
+    penalty = gormpo_penalty(penalty_type, log_probs, thr)
     return penalty
 
 

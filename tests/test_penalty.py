@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from gormpo_reference import gormpo_penalty
 from sklearn.metrics import roc_auc_score
 
 from skvae import VAEOutlierDetector
@@ -100,35 +101,20 @@ def test_torch_scoring_on_cuda(rl_model):
     np.testing.assert_allclose(s.cpu().numpy(), det.score_samples(X_in[:300]), rtol=1e-4)
 
 
-def _gormpo_penalty(penalty_type, log_probs, thr):
-    """A verbatim copy of the penalty lines of GORMPO's transition_model.py."""
-    if penalty_type == "linear":
-        w = thr - log_probs
-        q1, q3 = np.percentile(w, [25, 75])
-        penalty = np.clip(w, 0, q3 + 1.5 * (q3 - q1))
-    elif penalty_type == "inverse":
-        penalty = np.where(log_probs < thr, np.exp(thr) / (np.exp(log_probs) + 1e-6), 0)
-    elif penalty_type == "tanh":
-        penalty = np.clip(np.tanh(0.1 * (thr - log_probs)), 0, None)
-    elif penalty_type == "tanh_reg":
-        penalty = np.tanh(0.1 * (thr - log_probs))
-    return penalty
-
-
 @pytest.mark.parametrize("kind", ["tanh", "linear", "inverse", "tanh_reg"])
 def test_offline_rl_kinds_are_the_offline_rl_formulas(rl_model, kind):
     det, X_in, X_out = rl_model
     X = np.r_[X_in[:200], X_out[:200]]
     pen = RewardPenalty(det, kind=kind)
     s = pen.normalized_scores(X)
-    expected = _gormpo_penalty(kind, s, pen.thr_)
+    expected = gormpo_penalty(kind, s, pen.thr_)
     np.testing.assert_allclose(pen.penalty(X), expected, rtol=1e-12, atol=1e-12)
     # the torch path (rollouts already in torch) gives the same numbers
     got = pen.penalty(torch.as_tensor(X)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     for thr in (-3.0, 0.5):  # a threshold swept by hand
         pen = RewardPenalty(det, kind=kind, thr=thr)
-        np.testing.assert_allclose(pen.penalty(X), _gormpo_penalty(kind, s, thr), rtol=1e-12)
+        np.testing.assert_allclose(pen.penalty(X), gormpo_penalty(kind, s, thr), rtol=1e-12)
 
 
 def test_penalty_accepts_a_compat_model_and_refuses_bad_thresholds(rl_model):

@@ -255,6 +255,9 @@ def test_pickles_need_the_explicit_opt_in(fitted, tmp_path):
         skvae.load(tmp_path / "det.joblib")
     trusted = skvae.load(tmp_path / "det.joblib", allow_code_execution=True)
     np.testing.assert_array_equal(trusted.score_samples(X), det.score_samples(X))
+    moved = skvae.load(tmp_path / "det.joblib", device="cpu", allow_code_execution=True)
+    assert moved.device_.type == "cpu" and moved.offset_ == det.offset_
+    np.testing.assert_array_equal(moved.score_samples(X), det.score_samples(X))
 
 
 def test_plain_data_unpickler_refuses_code(tmp_path):

@@ -1173,10 +1173,8 @@ def load(
         detector = joblib.load(where)
         if not isinstance(detector, VAEOutlierDetector):
             raise ValueError(f"{where} holds a {type(detector).__name__}, not a detector")
-        if device is not None:
-            dev = resolve_device(device)
-            detector.module_.to(dev, scoring_dtype(dev, detector.precision))
-            detector.device_ = dev
+        if device is not None:  # moved through the same rebuild and writer as files
+            detector = VAEOutlierDetector._from_record(detector._to_record(), device)
         info = _sidecar_info(where)
     else:
         record = read_model(path, hidden_dims=hidden_dims)

@@ -575,15 +575,8 @@ def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
         digits = str(key).removeprefix("p")
         if digits.isdigit():
             candidates[int(digits)] = float(value)
-    return ModelRecord(
-        params=params,
-        network=network,
-        state=net_state,
-        fitted=_pair_fitted(meta, network, offset, mean, std),
-        decision_scores=np.zeros(0),
-        info={"threshold_candidates": candidates},
-        source=COMPAT_V1,
-    )
+    info = {"threshold_candidates": candidates}
+    return _pair_record(meta, params, network, net_state, (offset, mean, std), info, COMPAT_V1)
 
 
 def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> ModelRecord:
@@ -625,19 +618,15 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
         "scaling": None,
         "contamination": 0.01,
     }
-    return ModelRecord(
-        params=params,
-        network=network,
-        state=net_state,
-        fitted=_pair_fitted(meta, network, offset, mean, std),
-        decision_scores=np.zeros(0),
-        info={"threshold_candidates": candidates, "stochastic_statistics": True},
-        source="vae_module",
-    )
+    info = {"threshold_candidates": candidates, "stochastic_statistics": True}
+    return _pair_record(meta, params, network, net_state, (offset, mean, std), info, "vae_module")
 
 
-def _pair_fitted(meta: dict, network: dict, offset: float, mean, std) -> dict:
-    return {
+def _pair_record(meta, params, network, state, statistics, info, source) -> ModelRecord:
+    """The record of a ``.pth`` + ``.pkl`` pair: no history and no training scores kept;
+    ``statistics`` is ``(offset, mean, std)`` in the file's score units."""
+    offset, mean, std = statistics
+    fitted = {
         "device": str(meta.get("device", "cpu")),
         "n_features_in": int(network["n_features"]),
         "feature_names_in": None,
@@ -648,6 +637,7 @@ def _pair_fitted(meta: dict, network: dict, offset: float, mean, std) -> dict:
         "n_epochs": 0,
         "best_epoch": 0,
     }
+    return ModelRecord(params, network, state, fitted, np.zeros(0), info, source)
 
 
 def _vae_module_hidden_dims(state: dict, where) -> list[int]:

@@ -532,22 +532,20 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
     return make_features(data, layout)
 
 
-def _model_and_scores(args, data: str) -> tuple[VAEOutlierDetector, np.ndarray]:
-    """Load the model of ``args.model`` and score the features of the file ``data``."""
+def _model_and_scores(args, data: str):
+    """Load the model of ``args.model``, read the features of the file ``data`` and
+    score them: ``(model, info, X, scores)``."""
     model, info = _load_model(args)
     X = _load_features(args, data, info)
     _check_dim(model, X)
-    return model, model.score_samples(X)
+    return model, info, X, model.score_samples(X)
 
 
 def _cmd_score(args) -> int:
     output = None if args.output is None else _score_output(args.output)
     explain = None if args.explain is None else _score_output(args.explain, (".csv",))
     pvalues = None if args.pvalues is None else _score_output(args.pvalues)
-    model, info = _load_model(args)
-    X = _load_features(args, args.data, info)
-    _check_dim(model, X)
-    s = model.score_samples(X)
+    model, info, X, s = _model_and_scores(args, args.data)
     print(
         f"{len(s)} rows: mean score {s.mean():.4f}, std {s.std():.4f}, "
         f"flagged {np.mean(s < model.offset_):.1%}"
@@ -623,7 +621,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_thresholds(args) -> int:
-    model, s = _model_and_scores(args, args.data)
+    model, _, _, s = _model_and_scores(args, args.data)
     print("percentile  threshold  thr (normalised)")
     for p in args.percentiles:
         t = float(np.percentile(s, p))
