@@ -139,8 +139,12 @@ def test_fitted_attributes(fitted, data):
     assert isinstance(fitted.module_, torch.nn.Module)
     assert fitted.latent_dim_ == 2 and fitted.hidden_dims_ == (64, 32)
     assert fitted.n_epochs_ == 15 and 1 <= fitted.best_epoch_ <= 15
+    # checks run once at least 20 steps have passed and after the last epoch
+    epochs = fitted.history_["epoch"]
+    assert epochs[-1] == fitted.n_epochs_ and fitted.best_epoch_ in epochs
+    assert all(b > a for a, b in zip(epochs, epochs[1:]))
     for key in ["train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"]:
-        assert len(fitted.history_[key]) == fitted.n_epochs_
+        assert len(fitted.history_[key]) == len(epochs)
         assert np.isfinite(fitted.history_[key]).all()
     h = {k: np.array(v) for k, v in fitted.history_.items()}
     # the optimised loss is trimmed: at most the mean over all rows of the batches
@@ -155,15 +159,16 @@ def test_early_stopping_restores_best_weights(data):
         epochs=300, patience=3, n_estimators=1, lr=3e-2, decoder_variance="sample", random_state=0
     ).fit(X)
     assert det.n_epochs_ < 300
-    val = np.array(det.history_["val_loss"])
-    assert det.best_epoch_ == int(np.argmin(val)) + 1
-    assert det.n_epochs_ == det.best_epoch_ + 3
+    val, epochs = np.array(det.history_["val_loss"]), det.history_["epoch"]
+    best = int(np.argmin(val))
+    assert det.best_epoch_ == epochs[best]
+    assert det.n_epochs_ == epochs[best + 3] == epochs[-1]  # 3 checks without improvement
     # the restored weights are those of the best epoch: recompute its validation loss
     rng = np.random.RandomState(0)
     rng.randint(np.iinfo(np.int32).max)
     _, val_idx = det._split(X.shape[0], rng)
     with torch.inference_mode():
-        z = det.module_.scale_input(torch.from_numpy(X[val_idx]).double())
+        z = det.module_.scale_input(torch.from_numpy(X[val_idx]).double()).float()
         nll, kl = det.module_.loss_terms(z, None)
     assert float((nll + kl).mean()) == pytest.approx(val.min(), rel=1e-5)
 
@@ -417,17 +422,18 @@ def _poison_adam(monkeypatch, at_step, value=float("nan")):
 def test_divergence_restores_best_finite_epoch(monkeypatch):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 4))
-    # 3 steps per epoch: poisoning from step 4 on makes epoch 2 the first non-finite one
+    # 30 steps per epoch (a check after each): poisoning from step 31 on makes epoch 2
+    # the first non-finite one
     det = VAEOutlierDetector(
         epochs=5,
         n_estimators=1,
         max_samples=1.0,
         validation_fraction=0.0,
-        batch_size=100,
+        batch_size=10,
         random_state=0,
     )
-    _poison_adam(monkeypatch, at_step=4)
-    with pytest.warns(RuntimeWarning, match="diverged in epoch 2.*epoch 1 were restored"):
+    _poison_adam(monkeypatch, at_step=31)
+    with pytest.warns(RuntimeWarning, match="diverged by epoch 2.*epoch 1 were restored"):
         det.fit(X)
     assert det.best_epoch_ == 1 and det.n_epochs_ == 2
     assert np.isfinite(det.score_samples(X)).all()
@@ -437,7 +443,7 @@ def test_divergence_without_finite_epoch_raises(monkeypatch):
     X = np.random.RandomState(0).normal(size=(50, 4))
     det = VAEOutlierDetector(epochs=3, n_estimators=1, batch_size=10, random_state=0)
     _poison_adam(monkeypatch, at_step=1, value=float("inf"))
-    with pytest.raises(ValueError, match="diverged in epoch 1"):
+    with pytest.raises(ValueError, match="diverged by epoch 3"):  # the one check
         det.fit(X)
     assert not hasattr(det, "module_")
 
@@ -521,10 +527,10 @@ def test_extreme_but_finite_input_gives_finite_scores():
 
 def test_precision(data):
     X, _ = data
-    d64 = VAEOutlierDetector(**FAST).fit(X)
-    d32 = VAEOutlierDetector(precision="float32", **FAST).fit(X)
-    assert next(d64.module_.parameters()).dtype == torch.float64  # 'auto' on the CPU
-    assert next(d32.module_.parameters()).dtype == torch.float32
+    d64 = VAEOutlierDetector(precision="float64", **FAST).fit(X)
+    d32 = VAEOutlierDetector(**FAST).fit(X)
+    assert next(d64.module_.parameters()).dtype == torch.float64
+    assert next(d32.module_.parameters()).dtype == torch.float32  # 'auto'
     np.testing.assert_allclose(d32.score_samples(X), d64.score_samples(X), rtol=1e-4)
     assert d32.score_samples(X).dtype == np.float64
     restored = pickle.loads(pickle.dumps(d32))
@@ -533,12 +539,12 @@ def test_precision(data):
 
 def test_divergence_message_names_the_loss_that_went_non_finite(monkeypatch):
     X = np.random.RandomState(0).normal(size=(300, 4))
-    # 270 training rows in batches of 100: the third step ends epoch 1, so its training
-    # loss is finite and only the validation loss after it is not
+    # 270 training rows in batches of 10: the 27th step ends epoch 1 (and runs its
+    # check), so its training loss is finite and only the validation loss after it is not
     det = VAEOutlierDetector(
-        epochs=3, n_estimators=1, max_samples=1.0, batch_size=100, random_state=0
+        epochs=3, n_estimators=1, max_samples=1.0, batch_size=10, random_state=0
     )
-    _poison_adam(monkeypatch, at_step=3)
-    with pytest.raises(ValueError, match="diverged in epoch 1") as info:
+    _poison_adam(monkeypatch, at_step=27)
+    with pytest.raises(ValueError, match="diverged by epoch 1") as info:
         det.fit(X)
     assert "val_loss" in str(info.value) and "train_loss" not in str(info.value)

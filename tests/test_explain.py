@@ -32,8 +32,8 @@ def test_contributions_add_up_to_the_score(score_type):
     det = VAEOutlierDetector(epochs=5, score_type=score_type, random_state=0).fit(X)
     contributions, latent = det.feature_contributions(X, return_latent=True)
     assert contributions.shape == X.shape and latent.shape == (400,)
-    np.testing.assert_allclose(
-        contributions.sum(1) + latent, det.score_samples(X), rtol=1e-10, atol=1e-10
+    np.testing.assert_allclose(  # float32 rounding: the terms are summed in another order
+        contributions.sum(1) + latent, det.score_samples(X), rtol=1e-5, atol=1e-4
     )
     if score_type != "elbo":
         assert not latent.any()  # only the ELBO has a latent (KL) term
@@ -47,9 +47,9 @@ def test_contributions_on_every_kind_of_input(fitted, tmp_path):
 
     det, X = fitted
     expected = det.feature_contributions(X[:500])
-    with config_context(working_memory=1):  # chunks of about 100 rows
+    with config_context(working_memory=1):  # chunks of about 100 rows: other float32 kernels
         np.testing.assert_allclose(
-            det.feature_contributions(X[:500]), expected, rtol=1e-12, atol=1e-12
+            det.feature_contributions(X[:500]), expected, rtol=1e-5, atol=1e-5
         )
     mm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float64, (500, 8))
     mm[:] = X[:500]

@@ -58,9 +58,7 @@ def restore_device(saved: str, requested: str | None = None) -> torch.device:
 
 
 def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """Precision of a fitted network. ``'auto'`` is float64 on the CPU, where a row's
-    score then does not depend on the other rows scored with it (float32 CPU kernels
-    change their summation order with the batch shape), and float32 on CUDA."""
-    if precision == "auto":
-        return torch.float32 if device.type == "cuda" else torch.float64
-    return torch.float32 if precision == "float32" else torch.float64
+    """Precision of a fitted network: ``'auto'`` and ``'float32'`` are float32 (the
+    precision it is trained in; scoring runs in fixed-shape chunks, so a row's score
+    does not depend on the rows scored with it), ``'float64'`` is float64."""
+    return torch.float64 if precision == "float64" else torch.float32

@@ -28,7 +28,7 @@ from ._thresholds import (
 )
 
 # Optimisation steps each member takes when ``epochs='auto'``.
-AUTO_STEPS = 600
+AUTO_STEPS = 100
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
 # Attributes that input validation sets at the start of fit.
@@ -42,6 +42,9 @@ MIN_OUT_OF_BAG = 50
 MAX_CALIBRATION_ROWS = 100_000
 # Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
 VALIDATION_CHUNK = 2048
+# Optimisation steps between checks of the losses (validation, early stopping, the
+# history), at least: a check runs at the end of the first epoch that completes them.
+CHECK_STEPS = 20
 
 
 def default_latent_dim(n_features: int) -> int:
@@ -87,10 +90,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         ``0`` trains on the plain ELBO.
     epochs : int or 'auto', default='auto'
         Passes over each member's training rows. ``'auto'`` runs enough epochs for
-        about 600 optimisation steps.
+        about 100 optimisation steps (one step an epoch with the default 128-row
+        subsamples).
     batch_size : int, default=128
         Rows per optimisation step and member.
-    lr : float, default=1e-3
+    lr : float, default=1e-2
         Learning rate of the Adam optimiser.
     weight_decay : float, default=0.0
         L2 penalty of the Adam optimiser.
@@ -104,8 +108,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         trains on all rows for ``epochs`` epochs. Ignored when fewer than two rows
         would be held out or fewer than one would be left for training.
     patience : int or None, default=10
-        Epochs without improvement of the validation loss after which training stops.
-        ``None`` never stops early (the best weights are still restored).
+        Checks without improvement of the validation loss after which training stops.
+        A check runs at the end of the first epoch that completes at least 20
+        optimisation steps since the previous one (every epoch when epochs are that
+        long), and after the last epoch. ``None`` never stops early (the weights of the
+        best check are still restored).
     n_estimators : int, default=5
         Number of VAEs in the ensemble. They are trained together as one batched
         network; scores are averaged over them.
@@ -152,12 +159,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         and standard deviation; both clip scaled values to +-10. ``None`` uses the
         data as given.
     precision : {'auto', 'float32', 'float64'}, default='auto'
-        Floating-point precision of the fitted network (training is float32).
-        ``'auto'`` scores in float64 on the CPU, which makes a row's score independent
-        of the rows scored with it (as scikit-learn's checks require) at about a third
-        of float32's throughput, and in float32 on CUDA. ``'float32'`` on the CPU is
-        faster; scores then vary in the last digits (about 1e-6 relative) with the
-        batch they are computed in.
+        Floating-point precision of the fitted network when scoring (training is
+        float32). ``'auto'`` is ``'float32'``. Rows are scored in chunks of one fixed
+        shape, so a row's score does not depend on the rows scored with it in either
+        precision; ``'float64'`` is about half as fast on the CPU.
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     random_state : int, RandomState instance or None, default=None
@@ -191,14 +196,15 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     calibration_source_ : {'out-of-bag', 'validation', 'none'}
         Which rows those are.
     history_ : dict of list of float
-        Per-epoch mean per-sample losses: ``train_loss`` (the trimmed loss that is
-        optimised), ``train_recon`` and ``train_kl`` (over all rows of the batches)
-        and, with a validation split, ``val_loss``, ``val_recon``, ``val_kl`` (all
-        validation rows, untrimmed).
+        The losses at each check (see ``patience``): ``epoch`` (the epoch it ran
+        after), ``train_loss`` (the trimmed loss that is optimised), ``train_recon``
+        and ``train_kl`` (mean per-sample values over the batches since the previous
+        check) and, with a validation split, ``val_loss``, ``val_recon``, ``val_kl``
+        (all validation rows, untrimmed).
     n_epochs_ : int
         Epochs run.
     best_epoch_ : int
-        Epoch (1-based) whose weights were kept.
+        Epoch (1-based) after which the kept weights were checked.
     latent_dim_, hidden_dims_ : int, tuple of int
         The architecture used.
     center_, scale_ : ndarray of shape (n_features_in_,)
@@ -271,7 +277,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         trim_fraction: float = 0.1,
         epochs: int | str = "auto",
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | None = 10,
@@ -571,13 +577,16 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         keys = ["train_loss", "train_recon", "train_kl"]
         if use_val:
             keys += ["val_loss", "val_recon", "val_kl"]
-        history: dict[str, list[float]] = {k: [] for k in keys}
+        history: dict[str, list[float]] = {k: [] for k in ["epoch", *keys]}
 
         best_state = None
         best_value = np.inf
         best_epoch = 0
         since_best = 0
         epoch = 0
+        # Training losses summed since the last check (loss, nll, kl; rows).
+        sums = torch.zeros(3, device=device)
+        rows_seen = steps = 0
         progress = _progress(epochs, self.verbose)
         try:
             for epoch in range(1, epochs + 1):
@@ -586,7 +595,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
                 )
                 rows = torch.gather(subsets, 1, order)
-                sums = torch.zeros(3, device=device)
                 for start in range(0, n_rows, batch_size):
                     xb = Z[rows[:, start : start + batch_size]]
                     noise = torch.randn(
@@ -600,33 +608,35 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     with torch.no_grad():
                         parts = torch.stack([member_loss.mean(), nll.mean(), kl.mean()])
                         sums += parts * xb.shape[1]
-                values = (sums / n_rows).tolist()
+                    rows_seen += xb.shape[1]
+                    steps += 1
+                progress.update(1)
+                # Checks (losses recorded, validation, early stopping) run once at
+                # least CHECK_STEPS steps have passed, at epoch ends, and after the last
+                # epoch: on small data an epoch is a single step.
+                if steps < CHECK_STEPS and epoch < epochs:
+                    continue
+                values = (sums / rows_seen).tolist()
+                sums.zero_()
+                rows_seen = steps = 0
                 if use_val:
-                    module.eval()
-                    with torch.inference_mode():
-                        val_sums = torch.zeros(2, device=device, dtype=torch.float64)
-                        for start in range(0, len(Z_val), VALIDATION_CHUNK):
-                            z_val = Z_val[start : start + VALIDATION_CHUNK]
-                            nll, kl = module.loss_terms(z_val, None)
-                            val_sums += torch.stack([nll.mean(0).sum(), kl.mean(0).sum()])
-                        val_nll, val_kl = (val_sums / len(Z_val)).tolist()
-                        values += [val_nll + beta * val_kl, val_nll, val_kl]
+                    values += self._validation_loss(module, Z_val, beta)
+                history["epoch"].append(epoch)
                 for key, value in zip(keys, values):
                     history[key].append(value)
                 monitored = values[3] if use_val else values[0]
-                progress.update(1)
                 progress.set_postfix({k: f"{v:.4g}" for k, v in zip(keys, values)})
 
                 if not np.isfinite(values).all():
                     bad = ", ".join(f"{k} {v}" for k, v in zip(keys, values) if not np.isfinite(v))
                     if best_state is None:
                         raise ValueError(
-                            f"Training diverged in epoch {epoch} ({bad}) "
-                            "before any epoch with a finite loss; lower lr or check "
+                            f"Training diverged by epoch {epoch} ({bad}) "
+                            "before any check with a finite loss; lower lr or check "
                             "the scale of X."
                         )
                     warnings.warn(
-                        f"Training diverged in epoch {epoch} ({bad}); the "
+                        f"Training diverged by epoch {epoch} ({bad}); the "
                         f"weights of epoch {best_epoch} were restored.",
                         RuntimeWarning,
                         stacklevel=3,
@@ -645,6 +655,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             progress.close()
         module.load_state_dict(best_state)
         return history, epoch, best_epoch
+
+    @staticmethod
+    def _validation_loss(module: VAEEnsemble, Z_val: torch.Tensor, beta: float) -> list[float]:
+        """Mean per-sample (loss, nll, kl) of the members on the validation rows."""
+        module.eval()
+        with torch.inference_mode():
+            val_sums = torch.zeros(2, device=Z_val.device, dtype=torch.float64)
+            for start in range(0, len(Z_val), VALIDATION_CHUNK):
+                nll, kl = module.loss_terms(Z_val[start : start + VALIDATION_CHUNK], None)
+                val_sums += torch.stack([nll.mean(0).sum(), kl.mean(0).sum()])
+        module.train()
+        val_nll, val_kl = (val_sums / len(Z_val)).tolist()
+        return [val_nll + beta * val_kl, val_nll, val_kl]
 
     # ------------------------------------------------------------------ scoring
     def _validate_out_of_core(self, X, reset: bool):
@@ -707,8 +730,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,), or torch.Tensor
             The scores as selected by ``score_type``: a float64 array for array-like
-            input; for a tensor, a tensor on the input's device (float64 when the model
-            lives on the CPU, float32 on CUDA).
+            input; for a tensor, a tensor on the input's device in the network's
+            precision (float32 unless ``precision='float64'``).
         """
         X = self._validate_X(X)
         out = self._forward(self.module_, X, "score")

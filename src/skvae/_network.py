@@ -30,6 +30,13 @@ LOG_2PI = math.log(2.0 * math.pi)
 # Scaled inputs are clipped to +-CLIP (when the module clips): a row can be arbitrarily
 # far out and its score stays finite; beyond CLIP robust standard deviations is far out.
 CLIP = 10.0
+# Rows per forward pass when scoring: small enough that a chunk's activations stay in
+# the CPU's cache, large enough that the matrix products run at full speed.
+CHUNK_ROWS = 2048
+# Outside training, layer outputs are padded to a multiple of this many columns: the
+# CPU's matrix kernels for narrow outputs (e.g. 5 or 10 columns) vectorise over rows,
+# so a row's float32 result would depend on its position in the chunk.
+OUTPUT_ALIGNMENT = 8
 
 # Bounds of the predicted log-variances. They keep the Gaussian likelihoods finite when a
 # feature is (nearly) constant and keep the encoder's posterior from exploding.
@@ -63,16 +70,29 @@ class EnsembleLinear(nn.Module):
                 noise = torch.rand(p.shape, generator=generator, dtype=p.dtype)
                 p.copy_((noise * 2.0 - 1.0) * bound)
 
+    def _padded(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Weight and bias, with zero output columns up to a multiple of
+        :data:`OUTPUT_ALIGNMENT` outside autograd (see there), and whether they were
+        padded."""
+        pad = -self.out_features % OUTPUT_ALIGNMENT
+        if pad == 0 or torch.is_grad_enabled():
+            return self.weight, self.bias, False
+        pad_last = (0, pad)
+        return nn.functional.pad(self.weight, pad_last), nn.functional.pad(self.bias, pad_last), True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``x`` of shape (members, rows, in) to (members, rows, out)."""
-        return torch.baddbmm(self.bias, x, self.weight)
+        weight, bias, padded = self._padded()
+        out = torch.baddbmm(bias, x, weight)
+        return out[..., : self.out_features] if padded else out
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """Map the same rows ``x`` of shape (rows, in) through every member at once."""
-        m, i, o = self.weight.shape
-        w = self.weight.permute(1, 0, 2).reshape(i, m * o)
-        out = torch.addmm(self.bias.reshape(1, m * o), x, w)
-        return out.reshape(x.shape[0], m, o).transpose(0, 1)
+        weight, bias, padded = self._padded()
+        m, i, o = weight.shape
+        w = weight.permute(1, 0, 2).reshape(i, m * o)
+        out = torch.addmm(bias.reshape(1, m * o), x, w).reshape(x.shape[0], m, o).transpose(0, 1)
+        return out[..., : self.out_features] if padded else out
 
 
 class VAEEnsemble(nn.Module):
@@ -438,16 +458,19 @@ def forward_rows(
     check_values: bool = False,
 ):
     """Apply ``fn`` (scaled rows -> one value, or ``width`` values, per row) to the rows
-    of ``X`` chunk by chunk, the chunk size set by scikit-learn's ``working_memory``.
+    of ``X`` in chunks of one fixed shape.
 
-    ``X`` is a validated 2D array, a memmap or h5py dataset (values checked as they are
-    read when ``check_values``) or a tensor (checked here). Returns a float64 array, or
-    for a tensor a tensor on its device.
+    Every chunk has exactly :func:`chunk_rows` rows (the last one is padded), so each
+    row goes through the same kernels whatever rows it is scored with: its result does
+    not depend on the batch, also in float32. Rows are scaled in float64 (on the CPU)
+    before the cast to the network's precision. ``X`` is a validated 2D array, a memmap
+    or h5py dataset (values checked as they are read when ``check_values``) or a tensor
+    (checked here). Returns a float64 array, or for a tensor a tensor on its device.
     """
     device = net.center.device
     dtype = next(net.parameters()).dtype
-    n_rows = X.shape[0]
-    chunk = get_chunk_n_rows(net.row_bytes(), max_n_rows=n_rows)
+    n_rows, n_features = X.shape[0], net.config["n_features"]
+    chunk = chunk_rows(net)
     shape = (n_rows,) if width is None else (n_rows, width)
     tensor_input = isinstance(X, torch.Tensor)
     out = (
@@ -455,21 +478,38 @@ def forward_rows(
         if tensor_input
         else np.empty(shape, dtype=np.float64)
     )
+    buffer = torch.zeros((chunk, n_features), dtype=dtype, device=device)
     with torch.inference_mode():
         for rows in gen_batches(n_rows, chunk):
+            n = rows.stop - rows.start
             if tensor_input:
-                x = X[rows].to(device, dtype)
+                x = X[rows].to(device)
                 if not torch.isfinite(x).all():
                     raise ValueError("Input X contains NaN or infinity.")
-                out[rows] = fn(net.scale_input(x))
-                continue
-            part = np.asarray(X[rows])  # a view for in-memory arrays
-            if check_values or is_out_of_core(X):
-                check_finite(part)
-            part = np.ascontiguousarray(part, dtype=np.float64)  # one chunk, not all of X
-            with warnings.catch_warnings():  # read-only input (a memmap): torch only reads it
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                x = torch.from_numpy(part)
-            result = fn(net.scale_input(x.to(device, dtype)))
-            out[rows] = result.to("cpu", torch.float64).numpy()
+                if device.type == "cpu" or x.dtype == torch.float64:
+                    x = x.to(torch.float64)
+                else:
+                    x = x.to(dtype)
+            else:
+                part = np.asarray(X[rows])  # a view for in-memory arrays
+                if check_values or is_out_of_core(X):
+                    check_finite(part)
+                part = np.ascontiguousarray(part, dtype=np.float64)  # one chunk, not all X
+                with warnings.catch_warnings():  # read-only input (a memmap): torch reads it
+                    warnings.filterwarnings(
+                        "ignore", message="The given NumPy array is not writable"
+                    )
+                    x = torch.from_numpy(part).to(device)
+            buffer[:n] = net.scale_input(x)
+            result = fn(buffer)[:n]
+            if tensor_input:
+                out[rows] = result
+            else:
+                out[rows] = result.to("cpu", torch.float64).numpy()
     return out.to(X.device) if tensor_input else out
+
+
+def chunk_rows(net: VAEEnsemble) -> int:
+    """Rows per forward pass of :func:`forward_rows`: :data:`CHUNK_ROWS`, fewer when
+    scikit-learn's ``working_memory`` does not allow as many."""
+    return max(1, get_chunk_n_rows(net.row_bytes(), max_n_rows=CHUNK_ROWS))
