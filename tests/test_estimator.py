@@ -182,6 +182,24 @@ def test_member_subsample_size(max_samples, n_train, expected):
     assert VAEOutlierDetector(max_samples=max_samples)._member_rows(n_train) == expected
 
 
+def test_checks_run_every_20_steps_and_after_the_last_epoch():
+    X, _ = gaussian_with_outliers(n=300)
+    # 128-row subsamples in one batch: one step an epoch, so a check every 20 epochs
+    det = VAEOutlierDetector(epochs=50, patience=None, random_state=0).fit(X)
+    assert det.history_["epoch"] == [20, 40, 50]
+    # epochs of 27 steps: a check after each
+    det = VAEOutlierDetector(
+        epochs=3, batch_size=10, max_samples=1.0, n_estimators=1, random_state=0
+    ).fit(X)
+    assert det.history_["epoch"] == [1, 2, 3]
+
+
+def test_auto_epochs_take_100_steps():
+    X, _ = gaussian_with_outliers(n=300)
+    det = VAEOutlierDetector(patience=None, random_state=0).fit(X)
+    assert det.n_epochs_ == 100 and det.history_["epoch"] == [20, 40, 60, 80, 100]
+
+
 def test_no_validation_split():
     X, _ = gaussian_with_outliers(n=100)
     det = VAEOutlierDetector(validation_fraction=0.0, epochs=4, random_state=0).fit(X)

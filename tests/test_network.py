@@ -1,11 +1,14 @@
-"""The torch network: trimmed losses and held-out calibration of the decoder variance."""
+"""The torch network: trimmed losses, held-out calibration of the decoder variance, and
+batch-independent float32 inference."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from skvae._network import DECODER_LOGVAR_BOUNDS, INIT_DEC_LOGVAR, VAEEnsemble
+from skvae import VAEOutlierDetector
+from skvae._network import DECODER_LOGVAR_BOUNDS, INIT_DEC_LOGVAR, EnsembleLinear, VAEEnsemble
 
 
 def make_module(n_features=3, n_members=2, decoder_variance="feature"):
@@ -76,3 +79,33 @@ def test_calibration_skips_per_sample_variances_and_single_rows():
     assert torch.equal(
         module.decoder_logvar, torch.full_like(module.decoder_logvar, INIT_DEC_LOGVAR)
     )
+
+
+@pytest.mark.parametrize("n_features", [3, 20, 33])
+def test_float32_scores_do_not_depend_on_the_batch(monkeypatch, n_features):
+    # narrow layers (a latent head of 2k < 8 columns, a decoder head of 3 or 33) are
+    # where the CPU's kernels would otherwise vectorise over rows
+    import skvae._network as network
+
+    monkeypatch.setattr(network, "CHUNK_ROWS", 64)  # several chunks and a padded last one
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, n_features))
+    det = VAEOutlierDetector(epochs=3, n_estimators=3, random_state=0).fit(X)
+    assert next(det.module_.parameters()).dtype == torch.float32
+    full = det.score_samples(X)
+    for idx in (np.arange(300)[::-1], rng.permutation(300), np.array([7]), np.arange(61, 139)):
+        np.testing.assert_array_equal(det.score_samples(X[idx]), full[idx])
+    tensor = det.score_samples(torch.as_tensor(X[::-1].copy()))
+    np.testing.assert_array_equal(tensor.double().numpy(), full[::-1])
+
+
+def test_layer_outputs_are_aligned_only_outside_autograd():
+    layer = EnsembleLinear(2, 4, 5)
+    layer.reset_parameters(torch.Generator().manual_seed(0))
+    x = torch.randn(2, 7, 4)
+    with torch.no_grad():
+        padded = layer(x)
+    assert padded.shape == (2, 7, 5) and padded.stride()[-2] == 8  # a view of 8 columns
+    trained = layer(x)
+    assert trained.is_contiguous() and trained.requires_grad
+    torch.testing.assert_close(padded, trained.detach())

@@ -89,9 +89,7 @@ class EnsembleLinear(nn.Module):
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """Map the same rows ``x`` of shape (rows, in) through every member at once."""
         weight, bias, padded = self._padded()
-        m, i, o = weight.shape
-        w = weight.permute(1, 0, 2).reshape(i, m * o)
-        out = torch.addmm(bias.reshape(1, m * o), x, w).reshape(x.shape[0], m, o).transpose(0, 1)
+        out = torch.baddbmm(bias, x.expand(self.n_members, *x.shape), weight)
         return out[..., : self.out_features] if padded else out
 
 
@@ -209,7 +207,7 @@ class VAEEnsemble(nn.Module):
         layers = list(self.encoder_layers) + [self.encoder_head]
         h = layers[0].forward_shared(x) if x.dim() == 2 else layers[0](x)
         for layer in layers[1:]:
-            h = layer(torch.relu(h))
+            h = layer(h.relu_())  # in place: the affine maps do not need their outputs
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar.clamp(*ENCODER_LOGVAR_BOUNDS)
 
@@ -218,7 +216,7 @@ class VAEEnsemble(nn.Module):
         is (members, 1, features) when it is learned per feature."""
         h = z
         for layer in self.decoder_layers:
-            h = torch.relu(layer(h))
+            h = layer(h).relu_()
         out = self.decoder_head(h)
         if self.decoder_logvar is None:
             mean, logvar = out.chunk(2, dim=-1)
@@ -243,7 +241,11 @@ class VAEEnsemble(nn.Module):
         x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:
         """log N(x_j; mean_j, exp(logvar_j)) of each feature (``logvar`` may broadcast)."""
-        return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI)
+        if torch.is_grad_enabled():
+            return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI)
+        # the same, in place on one buffer (inference: no graph to keep)
+        out = torch.sub(x, mean).square_().mul_(torch.exp(-logvar))
+        return out.add_(logvar + LOG_2PI).mul_(-0.5)
 
     @staticmethod
     def gaussian_log_likelihood(
