@@ -78,7 +78,8 @@ class EnsembleLinear(nn.Module):
         if pad == 0 or torch.is_grad_enabled():
             return self.weight, self.bias, False
         pad_last = (0, pad)
-        return nn.functional.pad(self.weight, pad_last), nn.functional.pad(self.bias, pad_last), True
+        weight = nn.functional.pad(self.weight, pad_last)
+        return weight, nn.functional.pad(self.bias, pad_last), True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``x`` of shape (members, rows, in) to (members, rows, out)."""
