@@ -43,6 +43,9 @@ def test_training_history(fitted):
     assert {"train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"} <= labels
     kept = [line for line in ax.get_lines() if line.get_label().startswith("kept epoch")]
     assert len(kept) == 1 and kept[0].get_xdata()[0] == det.best_epoch_
+    val = next(line for line in ax.get_lines() if line.get_label() == "val_loss")
+    assert list(val.get_xdata()) == det.history_["epoch"]  # at the checks' epochs
+    assert det.best_epoch_ in det.history_["epoch"]
     assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
     # a bare history dict works too, on given axes
     _, ax2 = plt.subplots()

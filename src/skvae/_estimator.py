@@ -169,7 +169,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Seeds the weights, subsamples, batches and noise. With an int, fits on the CPU
         are reproducible.
     verbose : int, default=0
-        Show a progress bar with per-epoch losses when > 0.
+        Show a progress bar over the epochs, with the losses of the last check, when > 0.
 
     Attributes
     ----------

@@ -226,11 +226,13 @@ class VAE(nn.Module):
         Returns
         -------
         history : dict of list of float
-            ``train_*`` and ``val_*`` losses per epoch (``*_loss``, ``*_recon``,
-            ``*_kl``; the reconstruction term is the Gaussian negative
-            log-likelihood). With ``test_data``, ``test_loss``/``test_recon``/``test_kl``
-            hold one value: the restored model on the test set (evaluated once, not
-            per epoch, so the test set plays no part in training).
+            ``train_*`` and ``val_*`` losses (``*_loss``, ``*_recon``, ``*_kl``; the
+            reconstruction term is the Gaussian negative log-likelihood) at each check,
+            and ``epoch``, the epoch each check ran after: every epoch when an epoch
+            has at least 20 batches, as on offline-RL datasets, else every few
+            epochs. With ``test_data``, ``test_loss``/``test_recon``/``test_kl`` hold
+            one value: the restored model on the test set (evaluated once, not per
+            epoch, so the test set plays no part in training).
         """
         self.detector.set_params(
             epochs=epochs,
@@ -503,7 +505,7 @@ def load_rl_data_for_vae(
 
 
 def plot_training_curves(history: dict, save_path: str | os.PathLike | None = None):
-    """Old ``plot_training_curves``: training and validation losses per epoch.
+    """Old ``plot_training_curves``: training and validation losses over the epochs.
 
     Parameters
     ----------

@@ -27,13 +27,14 @@ def _axes(ax):
 
 
 def plot_training_history(history_or_detector, ax=None):
-    """Training and validation losses per epoch, with the kept epoch marked.
+    """Training and validation losses at each check, with the kept epoch marked.
 
     Parameters
     ----------
     history_or_detector : dict or fitted VAEOutlierDetector
-        A ``history_`` dict (``train_loss``, ``train_recon``, ``train_kl``, optionally
-        ``val_*``) or a fitted detector.
+        A ``history_`` dict (``epoch``, ``train_loss``, ``train_recon``, ``train_kl``,
+        optionally ``val_*``; without ``epoch``, one entry an epoch) or a fitted
+        detector.
     ax : matplotlib Axes, optional
         Axes to draw on; a new figure is made when omitted.
 
@@ -65,8 +66,9 @@ def plot_training_history(history_or_detector, ax=None):
             key = f"{split}_{part}"
             if key in history:
                 values = history[key]
-                epochs = np.arange(1, len(values) + 1)
-                ax.plot(epochs, values, style, color=color, label=key)
+                # the epoch each check ran after; histories without it have one an epoch
+                epochs = history.get("epoch") or np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, color=color, marker=".", label=key)
     if best is not None:
         ax.axvline(best, color="k", linewidth=0.8, label=f"kept epoch ({best})")
     ax.set_xlabel("epoch")
