@@ -141,6 +141,27 @@ def run_case(case: str, n: int, device: str) -> dict:
     return out
 
 
+def network_layers(net) -> list:
+    """Every affine map of a posterior-mean ELBO pass, in order."""
+    return [*net.encoder_layers, net.encoder_head, *net.decoder_layers, net.decoder_head]
+
+
+def flops_per_row(net) -> int:
+    """Matrix-product FLOPs one row costs in a posterior-mean ELBO pass of ``net``."""
+    return sum(2 * la.in_features * la.out_features * la.n_members for la in network_layers(net))
+
+
+def large_gemm_flops(repeats: int = 20) -> float:
+    """FLOP/s of ``repeats`` float32 4096x512 by 512x512 matrix products."""
+    import torch
+
+    a, b = torch.randn(4096, 512), torch.randn(512, 512)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return repeats * 2 * 4096 * 512 * 512 / (time.perf_counter() - t)
+
+
 def gemm_ceiling(det, n: int) -> dict:
     """Rows/second the float32 matrix-product rate at a large shape allows the network,
     and rows/second of the network's own matrix multiplies alone, chunk by chunk."""
@@ -150,20 +171,12 @@ def gemm_ceiling(det, n: int) -> dict:
 
     net = det.module_
     dtype = next(net.parameters()).dtype
-    shapes = []  # (in, out) of every affine map a posterior-mean ELBO pass makes
-    first = net.encoder_layers[0]
-    shapes.append((first.in_features, first.out_features * first.n_members))
-    layers = list(net.encoder_layers)[1:] + [net.encoder_head]
-    layers += list(net.decoder_layers) + [net.decoder_head]
+    first, *rest = network_layers(net)
     members = net.n_members
-    flops_per_row = 2 * first.in_features * first.out_features * members
-    for layer in layers:
-        shapes.append((layer.in_features, layer.out_features))
-        flops_per_row += 2 * layer.in_features * layer.out_features * members
-    xs = [torch.randn(members, SCORE_CHUNK, i, dtype=dtype) for i, _ in shapes[1:]]
-    ws = [torch.randn(members, i, o, dtype=dtype) for i, o in shapes[1:]]
-    x0 = torch.randn(SCORE_CHUNK, shapes[0][0], dtype=dtype)
-    w0 = torch.randn(*shapes[0], dtype=dtype)
+    xs = [torch.randn(members, SCORE_CHUNK, la.in_features, dtype=dtype) for la in rest]
+    ws = [torch.randn(members, la.in_features, la.out_features, dtype=dtype) for la in rest]
+    x0 = torch.randn(SCORE_CHUNK, first.in_features, dtype=dtype)  # shared by the members
+    w0 = torch.randn(first.in_features, first.out_features * members, dtype=dtype)
     reps = max(1, n // SCORE_CHUNK)
     with torch.inference_mode():
         for _ in range(3):
@@ -174,24 +187,17 @@ def gemm_ceiling(det, n: int) -> dict:
             for x, w in zip(xs, ws):
                 torch.bmm(x, w)
         seconds = time.perf_counter() - t
-        a, b = torch.randn(4096, 512), torch.randn(512, 512)
-        for _ in range(3):
-            torch.mm(a, b)
-        large = []
-        for _ in range(5):
-            t = time.perf_counter()
-            for _ in range(20):
-                torch.mm(a, b)
-            large.append(20 * 2 * 4096 * 512 * 512 / (time.perf_counter() - t))
+        large_gemm_flops(3)  # warm-up
+        large_flops = float(np.median([large_gemm_flops() for _ in range(5)]))
     rows = reps * SCORE_CHUNK
-    large_flops = float(np.median(large))
+    flops = flops_per_row(net)
     return {
         "dtype": str(dtype),
-        "flops_per_row": flops_per_row,
-        "gemm_gflops": flops_per_row * rows / seconds / 1e9,
+        "flops_per_row": flops,
+        "gemm_gflops": flops * rows / seconds / 1e9,
         "ceiling_rows_per_second": rows / seconds,
         "large_gemm_gflops_float32": large_flops / 1e9,
-        "hardware_rows_per_second": large_flops / flops_per_row,
+        "hardware_rows_per_second": large_flops / flops,
     }
 
 
@@ -199,27 +205,18 @@ def gemm_share(det, X: np.ndarray, rounds: int = 7) -> dict:
     """``score_samples`` against the large float32 matrix product, alternating in one
     process (this machine's speed drifts): the median share of the GEMM rate, in
     FLOPs of the fitted network."""
-    import torch
-
-    net = det.module_
-    flops_per_row = 0
-    for layer in [*net.encoder_layers, net.encoder_head, *net.decoder_layers, net.decoder_head]:
-        flops_per_row += 2 * layer.in_features * layer.out_features * layer.n_members
-    a, b = torch.randn(4096, 512), torch.randn(512, 512)
+    flops = flops_per_row(det.module_)
     gemm, score = [], []
     for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(20):
-            torch.mm(a, b)
-        gemm.append(20 * 2 * 4096 * 512 * 512 / (time.perf_counter() - t))
+        gemm.append(large_gemm_flops())
         t = time.perf_counter()
         det.score_samples(X)
         score.append(len(X) / (time.perf_counter() - t))
-    shares = [s * flops_per_row / g for s, g in zip(score, gemm)]
+    shares = [s * flops / g for s, g in zip(score, gemm)]
     return {
-        "flops_per_row": flops_per_row,
+        "flops_per_row": flops,
         "large_gemm_gflops_float32": float(np.median(gemm)) / 1e9,
-        "hardware_rows_per_second": float(np.median(gemm)) / flops_per_row,
+        "hardware_rows_per_second": float(np.median(gemm)) / flops,
         "rows_per_second": float(np.median(score)),
         "share_of_gemm_rate": float(np.median(shares)),
         "share_min_max": [float(min(shares)), float(max(shares))],

@@ -1,5 +1,7 @@
 """Why is it an outlier, and how sure: feature contributions and conformal p-values."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -20,10 +22,17 @@ def factor_data(n, seed, d=8, k=2):
     return rng.normal(size=(n, k)) @ W + 0.1 * rng.normal(size=(n, d))
 
 
+@functools.cache
+def fit_factor_data(seed):
+    """The default detector on 3,000 factor rows of ``seed`` (fitted once, shared; the
+    tests only read it)."""
+    X = factor_data(3000, seed=seed)
+    return VAEOutlierDetector(random_state=seed).fit(X), X
+
+
 @pytest.fixture(scope="module")
 def fitted():
-    X = factor_data(3000, seed=0)
-    return VAEOutlierDetector(random_state=0).fit(X), X
+    return fit_factor_data(0)
 
 
 @pytest.mark.parametrize("score_type", SCORE_TYPES)
@@ -72,8 +81,7 @@ def test_contributions_on_every_kind_of_input(fitted, tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pushed_features_are_the_two_lowest(seed):
-    X = factor_data(3000, seed=seed)
-    det = VAEOutlierDetector(random_state=seed).fit(X)
+    det, X = fit_factor_data(seed)
     rng = np.random.RandomState(seed + 20)
     A = factor_data(300, seed=seed + 10)
     pairs = np.array([rng.choice(8, 2, replace=False) for _ in range(300)])
@@ -88,8 +96,7 @@ def test_pushed_features_are_the_two_lowest(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_broken_correlation_points_at_its_feature(seed):
-    X = factor_data(3000, seed=seed)
-    det = VAEOutlierDetector(random_state=seed).fit(X)
+    det, X = fit_factor_data(seed)
     rng = np.random.RandomState(seed + 20)
     B = factor_data(400, seed=seed + 10)
     cols, donors = rng.randint(8, size=400), rng.randint(400, size=400)
@@ -103,7 +110,7 @@ def test_a_broken_correlation_points_at_its_feature(seed):
 def test_pvalues_keep_the_false_alarm_rate_on_fresh_inliers():
     rates = {0.01: [], 0.05: [], 0.1: []}
     for seed in range(3):
-        det = VAEOutlierDetector(random_state=seed).fit(factor_data(3000, seed=seed))
+        det, _ = fit_factor_data(seed)
         assert det.calibration_source_ == "out-of-bag" and len(det.calibration_scores_) > 1000
         p = det.pvalues(factor_data(4000, seed=seed + 50))
         assert ((p > 0) & (p <= 1)).all()

@@ -588,9 +588,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         sums = torch.zeros(3, device=device)
         rows_seen = steps = 0
         progress = _progress(epochs, self.verbose)
+        module.train()  # (the validation loss puts it back after each check)
         try:
             for epoch in range(1, epochs + 1):
-                module.train()
                 order = torch.argsort(
                     torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
                 )

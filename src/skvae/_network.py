@@ -396,28 +396,16 @@ def state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     m, d, k = config["n_members"], config["n_features"], config["latent_dim"]
     hidden = list(config["hidden_dims"])
     shapes: dict[str, tuple[int, ...]] = {"center": (d,), "scale": (d,)}
+
+    def affine(name: str, a: int, b: int) -> None:
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (m, a, b), (m, 1, b)
+
     enc, dec = [d, *hidden], [k, *reversed(hidden)]
-    for i, (a, b) in enumerate(zip(enc[:-1], enc[1:])):
-        shapes[f"encoder_layers.{i}.weight"], shapes[f"encoder_layers.{i}.bias"] = (
-            (m, a, b),
-            (
-                m,
-                1,
-                b,
-            ),
-        )
-    shapes["encoder_head.weight"], shapes["encoder_head.bias"] = (m, enc[-1], 2 * k), (m, 1, 2 * k)
-    for i, (a, b) in enumerate(zip(dec[:-1], dec[1:])):
-        shapes[f"decoder_layers.{i}.weight"], shapes[f"decoder_layers.{i}.bias"] = (
-            (m, a, b),
-            (
-                m,
-                1,
-                b,
-            ),
-        )
-    out = (2 if config["decoder_variance"] == "sample" else 1) * d
-    shapes["decoder_head.weight"], shapes["decoder_head.bias"] = (m, dec[-1], out), (m, 1, out)
+    for prefix, sizes in (("encoder_layers", enc), ("decoder_layers", dec)):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            affine(f"{prefix}.{i}", a, b)
+    affine("encoder_head", enc[-1], 2 * k)
+    affine("decoder_head", dec[-1], (2 if config["decoder_variance"] == "sample" else 1) * d)
     if config["decoder_variance"] != "sample":
         shapes["decoder_logvar"] = (m, 1, d)
     shapes["score_noise"] = (config["n_score_samples"], m, 1, k)
