@@ -1,6 +1,7 @@
 """The torch network: trimmed losses, held-out calibration of the decoder variance, and
 batch-independent float32 inference."""
 
+import copy
 import math
 
 import numpy as np
@@ -109,3 +110,28 @@ def test_layer_outputs_are_aligned_only_outside_autograd():
     trained = layer(x)
     assert trained.is_contiguous() and trained.requires_grad
     torch.testing.assert_close(padded, trained.detach())
+
+
+def test_rows_that_overflow_float32_are_scored_in_float64():
+    # a finite weight can be beyond what float32 arithmetic survives (a tampered file
+    # with consistent checksums, or a diverged fit); float64 scores those rows
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 4))
+    det = VAEOutlierDetector(epochs=3, hidden_dims=(8, 4), random_state=0).fit(X)
+    with torch.no_grad():
+        det.module_.encoder_layers[1].weight[0, 0, 0] = 4e37
+    wide = copy.deepcopy(det)
+    wide.module_.to(torch.float64)
+    module = det.module_
+    with torch.no_grad():
+        plain = module.scores(module.scale_input(torch.from_numpy(X)).float(), det.score_type)
+    bad = ~torch.isfinite(plain).numpy()
+    assert bad.any() and (~bad).any()
+
+    scores, exact = det.score_samples(X), wide.score_samples(X)
+    assert np.isfinite(scores).all() and np.abs(scores[bad]).max() > 1e38
+    np.testing.assert_array_equal(scores[bad], exact[bad])
+    np.testing.assert_allclose(scores[~bad], plain.double().numpy()[~bad], rtol=1e-5)
+    np.testing.assert_array_equal(det.score_samples(X[::-1]), scores[::-1])
+    with pytest.raises(ValueError, match="Non-finite scores"):  # a float32 tensor out
+        det.score_samples(torch.from_numpy(X))

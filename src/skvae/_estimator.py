@@ -162,7 +162,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Floating-point precision of the fitted network when scoring (training is
         float32). ``'auto'`` is ``'float32'``. Rows are scored in chunks of one fixed
         shape, so a row's score does not depend on the rows scored with it in either
-        precision; ``'float64'`` is about half as fast on the CPU.
+        precision; ``'float64'`` is about half as fast on the CPU. A row whose float32
+        score overflows is scored again in float64.
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     random_state : int, RandomState instance or None, default=None
@@ -699,19 +700,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         ``'reconstruct'``; ``X`` already validated."""
         if what == "score":
             score_type = self.score_type
-            return forward_rows(module, X, lambda z: module.scores(z, score_type))
+            return forward_rows(module, X, lambda net, z: net.scores(z, score_type))
         if what == "encode":
             return forward_rows(
                 module,
                 X,
-                lambda z: torch.cat([t[member] for t in module.encode(z)], -1),
+                lambda net, z: torch.cat([t[member] for t in net.encode(z)], -1),
                 width=2 * module.latent_dim,
             )
         if what == "reconstruct":
             return forward_rows(
                 module,
                 X,
-                lambda z: module.unscale_output(module.decode(module.encode(z)[0])[0].mean(0)),
+                lambda net, z: net.unscale_output(net.decode(net.encode(z)[0])[0].mean(0)),
                 width=module.config["n_features"],
             )
         raise ValueError(f"unknown inference {what!r}")  # pragma: no cover
@@ -798,7 +799,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         out = forward_rows(
             module,
             X,
-            lambda z: module.contributions(z, score_type),
+            lambda net, z: net.contributions(z, score_type),
             width=self.n_features_in_ + 1,
         )
         contributions, latent = out[:, :-1], out[:, -1]

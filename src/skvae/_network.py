@@ -13,6 +13,7 @@ inference loop over arrays, memmaps, h5py datasets and tensors.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -444,19 +445,21 @@ def rebuild(
 def forward_rows(
     net: VAEEnsemble,
     X,
-    fn: Callable[[torch.Tensor], torch.Tensor],
+    fn: Callable[[VAEEnsemble, torch.Tensor], torch.Tensor],
     width: int | None = None,
     check_values: bool = False,
 ):
-    """Apply ``fn`` (scaled rows -> one value, or ``width`` values, per row) to the rows
-    of ``X`` in chunks of one fixed shape.
+    """Apply ``fn`` (network, scaled rows -> one value, or ``width`` values, per row) to
+    the rows of ``X`` in chunks of one fixed shape.
 
     Every chunk has exactly :func:`chunk_rows` rows (the last one is padded), so each
     row goes through the same kernels whatever rows it is scored with: its result does
     not depend on the batch, also in float32. Rows are scaled in float64 (on the CPU)
-    before the cast to the network's precision. ``X`` is a validated 2D array, a memmap
-    or h5py dataset (values checked as they are read when ``check_values``) or a tensor
-    (checked here). Returns a float64 array, or for a tensor a tensor on its device.
+    before the cast to the network's precision. A row whose float32 result overflows
+    is computed again in float64, so float32 fails on no row that float64 can score.
+    ``X`` is a validated 2D array, a memmap or h5py dataset (values checked as they are
+    read when ``check_values``) or a tensor (checked here). Returns a float64 array, or
+    for a tensor a tensor on its device.
     """
     device = net.center.device
     dtype = next(net.parameters()).dtype
@@ -470,6 +473,7 @@ def forward_rows(
         else np.empty(shape, dtype=np.float64)
     )
     buffer = torch.zeros((chunk, n_features), dtype=dtype, device=device)
+    wide = None  # the float64 network and buffer, made when a row first overflows
     with torch.inference_mode():
         for rows in gen_batches(n_rows, chunk):
             n = rows.stop - rows.start
@@ -492,12 +496,36 @@ def forward_rows(
                     )
                     x = torch.from_numpy(part).to(device)
             buffer[:n] = net.scale_input(x)
-            result = fn(buffer)[:n]
+            result = fn(net, buffer)[:n]
+            if dtype != torch.float64:
+                result, wide = _overflowed_in_float64(net, fn, x, result, wide)
             if tensor_input:
                 out[rows] = result
             else:
                 out[rows] = result.to("cpu", torch.float64).numpy()
     return out.to(X.device) if tensor_input else out
+
+
+def _overflowed_in_float64(net, fn, x, result, wide):
+    """``result``, in float64 with its rows that are not finite computed again in
+    float64 if it has any (``wide``: the float64 copy of ``net`` and its fixed-shape
+    buffer, made if None)."""
+    bad = ~torch.isfinite(result)
+    if bad.dim() > 1:
+        bad = bad.any(-1)
+    if not bool(bad.any()):
+        return result, wide
+    if wide is None:
+        net64 = copy.deepcopy(net).to(torch.float64)
+        wide = (
+            net64,
+            torch.zeros((chunk_rows(net), x.shape[1]), dtype=torch.float64, device=result.device),
+        )
+    net64, buffer = wide
+    buffer[: len(x)] = net64.scale_input(x.to(torch.float64))
+    result = result.to(torch.float64)  # a copy; float64 holds what float32 cannot
+    result[bad] = fn(net64, buffer)[: len(x)][bad]
+    return result, wide
 
 
 def chunk_rows(net: VAEEnsemble) -> int:
