@@ -1,5 +1,5 @@
-"""The torch network: trimmed losses, held-out calibration of the decoder variance, and
-batch-independent float32 inference."""
+"""The torch network: trimmed losses, held-out calibration of the decoder variance, one
+flat parameter for the optimiser, and batch-independent float32 inference."""
 
 import copy
 import math
@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from skvae import VAEOutlierDetector
-from skvae._network import DECODER_LOGVAR_BOUNDS, INIT_DEC_LOGVAR, EnsembleLinear, VAEEnsemble
+from skvae._network import (
+    DECODER_LOGVAR_BOUNDS,
+    INIT_DEC_LOGVAR,
+    EnsembleLinear,
+    VAEEnsemble,
+    flat_parameters,
+)
 
 
 def make_module(n_features=3, n_members=2, decoder_variance="feature"):
@@ -135,3 +141,34 @@ def test_rows_that_overflow_float32_are_scored_in_float64():
     np.testing.assert_array_equal(det.score_samples(X[::-1]), scores[::-1])
     with pytest.raises(ValueError, match="Non-finite scores"):  # a float32 tensor out
         det.score_samples(torch.from_numpy(X))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_on_the_flat_parameter_takes_the_per_parameter_steps(weight_decay):
+    per_parameter, flat_module = make_module(n_features=4), make_module(n_features=4)
+    per_parameter.train(), flat_module.train()
+    batches = torch.randn(6, 2, 16, 4, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(6, 2, 16, 2, generator=torch.Generator().manual_seed(2))
+
+    def loss(module, i):
+        nll, kl = module.loss_terms(batches[i], noise[i])
+        return (nll + kl).mean(1).sum()
+
+    adam = torch.optim.Adam(per_parameter.parameters(), lr=1e-2, weight_decay=weight_decay)
+    for i in range(len(batches)):
+        adam.zero_grad()
+        loss(per_parameter, i).backward()
+        adam.step()
+    with flat_parameters(flat_module) as flat:
+        adam = torch.optim.Adam([flat], lr=1e-2, weight_decay=weight_decay)
+        for i in range(len(batches)):
+            flat.grad.zero_()
+            loss(flat_module, i).backward()
+            assert flat.grad.abs().sum() > 0
+            adam.step()
+    initial = make_module(n_features=4)
+    for (name, a), b in zip(per_parameter.named_parameters(), flat_module.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        assert not torch.equal(b, initial.get_parameter(name))  # it was trained
+        # each parameter owns its storage again, without a gradient
+        assert b.grad is None and b.untyped_storage().nbytes() == b.numel() * b.element_size()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from numbers import Integral, Real
@@ -17,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, scoring_dtype
 from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
-from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
+from ._network import SCORE_TYPES, VAEEnsemble, flat_parameters, forward_rows, rebuild
 from ._persistence import ModelRecord, locate, read_model, write_model
 from ._scaling import fit_scaling, to_float32
 from ._thresholds import (
@@ -569,12 +570,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         trim_fraction = float(self.trim_fraction)
 
         gen = torch.Generator(device=device).manual_seed(seed + 1)
-        optimizer = torch.optim.Adam(
-            module.parameters(),
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            **_fused_adam_kwargs(device),
-        )
         keys = ["train_loss", "train_recon", "train_kl"]
         if use_val:
             keys += ["val_loss", "val_recon", "val_kl"]
@@ -590,7 +585,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         rows_seen = steps = 0
         progress = _progress(epochs, self.verbose)
         module.train()  # (the validation loss puts it back after each check)
-        try:
+        # One Adam update for all the parameters: on small data a step is a few ms of
+        # operator overhead, and per-parameter updates were a sixth of it.
+        with flat_parameters(module) as flat, contextlib.closing(progress):
+            optimizer = torch.optim.Adam(
+                [flat], lr=self.lr, weight_decay=self.weight_decay, **_fused_adam_kwargs(device)
+            )
             for epoch in range(1, epochs + 1):
                 order = torch.argsort(
                     torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
@@ -603,7 +603,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     )
                     nll, kl = module.loss_terms(xb, noise)
                     member_loss = module.trimmed_mean(nll + beta * kl, trim_fraction)
-                    optimizer.zero_grad(set_to_none=True)
+                    flat.grad.zero_()
                     member_loss.sum().backward()
                     optimizer.step()
                     with torch.no_grad():
@@ -652,8 +652,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     since_best += 1
                     if self.patience is not None and since_best >= self.patience:
                         break
-        finally:
-            progress.close()
         module.load_state_dict(best_state)
         return history, epoch, best_epoch
 

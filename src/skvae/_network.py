@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -388,6 +389,35 @@ def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms
         mean, dec_logvar = net.decode(mu + std * noise)
         total += net.gaussian_log_density(x, mean, dec_logvar)
     return total / net.score_noise.shape[0], None
+
+
+# ---------------------------------------------------------------------------- training
+@contextmanager
+def flat_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """One parameter holding all of ``module``'s, for the duration.
+
+    Inside, each parameter of ``module`` is a view of the flat parameter and its
+    gradient a view of the flat gradient, so an optimiser of the flat parameter updates
+    them all with one call (element-wise optimisers such as Adam compute exactly what
+    they would per parameter). Zero the flat gradient before each backward pass: the
+    gradients accumulate into it. Afterwards each parameter owns its storage again,
+    without a gradient.
+    """
+    params = list(module.parameters())
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset : offset + n].view_as(p)
+        p.grad = flat.grad[offset : offset + n].view_as(p)
+        offset += n
+    try:
+        yield flat
+    finally:
+        for p in params:
+            p.data = p.data.clone()
+            p.grad = None
 
 
 # ---------------------------------------------------------------------------- rebuilding
