@@ -141,6 +141,11 @@ def test_rows_that_overflow_float32_are_scored_in_float64():
     np.testing.assert_array_equal(det.score_samples(X[::-1]), scores[::-1])
     with pytest.raises(ValueError, match="Non-finite scores"):  # a float32 tensor out
         det.score_samples(torch.from_numpy(X))
+    # every inference path: the contributions still add up to the score, row by row
+    contributions, latent = det.feature_contributions(X, return_latent=True)
+    assert np.isfinite(contributions).all()
+    np.testing.assert_allclose(contributions.sum(1) + latent, scores, rtol=1e-6)
+    assert np.isfinite(det.encode(X)[0]).all()
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
