@@ -528,7 +528,7 @@ def forward_rows(
             buffer[:n] = net.scale_input(x)
             result = fn(net, buffer)[:n]
             if dtype != torch.float64:
-                result, wide = _overflowed_in_float64(net, fn, x, result, wide)
+                result, wide = _overflowed_in_float64(net, fn, x, result, buffer, wide)
             if tensor_input:
                 out[rows] = result
             else:
@@ -536,25 +536,19 @@ def forward_rows(
     return out.to(X.device) if tensor_input else out
 
 
-def _overflowed_in_float64(net, fn, x, result, wide):
+def _overflowed_in_float64(net, fn, x, result, buffer, wide):
     """``result``, in float64 with its rows that are not finite computed again in
-    float64 if it has any (``wide``: the float64 copy of ``net`` and its fixed-shape
-    buffer, made if None)."""
-    bad = ~torch.isfinite(result)
-    if bad.dim() > 1:
-        bad = bad.any(-1)
+    float64 if it has any (``wide``: the float64 copy of ``net`` and a float64 buffer
+    shaped like ``buffer``, made if None)."""
+    bad = ~torch.isfinite(result).reshape(len(result), -1).all(1)
     if not bool(bad.any()):
         return result, wide
     if wide is None:
-        net64 = copy.deepcopy(net).to(torch.float64)
-        wide = (
-            net64,
-            torch.zeros((chunk_rows(net), x.shape[1]), dtype=torch.float64, device=result.device),
-        )
-    net64, buffer = wide
-    buffer[: len(x)] = net64.scale_input(x.to(torch.float64))
+        wide = copy.deepcopy(net).to(torch.float64), torch.zeros_like(buffer, dtype=torch.float64)
+    net64, buffer64 = wide
+    buffer64[: len(x)] = net64.scale_input(x.to(torch.float64))
     result = result.to(torch.float64)  # a copy; float64 holds what float32 cannot
-    result[bad] = fn(net64, buffer)[: len(x)][bad]
+    result[bad] = fn(net64, buffer64)[: len(x)][bad]
     return result, wide
 
 
