@@ -26,13 +26,61 @@ def make_module(n_features=3, n_members=2, decoder_variance="feature"):
     return module.eval()
 
 
-def test_trimmed_mean_drops_the_largest_values_per_member():
+def trimmed_mean(values, trim_fraction):
+    return (VAEEnsemble.trim_weights(values, trim_fraction) * values).sum(1)
+
+
+def test_trim_weights_drop_the_largest_values_per_member():
     values = torch.tensor([[1.0, 2.0, 3.0, 100.0], [5.0, -1.0, 7.0, 6.0]])
-    out = VAEEnsemble.trimmed_mean(values, 0.25)
-    assert out.tolist() == pytest.approx([2.0, 10.0 / 3.0])
-    assert VAEEnsemble.trimmed_mean(values, 0.0).tolist() == pytest.approx([26.5, 4.25])
+    assert trimmed_mean(values, 0.25).tolist() == pytest.approx([2.0, 10.0 / 3.0])
+    assert trimmed_mean(values, 0.0).tolist() == pytest.approx([26.5, 4.25])
     # never fewer than one row
-    assert VAEEnsemble.trimmed_mean(values[:, :1], 0.49).tolist() == [1.0, 5.0]
+    assert trimmed_mean(values[:, :1], 0.49).tolist() == [1.0, 5.0]
+
+
+@pytest.mark.parametrize("decoder_variance", ["feature", "sample"])
+@pytest.mark.parametrize("hidden_dims", [(), (8,), (16, 8, 4)])
+@pytest.mark.parametrize("beta, trim_fraction", [(1.0, 0.0), (0.5, 0.1), (2.0, 0.5)])
+def test_loss_gradient_is_autograd_s(decoder_variance, hidden_dims, beta, trim_fraction):
+    """The hand-written gradient of the training loss against autograd's, in float64,
+    with log-variances beyond their bounds (whose gradient is zero) among them."""
+    gen = torch.Generator().manual_seed(len(hidden_dims))
+    module = VAEEnsemble(5, 3, hidden_dims, n_members=3, decoder_variance=decoder_variance)
+    module.reset_parameters(gen)
+    module.double().train()
+    with torch.no_grad():
+        module.encoder_head.bias[0, 0, -1] = 50.0  # a posterior log-variance beyond 8
+        if decoder_variance == "feature":
+            module.decoder_logvar[:, 0, 0] = -9.0  # beyond -6
+            module.decoder_logvar[:, 0, 1] = 7.0  # beyond 6
+        else:
+            module.decoder_head.bias[1, 0, -1] = -40.0
+    x = torch.randn(3, 40, 5, generator=gen, dtype=torch.float64) * 2.0
+    noise = torch.randn(3, 40, 3, generator=gen, dtype=torch.float64)
+
+    nll, kl = module.loss_terms(x, noise)
+    weights = VAEEnsemble.trim_weights((nll + beta * kl).detach(), trim_fraction)
+    expected_loss = ((nll + beta * kl) * weights).sum(1)
+    expected_loss.sum().backward()
+    expected = {name: p.grad.clone() for name, p in module.named_parameters()}
+    for p in module.parameters():
+        p.grad = None if p.dim() % 2 else torch.full_like(p, 7.0)  # overwritten either way
+
+    loss, nll_, kl_ = module.loss_gradient(x, noise, beta, trim_fraction)
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nll_, nll.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kl_, kl.detach(), rtol=1e-12, atol=1e-12)
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-10, atol=1e-12, msg=name)
+    if decoder_variance == "feature":  # clamped: no gradient, and there was one to drop
+        assert module.decoder_logvar.grad[:, 0, :2].abs().max() == 0
+    assert expected["encoder_head.weight"].abs().max() > 0
+
+
+def test_loss_gradient_takes_one_batch_per_member():
+    module = make_module().train()
+    with pytest.raises(ValueError, match="one batch per member"):
+        module.loss_gradient(torch.zeros(4, 3), torch.zeros(2, 4, 2), 1.0, 0.1)
 
 
 def held_out_logvar(module, x, keep_rows):
@@ -106,16 +154,22 @@ def test_float32_scores_do_not_depend_on_the_batch(monkeypatch, n_features):
     np.testing.assert_array_equal(tensor.double().numpy(), full[::-1])
 
 
-def test_layer_outputs_are_aligned_only_outside_autograd():
+def test_layer_outputs_are_aligned_only_in_eval_mode_outside_autograd():
     layer = EnsembleLinear(2, 4, 5)
     layer.reset_parameters(torch.Generator().manual_seed(0))
+    layer.eval()
     x = torch.randn(2, 7, 4)
     with torch.no_grad():
         padded = layer(x)
     assert padded.shape == (2, 7, 5) and padded.stride()[-2] == 8  # a view of 8 columns
-    trained = layer(x)
-    assert trained.is_contiguous() and trained.requires_grad
-    torch.testing.assert_close(padded, trained.detach())
+    differentiable = layer(x)
+    assert differentiable.is_contiguous() and differentiable.requires_grad
+    layer.train()
+    with torch.no_grad():  # training (the hand-written gradient): not padded
+        trained = layer(x)
+    assert trained.is_contiguous()
+    for out in (differentiable, trained):
+        torch.testing.assert_close(padded, out.detach())
 
 
 def test_rows_that_overflow_float32_are_scored_in_float64():

@@ -580,46 +580,43 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         best_epoch = 0
         since_best = 0
         epoch = 0
-        # Training losses summed since the last check (loss, nll, kl; rows).
-        sums = torch.zeros(3, device=device)
-        rows_seen = steps = 0
+        # Each step's rows and members' loss, nll and KL (means over the rows) since
+        # the last check.
+        recorded: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # When one batch covers each member's rows (the defaults), the order of the rows
+        # in it does not matter: the batch is gathered once.
+        whole = Z[subsets] if batch_size >= n_rows else None
         progress = _progress(epochs, self.verbose)
         module.train()  # (the validation loss puts it back after each check)
-        # One Adam update for all the parameters: on small data a step is a few ms of
-        # operator overhead, and per-parameter updates were a sixth of it.
+        # One Adam update for all the parameters and gradients written by hand
+        # (VAEEnsemble.loss_gradient): on small data a step is mostly operator
+        # overhead, and autograd's and per-parameter updates were a third of it.
         with flat_parameters(module) as flat, contextlib.closing(progress):
             optimizer = torch.optim.Adam(
                 [flat], lr=self.lr, weight_decay=self.weight_decay, **_fused_adam_kwargs(device)
             )
             for epoch in range(1, epochs + 1):
-                order = torch.argsort(
-                    torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
-                )
-                rows = torch.gather(subsets, 1, order)
+                if whole is None:
+                    order = torch.argsort(
+                        torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
+                    )
+                    rows = torch.gather(subsets, 1, order)
                 for start in range(0, n_rows, batch_size):
-                    xb = Z[rows[:, start : start + batch_size]]
+                    xb = whole if whole is not None else Z[rows[:, start : start + batch_size]]
                     noise = torch.randn(
                         (*xb.shape[:2], module.latent_dim), generator=gen, device=device
                     )
-                    nll, kl = module.loss_terms(xb, noise)
-                    member_loss = module.trimmed_mean(nll + beta * kl, trim_fraction)
-                    flat.grad.zero_()
-                    member_loss.sum().backward()
+                    loss, nll, kl = module.loss_gradient(xb, noise, beta, trim_fraction)
+                    recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
                     optimizer.step()
-                    with torch.no_grad():
-                        parts = torch.stack([member_loss.mean(), nll.mean(), kl.mean()])
-                        sums += parts * xb.shape[1]
-                    rows_seen += xb.shape[1]
-                    steps += 1
                 progress.update(1)
                 # Checks (losses recorded, validation, early stopping) run once at
                 # least CHECK_STEPS steps have passed, at epoch ends, and after the last
                 # epoch: on small data an epoch is a single step.
-                if steps < CHECK_STEPS and epoch < epochs:
+                if len(recorded) < CHECK_STEPS and epoch < epochs:
                     continue
-                values = (sums / rows_seen).tolist()
-                sums.zero_()
-                rows_seen = steps = 0
+                values = _mean_training_losses(recorded)
+                recorded.clear()
                 if use_val:
                     values += self._validation_loss(module, Z_val, beta)
                 history["epoch"].append(epoch)
@@ -1087,6 +1084,15 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 config, weights, state.get("device_", "cpu"), None, state.get("precision", "auto")
             )
         super().__setstate__(state)
+
+
+def _mean_training_losses(recorded: list[tuple]) -> list[float]:
+    """The mean loss, nll and KL per row (and member) of the steps ``recorded`` by
+    ``_train``, each (rows, member losses, member nlls, member KLs)."""
+    rows, *parts = zip(*recorded)
+    weights = torch.tensor(rows, dtype=torch.float32, device=parts[0][0].device)
+    per_step = torch.stack([torch.stack(part).mean(1) for part in parts], 1)  # (steps, 3)
+    return ((per_step * weights.unsqueeze(1)).sum(0) / weights.sum()).tolist()
 
 
 def _from_tensor(X):

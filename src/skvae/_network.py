@@ -74,10 +74,10 @@ class EnsembleLinear(nn.Module):
 
     def _padded(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Weight and bias, with zero output columns up to a multiple of
-        :data:`OUTPUT_ALIGNMENT` outside autograd (see there), and whether they were
-        padded."""
+        :data:`OUTPUT_ALIGNMENT` in eval mode outside autograd (see there), and whether
+        they were padded."""
         pad = -self.out_features % OUTPUT_ALIGNMENT
-        if pad == 0 or torch.is_grad_enabled():
+        if pad == 0 or self.training or torch.is_grad_enabled():
             return self.weight, self.bias, False
         pad_last = (0, pad)
         weight = nn.functional.pad(self.weight, pad_last)
@@ -201,25 +201,40 @@ class VAEEnsemble(nn.Module):
             self.encoder_head.bias[..., self.latent_dim :] += INIT_ENC_LOGVAR
 
     # -- building blocks -------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, inputs: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each (members, rows, latent).
 
         ``x`` is either (rows, features), shared by all members, or
-        (members, rows, features), one batch per member.
+        (members, rows, features), one batch per member. Each layer's input is appended
+        to ``inputs`` if given (for :meth:`loss_gradient`).
         """
         layers = list(self.encoder_layers) + [self.encoder_head]
         h = layers[0].forward_shared(x) if x.dim() == 2 else layers[0](x)
+        if inputs is not None:
+            inputs.append(x)
         for layer in layers[1:]:
-            h = layer(h.relu_())  # in place: the affine maps do not need their outputs
+            h = h.relu_()  # in place: the affine maps do not need their outputs
+            if inputs is not None:
+                inputs.append(h)
+            h = layer(h)
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar.clamp(*ENCODER_LOGVAR_BOUNDS)
 
-    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, z: torch.Tensor, inputs: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (members, rows, features) and log-variance of p(x|z); the log-variance
-        is (members, 1, features) when it is learned per feature."""
+        is (members, 1, features) when it is learned per feature. Each layer's input is
+        appended to ``inputs`` if given."""
         h = z
         for layer in self.decoder_layers:
+            if inputs is not None:
+                inputs.append(h)
             h = layer(h).relu_()
+        if inputs is not None:
+            inputs.append(h)
         out = self.decoder_head(h)
         if self.decoder_logvar is None:
             mean, logvar = out.chunk(2, dim=-1)
@@ -273,14 +288,69 @@ class VAEEnsemble(nn.Module):
         return nll, self.kl_divergence(mu, logvar)
 
     @staticmethod
-    def trimmed_mean(values: torch.Tensor, trim_fraction: float) -> torch.Tensor:
-        """Per-member mean of ``values`` (members, rows) over each member's
-        ``1 - trim_fraction`` smallest values (at least one row)."""
+    def trim_weights(values: torch.Tensor, trim_fraction: float) -> torch.Tensor:
+        """Weights (members, rows) that average each member's ``1 - trim_fraction``
+        smallest ``values`` (at least one row): ``(weights * values).sum(1)`` is the
+        trimmed mean."""
         n_rows = values.shape[1]
         keep = max(1, int(round((1.0 - trim_fraction) * n_rows)))
         if keep >= n_rows:
-            return values.mean(1)
-        return torch.topk(values, keep, dim=1, largest=False, sorted=False).values.mean(1)
+            return torch.full_like(values, 1.0 / n_rows)
+        kept = torch.topk(values, keep, dim=1, largest=False, sorted=False).indices
+        return torch.zeros_like(values).scatter_(1, kept, 1.0 / keep)
+
+    @torch.no_grad()
+    def loss_gradient(
+        self, x: torch.Tensor, noise: torch.Tensor, beta: float, trim_fraction: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each member's training loss on its batch, and its gradient.
+
+        ``x`` (members, rows, features) holds one batch per member and ``noise``
+        (members, rows, latent) the draws of the reparameterisation trick. A member's
+        loss is the mean of ``nll + beta * kl`` over the ``1 - trim_fraction`` of its
+        rows where it is smallest (:meth:`trim_weights`). The gradient of the members'
+        summed loss is written into each parameter's ``.grad``; it is what autograd
+        gives (tested against it), except that a log-variance exactly at its bound gets
+        none. Written out by hand because on the small batches of a fit autograd's
+        bookkeeping costs more than the arithmetic. Returns the members' losses
+        (members,) and the ``nll`` and ``kl`` of each row (members, rows).
+        """
+        if x.dim() != 3:
+            raise ValueError("loss_gradient takes one batch per member (members, rows, features)")
+        encoder_inputs: list[torch.Tensor] = []
+        decoder_inputs: list[torch.Tensor] = []
+        mu, logvar = self.encode(x, encoder_inputs)
+        std = torch.exp(0.5 * logvar)
+        mean, dec_logvar = self.decode(torch.addcmul(mu, std, noise), decoder_inputs)
+        residual = x - mean
+        scaled_residual = residual * torch.exp(-dec_logvar)  # (x - mean) / variance
+        quadratic = residual.mul_(scaled_residual)
+        nll = 0.5 * (quadratic.sum(-1) + (dec_logvar + LOG_2PI).sum(-1))
+        kl = self.kl_divergence(mu, logvar)
+        loss = nll + beta * kl
+        weights = self.trim_weights(loss, trim_fraction)
+        member_loss = loss.mul_(weights).sum(1)
+
+        w = weights.unsqueeze(-1)
+        grad_mean = scaled_residual.mul_(w).neg_()
+        grad_dec_logvar = quadratic.sub_(1.0).mul_(-0.5 * w)
+        inside = _inside(dec_logvar, DECODER_LOGVAR_BOUNDS)
+        if self.decoder_logvar is not None:  # one per feature: summed over the rows
+            grad = torch.sum(grad_dec_logvar, 1, keepdim=True, out=_grad(self.decoder_logvar))
+            grad.mul_(inside)
+            grad_out = grad_mean
+        else:
+            grad_out = torch.cat([grad_mean, grad_dec_logvar.mul_(inside)], -1)
+        decoder = [*self.decoder_layers, self.decoder_head]
+        grad_z = _affine_backward(decoder, decoder_inputs, grad_out, input_grad=True)
+        beta_w = beta * w
+        grad_mu = torch.addcmul(grad_z, beta_w, mu)
+        kl_grad_logvar = torch.exp(logvar).sub_(1.0).mul_(beta_w)
+        grad_logvar = (grad_z * noise).mul_(std).add_(kl_grad_logvar).mul_(0.5)
+        grad_logvar.mul_(_inside(logvar, ENCODER_LOGVAR_BOUNDS))
+        encoder = [*self.encoder_layers, self.encoder_head]
+        _affine_backward(encoder, encoder_inputs, torch.cat([grad_mu, grad_logvar], -1))
+        return member_loss, nll, kl
 
     @torch.no_grad()
     def calibrate_decoder_variance(self, x: torch.Tensor, trim_fraction: float) -> None:
@@ -298,10 +368,9 @@ class VAEEnsemble(nn.Module):
         mean, dec_logvar = self.decode(mu)
         residual = (x.unsqueeze(0) - mean).square()  # (members, rows, features)
         loss = self.kl_divergence(mu, logvar) - self.gaussian_log_likelihood(x, mean, dec_logvar)
-        keep = max(1, int(round((1.0 - trim_fraction) * x.shape[0])))
-        rows = torch.topk(loss, keep, dim=1, largest=False, sorted=False).indices
-        residual = torch.gather(residual, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[1]))
-        held_out = torch.log(residual.mean(1, keepdim=True)).clamp(*DECODER_LOGVAR_BOUNDS)
+        weights = self.trim_weights(loss, trim_fraction).unsqueeze(-1)
+        held_out = torch.log(residual.mul_(weights).sum(1, keepdim=True))
+        held_out = held_out.clamp(*DECODER_LOGVAR_BOUNDS)
         self.decoder_logvar.copy_(torch.maximum(self.decoder_logvar, held_out))
 
     def score_terms(self, x: torch.Tensor, score_type: str) -> ScoreTerms:
@@ -392,6 +461,41 @@ def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms
 
 
 # ---------------------------------------------------------------------------- training
+def _grad(param: nn.Parameter) -> torch.Tensor:
+    """``param``'s gradient buffer (made if it has none), to write into."""
+    if param.grad is None:
+        param.grad = torch.empty_like(param)
+    return param.grad
+
+
+def _inside(values: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    """1 where clamped ``values`` lie strictly inside ``bounds``, else 0 (the gradient of
+    the clamp)."""
+    low, high = bounds
+    return ((values > low) & (values < high)).to(values.dtype)
+
+
+def _affine_backward(
+    layers: Sequence[EnsembleLinear],
+    inputs: Sequence[torch.Tensor],
+    grad: torch.Tensor,
+    input_grad: bool = False,
+) -> torch.Tensor | None:
+    """Backpropagate ``grad`` at the output of a chain of layers with ReLUs between
+    them, given each layer's input: writes the weights' and biases' gradients and
+    returns the gradient at the chain's input when ``input_grad``."""
+    for i in reversed(range(len(layers))):
+        layer, inp = layers[i], inputs[i]
+        torch.bmm(inp.transpose(1, 2), grad, out=_grad(layer.weight))
+        torch.sum(grad, 1, keepdim=True, out=_grad(layer.bias))
+        if i == 0 and not input_grad:
+            return None
+        grad = torch.bmm(grad, layer.weight.transpose(1, 2))
+        if i > 0:  # through the ReLU whose output ``inp`` is (>= 0)
+            grad.mul_(torch.sign(inp))
+    return grad
+
+
 @contextmanager
 def flat_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
     """One parameter holding all of ``module``'s, for the duration.
@@ -399,9 +503,9 @@ def flat_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
     Inside, each parameter of ``module`` is a view of the flat parameter and its
     gradient a view of the flat gradient, so an optimiser of the flat parameter updates
     them all with one call (element-wise optimisers such as Adam compute exactly what
-    they would per parameter). Zero the flat gradient before each backward pass: the
-    gradients accumulate into it. Afterwards each parameter owns its storage again,
-    without a gradient.
+    they would per parameter); what is written into a parameter's gradient is in the
+    flat gradient. Afterwards each parameter owns its storage again, without a
+    gradient.
     """
     params = list(module.parameters())
     flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
