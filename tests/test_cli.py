@@ -87,6 +87,7 @@ def test_train_saves_one_skvae_file(trained, hopper):
     assert det.contamination == 0.05 and det.random_state == 3 and det.n_features_in_ == 14
     # a density model of the dataset's transitions: every row counts in the loss
     assert det.trim_fraction == 0.0 and det.max_samples == 1.0
+    assert det.decoder_df is None  # the old module's Gaussian decoder
     assert info["features"] == ["next_observations", "actions"]
     assert info["feature_names"][0] == "next_obs[0]" and info["feature_names"][-1] == "action[2]"
     assert info["config"]["epochs"] == 8 and info["written_by"] == "skvae train"
@@ -172,6 +173,12 @@ def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
     assert main(["train", "--task", "hopper-absent-v2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "hopper_absent-v2.hdf5" in err and "\n" not in err
+
+    for value in ("0", "-1", "'5'"):  # decoder_df: a positive number or null
+        bad.write_text(f"task: hopper-generated-v2\ndecoder_df: {value}\n")
+        assert main(["train", "--config", str(bad), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "decoder_df" in err and "\n" not in err
 
     cfg = tmp_path / "dim.yaml"
     cfg.write_text(f"data_path: {d4rl_dir / 'hopper_generated-v2.hdf5'}\ninput_dim: 20\n")

@@ -173,6 +173,45 @@ def test_early_stopping_restores_best_weights(data):
     assert float((nll + kl).mean()) == pytest.approx(val.min(), rel=1e-5)
 
 
+@pytest.mark.parametrize("decoder_df", [5.0, 2.5, None])
+def test_feature_terms_are_the_decoder_log_densities(decoder_df):
+    # the default decoder is Student-t with 5 degrees of freedom; None is Gaussian
+    X, _ = gaussian_with_outliers(n=300)
+    params = {} if decoder_df == 5.0 else {"decoder_df": decoder_df}
+    det = VAEOutlierDetector(epochs=5, random_state=0, **params).fit(X)
+    assert det.decoder_df == decoder_df and det.module_.config["decoder_df"] == decoder_df
+    net = det.module_
+    with torch.no_grad():
+        z = net.scale_input(torch.from_numpy(X[:50])).to(torch.float32)
+        mean, logvar = net.decode(net.encode(z)[0])
+        scale = torch.exp(0.5 * logvar)
+        if decoder_df is None:
+            density = torch.distributions.Normal(mean, scale)
+        else:
+            density = torch.distributions.StudentT(decoder_df, mean, scale)
+        expected = density.log_prob(z).mean(0).double().numpy()
+    np.testing.assert_allclose(det.feature_contributions(X[:50]), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "5", float("nan")])
+def test_decoder_df_must_be_positive_or_none(bad):
+    X, _ = gaussian_with_outliers(n=50)
+    with pytest.raises((ValueError, TypeError), match="decoder_df"):
+        VAEOutlierDetector(decoder_df=bad, epochs=1).fit(X)
+
+
+def test_recorded_training_losses_are_means_weighted_by_rows():
+    from skvae._estimator import _mean_training_losses
+
+    t = torch.tensor
+    recorded = [  # (rows, member losses, member nlls, member KLs) of two steps
+        (4, t([1.0, 3.0]), t([2.0, 2.0]), t([0.0, 2.0])),
+        (2, t([4.0, 4.0]), t([5.0, 7.0]), t([1.0, 1.0])),
+    ]
+    expected = [(2 * 4 + 4 * 2) / 6, (2 * 4 + 6 * 2) / 6, (1 * 4 + 1 * 2) / 6]
+    assert _mean_training_losses(recorded) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     "max_samples, n_train, expected",
     [("auto", 10_000, 128), ("auto", 200, 100), ("auto", 1, 1), (64, 50, 50), (0.25, 400, 100)],

@@ -38,14 +38,35 @@ def test_trim_weights_drop_the_largest_values_per_member():
     assert trimmed_mean(values[:, :1], 0.49).tolist() == [1.0, 5.0]
 
 
+@pytest.mark.parametrize("df", [None, 1.0, 5.0])
+def test_log_density_is_the_gaussian_or_student_t_log_density(df):
+    module = VAEEnsemble(4, 2, (8,), decoder_df=df)
+    gen = torch.Generator().manual_seed(0)
+    x, mean = torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64) * 3
+    logvar = torch.randn(1, 1, 4, generator=gen, dtype=torch.float64)
+    scale = torch.exp(0.5 * logvar)
+    if df is None:
+        expected = torch.distributions.Normal(mean, scale).log_prob(x)
+    else:
+        expected = torch.distributions.StudentT(df, mean, scale).log_prob(x)
+    with torch.no_grad():  # the in-place inference branch
+        inference = module.log_density(x, mean, logvar)
+    torch.testing.assert_close(inference, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(module.log_density(x, mean, logvar), expected)
+    torch.testing.assert_close(module.log_likelihood(x, mean, logvar), expected.sum(-1))
+
+
 @pytest.mark.parametrize("decoder_variance", ["feature", "sample"])
 @pytest.mark.parametrize("hidden_dims", [(), (8,), (16, 8, 4)])
 @pytest.mark.parametrize("beta, trim_fraction", [(1.0, 0.0), (0.5, 0.1), (2.0, 0.5)])
-def test_loss_gradient_is_autograd_s(decoder_variance, hidden_dims, beta, trim_fraction):
+@pytest.mark.parametrize("df", [None, 5.0])
+def test_loss_gradient_is_autograd_s(decoder_variance, hidden_dims, beta, trim_fraction, df):
     """The hand-written gradient of the training loss against autograd's, in float64,
     with log-variances beyond their bounds (whose gradient is zero) among them."""
     gen = torch.Generator().manual_seed(len(hidden_dims))
-    module = VAEEnsemble(5, 3, hidden_dims, n_members=3, decoder_variance=decoder_variance)
+    module = VAEEnsemble(
+        5, 3, hidden_dims, n_members=3, decoder_variance=decoder_variance, decoder_df=df
+    )
     module.reset_parameters(gen)
     module.double().train()
     with torch.no_grad():

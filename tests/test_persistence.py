@@ -163,11 +163,12 @@ def _as_written_by_0_1_0(det, folder):
     import joblib
 
     state = {k: v for k, v in det.module_.state_dict().items() if k not in ("center", "scale")}
-    network = {k: v for k, v in det.module_.config.items() if k != "clip"}
+    assert det.decoder_df is None  # 0.1.0's decoder was Gaussian
+    network = {k: v for k, v in det.module_.config.items() if k not in ("clip", "decoder_df")}
     buffer = io.BytesIO()
     torch.save({**state, "__decision_scores__": torch.from_numpy(det.decision_scores_)}, buffer)
     weights = buffer.getvalue()
-    params = det.get_params()
+    params = {k: v for k, v in det.get_params().items() if k != "decoder_df"}
     meta = {
         "format": "skvae-model",
         "format_version": 1,
@@ -219,14 +220,15 @@ def _as_written_by_0_1_0(det, folder):
     with open(folder / "compat_meta_data.pkl", "wb") as f:
         pickle.dump(compat_meta, f)
 
-    pickled = det.__getstate__()
+    pickled = {k: v for k, v in det.__getstate__().items() if k != "decoder_df"}
     pickled["module_"] = {"config": network, "state_dict": state}
     joblib.dump(pickled, folder / "state.joblib")
     return joblib.load(folder / "state.joblib")
 
 
 def test_files_written_by_0_1_0_still_load(fitted, tmp_path):
-    det, X = fitted
+    _, X = fitted
+    det = VAEOutlierDetector(epochs=10, decoder_df=None, random_state=0).fit(X)
     old_state = _as_written_by_0_1_0(det, tmp_path)
     expected = det.score_samples(X.to_numpy())
     v1 = skvae.load(tmp_path / "v1.skvae")
@@ -244,6 +246,40 @@ def test_files_written_by_0_1_0_still_load(fitted, tmp_path):
     unpickled = VAEOutlierDetector.__new__(VAEOutlierDetector)
     unpickled.__setstate__(old_state)
     np.testing.assert_array_equal(unpickled.score_samples(X.to_numpy()), expected)
+    for loaded in (v1, d["model"].detector, unpickled):  # Gaussian, as they were written
+        assert loaded.decoder_df is None and loaded.module_.config["decoder_df"] is None
+
+
+def test_files_of_format_2_load_with_a_gaussian_decoder(fitted, tmp_path):
+    _, X = fitted
+    det = VAEOutlierDetector(epochs=10, decoder_df=None, random_state=0).fit(X)
+    path = det.save(tmp_path / "det.skvae")
+
+    def format_2(m):
+        meta = json.loads(m)
+        assert meta["format_version"] == 3 and meta["network"]["decoder_df"] is None
+        meta["format_version"] = 2
+        del meta["network"]["decoder_df"], meta["params"]["decoder_df"]
+        return json.dumps(meta)
+
+    loaded = skvae.load(_rewrite(path, tmp_path / "v2.skvae", metadata=format_2))
+    assert loaded.decoder_df is None
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+
+
+@pytest.mark.parametrize("network_df, params_df", [(0.0, 0.0), ("5", 5.0), (None, 5.0), (5.0, 4.0)])
+def test_a_bad_or_inconsistent_decoder_df_is_refused(fitted, tmp_path, network_df, params_df):
+    det, _ = fitted
+    assert det.decoder_df == 5.0
+    path = det.save(tmp_path / "det.skvae")
+
+    def edit(m):
+        meta = json.loads(m)
+        meta["network"]["decoder_df"], meta["params"]["decoder_df"] = network_df, params_df
+        return json.dumps(meta)
+
+    with pytest.raises(ValueError, match="decoder_df"):
+        skvae.load(_rewrite(path, tmp_path / "bad.skvae", metadata=edit))
 
 
 def test_pickles_need_the_explicit_opt_in(fitted, tmp_path):

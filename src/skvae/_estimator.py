@@ -154,6 +154,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         predicted for each sample by the decoder (as in An & Cho, 2015). A per-sample
         variance lets the decoder explain outliers away as noisy and ranks them worse on
         tabular benchmarks; it is offered for likelihood modelling.
+    decoder_df : float or None, default=5.0
+        Degrees of freedom of the decoder's per-feature Student-t likelihood (its
+        location and squared scale are the decoder's mean and variance); ``None`` makes
+        it Gaussian, the t's limit. A t density's cost grows with the logarithm of a
+        feature's squared residual instead of the squared residual, so no single
+        feature (such as one the decoder learned as nearly constant) decides a row's
+        score alone, and contaminating rows pull less on training.
     scaling : {'robust', 'standard'} or None, default='robust'
         Per-feature scaling learned from the training data: ``'robust'`` centres on the
         median and divides by the IQR-based standard deviation, ``'standard'`` by mean
@@ -263,6 +270,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "score_type": [StrOptions(set(SCORE_TYPES))],
         "n_score_samples": [Interval(Integral, 1, None, closed="left")],
         "decoder_variance": [StrOptions({"feature", "sample"})],
+        "decoder_df": [Interval(Real, 0, None, closed="neither"), None],
         "scaling": [StrOptions({"robust", "standard"}), None],
         "precision": [StrOptions({"auto", "float32", "float64"})],
         "device": [str],
@@ -290,6 +298,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         score_type: str = "elbo",
         n_score_samples: int = 10,
         decoder_variance: str = "feature",
+        decoder_df: float | None = 5.0,
         scaling: str | None = "robust",
         precision: str = "auto",
         device: str = "auto",
@@ -313,6 +322,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.score_type = score_type
         self.n_score_samples = n_score_samples
         self.decoder_variance = decoder_variance
+        self.decoder_df = decoder_df
         self.scaling = scaling
         self.precision = precision
         self.device = device
@@ -394,6 +404,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.n_score_samples,
             self.decoder_variance,
             clip=self.scaling is not None,
+            decoder_df=self.decoder_df,
         )
         module.set_scaling(*fit_scaling(X_fit, self.scaling))
         Z = self._training_tensor(module, X_fit, device)
@@ -1036,6 +1047,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         module, dev = rebuild(
             record.network, record.state, fitted["device"], device, detector.precision
         )
+        df = detector.decoder_df
+        if (None if df is None else float(df)) != module.config["decoder_df"]:
+            raise ValueError(
+                f"the model file's decoder_df ({df!r}) does not match its network "
+                f"({module.config['decoder_df']!r})"
+            )
         if module.config["n_features"] != fitted["n_features_in"]:
             raise ValueError(
                 f"the model file's n_features_in ({fitted['n_features_in']}) does not "
@@ -1072,6 +1089,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("decoder_df", None)  # pickled before the Student-t decoder
         module_state = state.get("module_")
         if isinstance(module_state, dict):
             config = dict(module_state["config"])

@@ -1,4 +1,4 @@
-"""The torch network: an ensemble of Gaussian VAEs evaluated as one batched module.
+"""The torch network: an ensemble of VAEs evaluated as one batched module.
 
 Every member has the same architecture; the weights of all members are stacked along a
 leading "member" axis so that one optimisation step (and one scoring pass) serves the
@@ -40,7 +40,7 @@ CHUNK_ROWS = 2048
 # so a row's float32 result would depend on its position in the chunk.
 OUTPUT_ALIGNMENT = 8
 
-# Bounds of the predicted log-variances. They keep the Gaussian likelihoods finite when a
+# Bounds of the predicted log-variances. They keep the likelihoods finite when a
 # feature is (nearly) constant and keep the encoder's posterior from exploding.
 DECODER_LOGVAR_BOUNDS = (-6.0, 6.0)
 ENCODER_LOGVAR_BOUNDS = (-12.0, 8.0)
@@ -97,11 +97,13 @@ class EnsembleLinear(nn.Module):
 
 
 class VAEEnsemble(nn.Module):
-    """Gaussian-encoder, Gaussian-decoder VAEs with MLP bodies, stacked as an ensemble.
+    """Gaussian-encoder VAEs with MLP bodies, stacked as an ensemble.
 
     The encoder maps x to the mean and log-variance of q(z|x); the decoder maps z to the
     mean and log-variance of p(x|z) (a decoder that predicts a variance, as the
-    reconstruction probability of An & Cho (2015) needs).
+    reconstruction probability of An & Cho (2015) needs). p(x|z) is a product over
+    features of Gaussians, or with ``decoder_df`` of Student-t densities with that
+    location and squared scale.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class VAEEnsemble(nn.Module):
         n_score_samples: int = 1,
         decoder_variance: str = "feature",
         clip: bool = True,
+        decoder_df: float | None = None,
     ) -> None:
         super().__init__()
         self.config = {
@@ -123,6 +126,7 @@ class VAEEnsemble(nn.Module):
             "n_score_samples": int(n_score_samples),
             "decoder_variance": decoder_variance,
             "clip": bool(clip),
+            "decoder_df": None if decoder_df is None else float(decoder_df),
         }
         # Input scaling (set by the estimator at fit time): x -> (x - center) / scale.
         self.register_buffer("center", torch.zeros(n_features, dtype=torch.float64))
@@ -254,24 +258,30 @@ class VAEEnsemble(nn.Module):
         return recon_mean, recon_logvar, mu, logvar
 
     # -- losses and scores -------------------------------------------------------------
-    @staticmethod
-    def gaussian_log_density(
-        x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
+    def log_density(
+        self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:
-        """log N(x_j; mean_j, exp(logvar_j)) of each feature (``logvar`` may broadcast)."""
+        """log p(x_j | z) of each feature (``logvar`` may broadcast): Gaussian with
+        variance ``exp(logvar)``, or with ``decoder_df`` set Student-t with that many
+        degrees of freedom and squared scale ``exp(logvar)``."""
+        df = self.config["decoder_df"]
         if torch.is_grad_enabled():
-            return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI)
+            quadratic = (x - mean).square() * torch.exp(-logvar)
+            if df is None:
+                return -0.5 * (quadratic + logvar + LOG_2PI)
+            return -0.5 * ((df + 1.0) * torch.log1p(quadratic / df) + logvar) + _t_constant(df)
         # the same, in place on one buffer (inference: no graph to keep)
         out = torch.sub(x, mean).square_().mul_(torch.exp(-logvar))
-        return out.add_(logvar + LOG_2PI).mul_(-0.5)
+        if df is None:
+            return out.add_(logvar + LOG_2PI).mul_(-0.5)
+        out = out.div_(df).log1p_().mul_(df + 1.0).add_(logvar)
+        return out.mul_(-0.5).add_(_t_constant(df))
 
-    @staticmethod
-    def gaussian_log_likelihood(
-        x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
+    def log_likelihood(
+        self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     ) -> torch.Tensor:
-        """log N(x; mean, exp(logvar)) summed over features (``logvar`` may broadcast)."""
-        quadratic = ((x - mean).square() * torch.exp(-logvar)).sum(-1)
-        return -0.5 * (quadratic + (logvar + LOG_2PI).sum(-1))
+        """:meth:`log_density` summed over features."""
+        return self.log_density(x, mean, logvar).sum(-1)
 
     @staticmethod
     def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -284,7 +294,7 @@ class VAEEnsemble(nn.Module):
         """Per-sample negative log-likelihood and KL, each (members, rows)."""
         target = x if x.dim() == 3 else x.unsqueeze(0)
         recon_mean, recon_logvar, mu, logvar = self(x, noise)
-        nll = -self.gaussian_log_likelihood(target, recon_mean, recon_logvar)
+        nll = -self.log_likelihood(target, recon_mean, recon_logvar)
         return nll, self.kl_divergence(mu, logvar)
 
     @staticmethod
@@ -323,9 +333,17 @@ class VAEEnsemble(nn.Module):
         std = torch.exp(0.5 * logvar)
         mean, dec_logvar = self.decode(torch.addcmul(mu, std, noise), decoder_inputs)
         residual = x - mean
-        scaled_residual = residual * torch.exp(-dec_logvar)  # (x - mean) / variance
+        scaled_residual = residual * torch.exp(-dec_logvar)  # (x - mean) / scale**2
         quadratic = residual.mul_(scaled_residual)
-        nll = 0.5 * (quadratic.sum(-1) + (dec_logvar + LOG_2PI).sum(-1))
+        df = self.config["decoder_df"]
+        if df is None:
+            nll = 0.5 * (quadratic.sum(-1) + (dec_logvar + LOG_2PI).sum(-1))
+        else:  # the Gaussian's gradient, each element weighted by (df + 1) / (df + q)
+            nll = torch.log1p(quadratic / df).mul_(0.5 * (df + 1.0)).sum(-1)
+            nll += (0.5 * dec_logvar - _t_constant(df)).sum(-1)
+            weight = (df + 1.0) / (quadratic + df)
+            scaled_residual.mul_(weight)
+            quadratic.mul_(weight)
         kl = self.kl_divergence(mu, logvar)
         loss = nll + beta * kl
         weights = self.trim_weights(loss, trim_fraction)
@@ -354,8 +372,9 @@ class VAEEnsemble(nn.Module):
 
     @torch.no_grad()
     def calibrate_decoder_variance(self, x: torch.Tensor, trim_fraction: float) -> None:
-        """Raise each member's per-feature decoder variance to its mean squared
-        residual on held-out rows ``x`` (rows, features) where it is smaller.
+        """Raise each member's per-feature decoder variance (a Student-t decoder's
+        squared scale) to its mean squared residual on held-out rows ``x`` (rows,
+        features) where it is smaller.
 
         A member trained on few rows reconstructs them better than new data and its
         learned noise level is overconfident; held-out residuals measure the noise
@@ -367,7 +386,7 @@ class VAEEnsemble(nn.Module):
         mu, logvar = self.encode(x)
         mean, dec_logvar = self.decode(mu)
         residual = (x.unsqueeze(0) - mean).square()  # (members, rows, features)
-        loss = self.kl_divergence(mu, logvar) - self.gaussian_log_likelihood(x, mean, dec_logvar)
+        loss = self.kl_divergence(mu, logvar) - self.log_likelihood(x, mean, dec_logvar)
         weights = self.trim_weights(loss, trim_fraction).unsqueeze(-1)
         held_out = torch.log(residual.mul_(weights).sum(1, keepdim=True))
         held_out = held_out.clamp(*DECODER_LOGVAR_BOUNDS)
@@ -428,7 +447,7 @@ def _elbo(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
     posterior mean."""
     mu, logvar = net.encode(x)
     mean, dec_logvar = net.decode(mu)
-    return net.gaussian_log_density(x, mean, dec_logvar), -net.kl_divergence(mu, logvar)
+    return net.log_density(x, mean, dec_logvar), -net.kl_divergence(mu, logvar)
 
 
 @_score_type("reconstruction")
@@ -456,8 +475,14 @@ def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms
     total = torch.zeros((*mu.shape[:2], x.shape[-1]), dtype=mu.dtype, device=mu.device)
     for noise in net.score_noise:
         mean, dec_logvar = net.decode(mu + std * noise)
-        total += net.gaussian_log_density(x, mean, dec_logvar)
+        total += net.log_density(x, mean, dec_logvar)
     return total / net.score_noise.shape[0], None
+
+
+def _t_constant(df: float) -> float:
+    """The log normaliser of a unit-scale Student-t density with ``df`` degrees of
+    freedom."""
+    return math.lgamma((df + 1.0) / 2.0) - math.lgamma(df / 2.0) - 0.5 * math.log(df * math.pi)
 
 
 # ---------------------------------------------------------------------------- training

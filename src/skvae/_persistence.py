@@ -44,7 +44,7 @@ from ._network import state_shapes
 from ._thresholds import normalize
 
 FORMAT_NAME = "skvae-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SUFFIX = ".skvae"
 PAIR_WEIGHTS = "_model.pth"
 PAIR_META = "_meta_data.pkl"
@@ -288,6 +288,8 @@ def _read_skvae(path: Path) -> ModelRecord:
         raise ValueError(f"{path}: metadata field 'info' must be a mapping")
     if version == 1:  # 0.1.0: scaling in the metadata, clipping implied by the scaling
         network.setdefault("clip", params.get("scaling") is not None)
+    if version <= 2:  # before the Student-t decoder: Gaussian
+        _gaussian_decoder(params, network)
     _check_network(network, path)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
@@ -356,6 +358,12 @@ MAX_OFFSET_STDS = 1e4
 MAX_NETWORK = {"n_features": 2**20, "latent_dim": 2**16, "n_members": 4096, "width": 2**16}
 
 
+def _gaussian_decoder(params: dict, network: dict) -> None:
+    """Complete a record written before the Student-t decoder: it is Gaussian."""
+    network.setdefault("decoder_df", None)
+    params.setdefault("decoder_df", None)
+
+
 def _check_network(network: dict, path) -> None:
     expected = {
         "n_features",
@@ -365,6 +373,7 @@ def _check_network(network: dict, path) -> None:
         "n_score_samples",
         "decoder_variance",
         "clip",
+        "decoder_df",
     }
     if set(network) != expected:
         raise ValueError(f"{path}: metadata field 'network' must have exactly {sorted(expected)}")
@@ -384,6 +393,9 @@ def _check_network(network: dict, path) -> None:
         raise ValueError(f"{path}: metadata field 'network.decoder_variance' is invalid")
     if not isinstance(network["clip"], bool):
         raise ValueError(f"{path}: metadata field 'network.clip' is invalid")
+    df = network["decoder_df"]
+    if df is not None and not (_is_number(df) and 0 < df < math.inf):
+        raise ValueError(f"{path}: metadata field 'network.decoder_df' is invalid")
 
 
 def validate_record(record: ModelRecord, path) -> ModelRecord:
@@ -560,6 +572,7 @@ def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
     params = dict(meta.get("detector_params") or {})
     network = dict(meta["network"])
     network.setdefault("clip", params.get("scaling") is not None)
+    _gaussian_decoder(params, network)
     if isinstance(network.get("hidden_dims"), tuple):  # pickles keep tuples
         network["hidden_dims"] = list(network["hidden_dims"])
     _check_network(network, where)
@@ -597,6 +610,7 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
         "n_score_samples": 1,
         "decoder_variance": "feature",
         "clip": False,
+        "decoder_df": None,
     }
     net_state["center"] = torch.zeros(input_dim, dtype=torch.float64)
     net_state["scale"] = torch.ones(input_dim, dtype=torch.float64)
@@ -617,6 +631,7 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
         "score_type": "squared_error",
         "scaling": None,
         "contamination": 0.01,
+        "decoder_df": None,
     }
     info = {"threshold_candidates": candidates, "stochastic_statistics": True}
     return _pair_record(meta, params, network, net_state, (offset, mean, std), info, "vae_module")

@@ -62,6 +62,9 @@ CONFIG_KEYS = {
     "score_type": "squared_error",
     # 'auto': none for 'squared_error' (input units), 'robust' for the other scores
     "scaling": "auto",
+    # The old module's Gaussian decoder; a number is the Student-t likelihood's degrees
+    # of freedom (the library's default is 5).
+    "decoder_df": None,
 }
 # Percentiles the ``thresholds`` command prints by default.
 THRESHOLD_PERCENTILES = (1, 5, 10, 15, 20)
@@ -184,7 +187,13 @@ def _int(low: int | None = None, allow_none: bool = False):
     )
 
 
-def _float(low=None, high=None, allow_none: bool = False, closed_high: bool = False):
+def _float(
+    low=None,
+    high=None,
+    allow_none: bool = False,
+    closed_high: bool = False,
+    open_low: bool = False,
+):
     import math
 
     def check(v):
@@ -192,12 +201,14 @@ def _float(low=None, high=None, allow_none: bool = False, closed_high: bool = Fa
             return True
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             return False
-        if low is not None and v < low:
+        if low is not None and (v <= low if open_low else v < low):
             return False
         return high is None or (v <= high if closed_high else v < high)
 
     bounds = (
-        "" if low is None and high is None else f" in [{low}, {high}{']' if closed_high else ')'}"
+        ""
+        if low is None and high is None
+        else f" in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
     )
     return check, f"a finite number{bounds}" + (" or null" if allow_none else "")
 
@@ -257,6 +268,7 @@ CONFIG_TYPES = {
     "trim_fraction": _float(0, 0.5),
     "score_type": _str(allow_none=False),
     "scaling": _str(choices={"auto", "robust", "standard"}),
+    "decoder_df": _float(0, None, allow_none=True, open_low=True),
 }
 
 
@@ -306,6 +318,7 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         n_estimators=config["n_estimators"],
         max_samples=config["max_samples"],
         trim_fraction=config["trim_fraction"],
+        decoder_df=config["decoder_df"],
         scaling=scaling_for(config["score_type"])
         if config["scaling"] == "auto"
         else config["scaling"],

@@ -133,6 +133,7 @@ class VAE(nn.Module):
             n_estimators=1,
             max_samples=1.0,
             trim_fraction=0.0,  # the old module fitted the plain ELBO to every row
+            decoder_df=None,  # with a Gaussian decoder
             device=str(self.device),
             contamination=0.01,
             score_type=score_type,
