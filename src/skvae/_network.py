@@ -309,7 +309,7 @@ class VAEEnsemble(nn.Module):
         kept = torch.topk(values, keep, dim=1, largest=False, sorted=False).indices
         return torch.zeros_like(values).scatter_(1, kept, 1.0 / keep)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def loss_gradient(
         self, x: torch.Tensor, noise: torch.Tensor, beta: float, trim_fraction: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
