@@ -144,13 +144,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         - ``'squared_error'``: minus the summed squared reconstruction error of the
           posterior mean, the score of the old ``vae_module`` (deterministic here).
         - ``'reconstruction_probability'``: the Monte-Carlo expected log-likelihood of
-          x under the decoder's Gaussian over ``n_score_samples`` latent draws
+          x under the decoder over ``n_score_samples`` latent draws
           (An & Cho, 2015).
     n_score_samples : int, default=10
         Latent draws for ``score_type='reconstruction_probability'``. The draws are
         made once at fit time, so scores are deterministic.
     decoder_variance : {'feature', 'sample'}, default='feature'
-        Variance of the decoder's Gaussian p(x|z): one learned value per feature, or
+        Variance of the decoder's p(x|z): one learned value per feature, or
         predicted for each sample by the decoder (as in An & Cho, 2015). A per-sample
         variance lets the decoder explain outliers away as noisy and ranks them worse on
         tabular benchmarks; it is offered for likelihood modelling.
