@@ -193,6 +193,21 @@ def test_feature_terms_are_the_decoder_log_densities(decoder_df):
     np.testing.assert_allclose(det.feature_contributions(X[:50]), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_t_decoder_judges_values_beyond_the_clip_and_the_gaussian_ties_them():
+    X, _ = gaussian_with_outliers(n=300)
+    far = np.repeat(np.median(X, 0, keepdims=True), 3, 0)
+    iqr_std = (np.percentile(X[:, 0], 75) - np.percentile(X[:, 0], 25)) / 1.349
+    far[:, 0] += np.array([12.0, 30.0, 1e9]) * iqr_std  # robust standard deviations
+    for df in (5.0, None):
+        det = VAEOutlierDetector(epochs=5, decoder_df=df, random_state=0).fit(X)
+        scores, (mu, _) = det.score_samples(far), det.encode(far)
+        np.testing.assert_allclose(mu[1], mu[0], rtol=1e-6)  # the encoder sees +-10
+        if df is None:  # the targets too
+            assert scores[0] == pytest.approx(scores[1]) == pytest.approx(scores[2])
+        else:  # 30 is further out than 12; 1e9 is clipped at 1e4, still finite
+            assert scores[0] > scores[1] > scores[2] and np.isfinite(scores[2])
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, "5", float("nan")])
 def test_decoder_df_must_be_positive_or_none(bad):
     X, _ = gaussian_with_outliers(n=50)

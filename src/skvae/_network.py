@@ -29,9 +29,15 @@ from ._device import restore_device, scoring_dtype
 from ._inputs import check_finite, is_out_of_core
 
 LOG_2PI = math.log(2.0 * math.pi)
-# Scaled inputs are clipped to +-CLIP (when the module clips): a row can be arbitrarily
-# far out and its score stays finite; beyond CLIP robust standard deviations is far out.
+# Scaled inputs are clipped to +-CLIP (when the module clips) before the encoder sees
+# them: a row can be arbitrarily far out and the network's activations stay bounded;
+# beyond CLIP robust standard deviations is far out.
 CLIP = 10.0
+# With a Student-t decoder the likelihood judges the scaled value itself, clipped only
+# to +-T_TARGET_CLIP (finite, and far from float32's limits), so rows 10 and 30 robust
+# standard deviations out are not tied: the t's bounded influence keeps such values from
+# dominating training. A Gaussian decoder's targets are clipped to +-CLIP.
+T_TARGET_CLIP = 1e4
 # Rows per forward pass when scoring: small enough that a chunk's activations stay in
 # the CPU's cache, large enough that the matrix products run at full speed.
 CHUNK_ROWS = 2048
@@ -176,11 +182,14 @@ class VAEEnsemble(nn.Module):
             self.scale.copy_(torch.as_tensor(scale, dtype=self.scale.dtype))
 
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows in input units -> the network's scaled units (clipped to +-CLIP), in
-        ``x``'s dtype."""
+        """Rows in input units -> the network's scaled units, in ``x``'s dtype: the
+        likelihood's targets, clipped (when the module clips) to +-CLIP for a Gaussian
+        decoder and to +-T_TARGET_CLIP for a Student-t one (the encoder clips its input
+        to +-CLIP)."""
         z = (x - self.center.to(x.dtype)) / self.scale.to(x.dtype)
         if self.config["clip"]:
-            z = torch.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP).clamp(-CLIP, CLIP)
+            bound = CLIP if self.config["decoder_df"] is None else T_TARGET_CLIP
+            z = torch.nan_to_num(z, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)
         return z
 
     def unscale_output(self, z: torch.Tensor) -> torch.Tensor:
@@ -215,6 +224,8 @@ class VAEEnsemble(nn.Module):
         to ``inputs`` if given (for :meth:`loss_gradient`).
         """
         layers = list(self.encoder_layers) + [self.encoder_head]
+        if self.config["clip"] and self.config["decoder_df"] is not None:
+            x = x.clamp(-CLIP, CLIP)  # scale_input's targets reach +-T_TARGET_CLIP
         h = layers[0].forward_shared(x) if x.dim() == 2 else layers[0](x)
         if inputs is not None:
             inputs.append(x)
