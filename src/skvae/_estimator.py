@@ -164,8 +164,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     scaling : {'robust', 'standard'} or None, default='robust'
         Per-feature scaling learned from the training data: ``'robust'`` centres on the
         median and divides by the IQR-based standard deviation, ``'standard'`` by mean
-        and standard deviation; both clip scaled values to +-10. ``None`` uses the
-        data as given.
+        and standard deviation; with either, the encoder sees scaled values clipped
+        to +-10, and the likelihood judges them clipped to +-10 with a Gaussian decoder
+        and to +-1e4 with a Student-t one (so values far beyond 10 stay distinguishable).
+        ``None`` uses the data as given.
     precision : {'auto', 'float32', 'float64'}, default='auto'
         Floating-point precision of the fitted network when scoring (training is
         float32). ``'auto'`` is ``'float32'``. Rows are scored in chunks of one fixed
