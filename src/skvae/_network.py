@@ -187,10 +187,18 @@ class VAEEnsemble(nn.Module):
         decoder and to +-T_TARGET_CLIP for a Student-t one (the encoder clips its input
         to +-CLIP)."""
         z = (x - self.center.to(x.dtype)) / self.scale.to(x.dtype)
-        if self.config["clip"]:
-            bound = CLIP if self.config["decoder_df"] is None else T_TARGET_CLIP
+        bound = self.target_clip
+        if bound is not None:
             z = torch.nan_to_num(z, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)
         return z
+
+    @property
+    def target_clip(self) -> float | None:
+        """The bound of :meth:`scale_input`'s values: None without clipping, CLIP for a
+        Gaussian decoder, T_TARGET_CLIP for a Student-t one."""
+        if not self.config["clip"]:
+            return None
+        return CLIP if self.config["decoder_df"] is None else T_TARGET_CLIP
 
     def unscale_output(self, z: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`scale_input` (without the clipping)."""
@@ -224,8 +232,8 @@ class VAEEnsemble(nn.Module):
         to ``inputs`` if given (for :meth:`loss_gradient`).
         """
         layers = list(self.encoder_layers) + [self.encoder_head]
-        if self.config["clip"] and self.config["decoder_df"] is not None:
-            x = x.clamp(-CLIP, CLIP)  # scale_input's targets reach +-T_TARGET_CLIP
+        if (self.target_clip or 0.0) > CLIP:  # the targets reach beyond the encoder's clip
+            x = x.clamp(-CLIP, CLIP)
         h = layers[0].forward_shared(x) if x.dim() == 2 else layers[0](x)
         if inputs is not None:
             inputs.append(x)
