@@ -161,14 +161,15 @@ def cost(n: int = 100_000, repeats: int = 5) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--real-seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--real-seeds", type=int, nargs="*", default=[1], help="none: no real data")
+    parser.add_argument("--cost-rows", type=int, default=100_000)
     parser.add_argument("--out", default="benchmarks/results/explain.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
     out = {
         "synthetic": synthetic(args.seeds),
         "real": real(args.real_seeds),
-        "cost": cost(),
+        "cost": cost(args.cost_rows),
         "torch": torch.__version__,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +192,8 @@ def summary(out: dict) -> None:
         print(f"{key}: {v.mean():.3f} (min {v.min():.3f}, max {v.max():.3f})")
     for source in ("odds", "adbench"):
         real_rows = [r for r in out["real"]["rows"] if r["source"] == source]
+        if not real_rows:
+            continue
         fpr = np.array([r["fpr@0.05"] for r in real_rows])
         tpr = np.array([r["tpr@0.05"] for r in real_rows])
         print(

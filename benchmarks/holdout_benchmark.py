@@ -71,11 +71,14 @@ def available_detectors() -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3])
+    parser.add_argument(
+        "--detectors", nargs="*", default=None, help="default: all of them that are installed"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/output/holdout")
     args = parser.parse_args(argv)
 
-    names = available_detectors()
+    names = args.detectors or available_detectors()
     warm_up(names, args.device)
     rows = []
     for seed in args.seeds:

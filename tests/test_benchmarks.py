@@ -1,0 +1,131 @@
+"""The scripts behind benchmarks/RESULTS.md keep running: each runs here on the smallest
+input it takes and must write what RESULTS is made from. (cuda_check.py has its own
+test; the figures themselves come from the full runs, not from these.)"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+SHARED = ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "adbench").is_dir() or not (SHARED / "odds").is_dir(),
+    reason="the ODDS and ADBench sets of ../shared/data are not here",
+)
+
+
+def run(script: str, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@needs_shared
+def test_adbench_and_odds_benchmarks_and_their_summary(tmp_path):
+    run(
+        "adbench_benchmark.py",
+        *("--datasets", "42_WBC", "--seeds", "1", "--detectors", "skvae", "iforest"),
+        *("--out", str(tmp_path / "adbench")),
+    )
+    rows = json.loads((tmp_path / "adbench" / "results.json").read_text())["rows"]
+    assert {(r["dataset"], r["detector"]) for r in rows} == {
+        ("42_WBC", "skvae"),
+        ("42_WBC", "iforest"),
+    }
+    assert all(0.5 < r["roc_auc"] <= 1.0 for r in rows)  # WBC's anomalies are easy
+    assert "| 42_WBC |" in (tmp_path / "adbench" / "table.md").read_text()
+
+    params = '{"decoder_df": null}'
+    for name, extra in (("odds", []), ("ablation", ["--skvae-params", params])):
+        run(
+            "odds_benchmark.py",
+            *("--datasets", "wbc", "--seeds", "0", "--detectors", "skvae", "iforest"),
+            *("--out", str(tmp_path / name), *extra),
+        )
+    summary = run("summarize.py", str(tmp_path / "odds"), str(tmp_path / "ablation"))
+    lines = [line for line in summary.splitlines() if line.startswith("| ")]
+    assert lines[1].startswith("| defaults |")
+    assert lines[2].startswith('| {"decoder_df": null} |')
+
+
+def test_holdout_benchmark(tmp_path):
+    run("holdout_benchmark.py", "--seeds", "0", "--detectors", "skvae", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    names = ["cancer", "wine", "digits", "synthetic-local", "synthetic-cluster", "synthetic-noise"]
+    assert [r["dataset"] for r in rows] == names
+    assert all(r["detector"] == "skvae" and r["roc_auc"] > 0.5 for r in rows)
+
+
+def test_scaling_benchmark(tmp_path):
+    out = tmp_path / "scaling.json"
+    run(
+        "scaling_benchmark.py",
+        *("--sizes", "2048", "--skip-pyod", "--cases", "score_skvae", "share"),
+        *("--out", str(out)),
+    )
+    rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"score_skvae", "share"}, rows  # a failed case has "error"
+    assert rows["score_skvae"]["rows_per_second"] > 0
+    assert 0 < rows["share"]["share_of_gemm_rate"] < 1
+    assert rows["share"]["flops_per_row"] == 71_360  # the default network for d = 20
+
+
+def test_explain_benchmark(tmp_path):
+    out = tmp_path / "explain.json"
+    run(
+        "explain_benchmark.py",
+        *("--seeds", "0", "--real-seeds", "--cost-rows", "4096", "--out", str(out)),
+    )
+    report = json.loads(out.read_text())
+    assert report["synthetic"]["rows"] and report["real"]["rows"] == []
+    assert report["cost"]["rows"] == 4096 and report["cost"]["ratio_contributions"] > 0
+
+
+def test_out_of_core_benchmark(tmp_path):
+    out = tmp_path / "ooc.json"
+    run(
+        "out_of_core_benchmark.py",
+        *("--gib", "0.002", "--features", "10", "--path", str(tmp_path / "X.h5")),
+        *("--out", str(out)),
+    )
+    report = json.loads(out.read_text())
+    assert report["scores_finite"] and report["outlier_auc"] > 0.9
+    assert not (tmp_path / "X.h5").exists()  # removed without --keep
+
+
+def test_migration_check(tmp_path):
+    out = tmp_path / "migration.json"
+    run("migration_check.py", "--epochs", "1", "--out", str(out))
+    assert json.loads(out.read_text())["rows"]
+
+
+def test_compile_benchmark_steps_run_eagerly():
+    """The eager half of compile_benchmark.py: the training step and the scoring it
+    times are the ones fit and score_samples run (compiling needs a C++ toolchain and
+    half a minute, so the compiled half runs only in the benchmark)."""
+    path = BENCHMARKS / "compile_benchmark.py"
+    spec = importlib.util.spec_from_file_location("compile_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with contextlib.ExitStack() as stack:
+        steps, _, module = bench.train_steps(False, 3, stack)
+        before = [p.detach().clone() for p in module.parameters()]
+        steps()
+        assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    score, _ = bench.score_all(False, torch.float32, 2 * bench.CHUNK)
+    score()
