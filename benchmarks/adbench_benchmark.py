@@ -36,6 +36,12 @@ def adbench_split(data_dir: Path, dataset: str, seed: int):
     """ADBench's protocol for one set and seed: ``X_train, X_test, y_test``."""
     data = np.load(data_dir / f"{dataset}.npz", allow_pickle=False)
     X, y = np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"]).ravel().astype(int)
+    return adbench_protocol(X, y, seed)
+
+
+def adbench_protocol(X: np.ndarray, y: np.ndarray, seed: int):
+    """ADBench's resampling, split and scaling of rows ``X`` with labels ``y`` (1 marks
+    an anomaly) for ``seed``: ``X_train, X_test, y_test``."""
     rng = np.random.RandomState(seed)
     if len(X) < 1000:
         idx = rng.choice(len(X), 1000, replace=True)

@@ -14,6 +14,11 @@ when installed, PyOD's VAE and AutoEncoder:
   anomalies off a curved manifold ('local'), a tight displaced cluster ('cluster') and
   one corrupted feature ('noise').
 
+``--protocol adbench`` runs the same sets under ADBench's protocol instead (that of
+``adbench_benchmark.py``): sets under 1,000 rows (cancer, wine) are resampled with
+replacement to 1,000 rows, so the training part holds exact copies of the test rows,
+anomalies included, as on ADBench's small sets; a stratified 70/30 split; MinMaxScaler.
+
 Example::
 
     python benchmarks/holdout_benchmark.py --seeds 0 1 2 3 --out benchmarks/output/holdout
@@ -27,7 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from odds_benchmark import anomaly_scores, make_detectors, summarise, warm_up  # same folder
+from adbench_benchmark import adbench_protocol  # same folder
+from odds_benchmark import anomaly_scores, make_detectors, summarise, warm_up
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -74,6 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--detectors", nargs="*", default=None, help="default: all of them that are installed"
     )
+    parser.add_argument("--protocol", choices=["holdout", "adbench"], default="holdout")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/output/holdout")
     args = parser.parse_args(argv)
@@ -83,11 +90,14 @@ def main(argv=None) -> None:
     rows = []
     for seed in args.seeds:
         for dataset, X, y in holdout_sets(seed):
-            X_train, X_test, _, y_test = train_test_split(
-                X, y, test_size=0.4, random_state=seed, stratify=y
-            )
-            scaler = StandardScaler().fit(X_train)
-            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+            if args.protocol == "adbench":
+                X_train, X_test, y_test = adbench_protocol(X, y.astype(int), seed)
+            else:
+                X_train, X_test, _, y_test = train_test_split(
+                    X, y, test_size=0.4, random_state=seed, stratify=y
+                )
+                scaler = StandardScaler().fit(X_train)
+                X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
             for name in names:
                 # built just before its fit: PyOD seeds torch's global RNG when built
                 model = make_detectors([name], seed, args.device, {})[name]
@@ -133,7 +143,8 @@ def main(argv=None) -> None:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=1))
+    results = {"protocol": args.protocol, "seeds": args.seeds, "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(table + "\n")
 
 
