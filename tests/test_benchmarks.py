@@ -1,6 +1,7 @@
 """The scripts behind benchmarks/RESULTS.md keep running: each runs here on the smallest
-input it takes and must write what RESULTS is made from. (cuda_check.py has its own
-test; the figures themselves come from the full runs, not from these.)"""
+input it takes and must write what RESULTS is made from (cuda_check.py its CPU half: the
+GPU half runs on a GPU machine, where the same script is the recorded check). The
+figures themselves come from the full runs, not from these."""
 
 from __future__ import annotations
 
@@ -145,3 +146,11 @@ def test_compile_benchmark_steps_run_eagerly():
         assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
     score, _ = bench.score_all(False, torch.float32, 2 * bench.CHUNK)
     score()
+
+
+def test_cuda_check_cpu_half(tmp_path):
+    run("cuda_check.py", str(tmp_path), "--sizes", "2000", "--skip-tests")
+    report = json.loads((tmp_path / "cuda_check.json").read_text())
+    (row,) = [r for r in report["timings"] if r["device"] == "cpu"]
+    assert row["n"] == 2000 and row["score_rows_per_s"] > 0
+    assert "| 2,000 | cpu |" in (tmp_path / "cuda_check.md").read_text()
