@@ -154,3 +154,18 @@ def test_cuda_check_cpu_half(tmp_path):
     (row,) = [r for r in report["timings"] if r["device"] == "cpu"]
     assert row["n"] == 2000 and row["score_rows_per_s"] > 0
     assert "| 2,000 | cpu |" in (tmp_path / "cuda_check.md").read_text()
+
+
+def test_cuda_check_formats_half_on_cpu(tmp_path):
+    """The GPU half's fit, formats and no-GPU loads, run on the CPU: every file loads in
+    a process without CUDA and scores as the fitted model did."""
+    spec = importlib.util.spec_from_file_location("cuda_check", BENCHMARKS / "cuda_check.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.cuda_fit_and_formats(tmp_path, device="cpu")
+    fit = result["fit_on_cuda"]
+    assert fit["device"] == "cpu" and fit["scores_finite"] and fit["tensor_stays_on_gpu"]
+    assert fit["tensor_vs_array_max_rel"] < 1e-5 and fit["pvalues_and_contributions"]
+    loads = result["loaded_on_cpu"]
+    assert set(loads) == {"skvae.save", "joblib", "compat save_model", "skvae train"}
+    assert all(r["ok"] for r in loads.values()), loads
