@@ -193,12 +193,12 @@ def saved(request, rl, hopper):
 def test_load_and_penalise_verbatim(saved, rl, hopper, threshold_percentile):
     kind, stem = saved
     _, (next_obs, action), (ood_next_obs, ood_action), val = rl
-    refresh = None
     if kind.startswith("old"):  # its thr/mean/std came from stochastic scores
-        with pytest.warns(UserWarning, match="stochastic scores"):
-            load_classifier(str(stem), threshold_percentile)
         refresh = make_features(hopper["linear"])[val]
-    classifier_dict = load_classifier(str(stem), threshold_percentile, refresh)
+        with pytest.warns(UserWarning, match="stochastic scores"):
+            classifier_dict = load_classifier(str(stem), threshold_percentile, refresh)
+    else:
+        classifier_dict = load_classifier(str(stem), threshold_percentile)
     assert hasattr(classifier_dict["model"], "encoder")
     assert hasattr(classifier_dict["model"], "decoder")
     first = rollout_penalty(classifier_dict, next_obs, action)
