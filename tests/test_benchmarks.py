@@ -1,17 +1,20 @@
 """The scripts behind benchmarks/RESULTS.md keep running: each runs here on the smallest
 input it takes and must write what RESULTS is made from (cuda_check.py its CPU half: the
 GPU half runs on a GPU machine, where the same script is the recorded check). The
-figures themselves come from the full runs, not from these."""
+figures themselves come from the full runs, not from these; the README's headline table
+must match those recorded runs."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,6 +33,14 @@ SHARED = next(
 needs_shared = pytest.mark.skipif(
     SHARED is None, reason="the ODDS and ADBench sets of ../shared/data are not here"
 )
+
+
+def load(script: str):
+    """A benchmark script imported as a module (its main does not run)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, BENCHMARKS / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(script: str, *args: str) -> str:
@@ -135,10 +146,7 @@ def test_compile_benchmark_steps_run_eagerly():
     """The eager half of compile_benchmark.py: the training step and the scoring it
     times are the ones fit and score_samples run (compiling needs a C++ toolchain and
     half a minute, so the compiled half runs only in the benchmark)."""
-    path = BENCHMARKS / "compile_benchmark.py"
-    spec = importlib.util.spec_from_file_location("compile_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load("compile_benchmark.py")
     with contextlib.ExitStack() as stack:
         steps, _, module = bench.train_steps(False, 3, stack)
         before = [p.detach().clone() for p in module.parameters()]
@@ -159,13 +167,57 @@ def test_cuda_check_cpu_half(tmp_path):
 def test_cuda_check_formats_half_on_cpu(tmp_path):
     """The GPU half's fit, formats and no-GPU loads, run on the CPU: every file loads in
     a process without CUDA and scores as the fitted model did."""
-    spec = importlib.util.spec_from_file_location("cuda_check", BENCHMARKS / "cuda_check.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.cuda_fit_and_formats(tmp_path, device="cpu")
+    result = load("cuda_check.py").cuda_fit_and_formats(tmp_path, device="cpu")
     fit = result["fit_on_cuda"]
     assert fit["device"] == "cpu" and fit["scores_finite"] and fit["tensor_stays_on_gpu"]
     assert fit["tensor_vs_array_max_rel"] < 1e-5 and fit["pvalues_and_contributions"]
     loads = result["loaded_on_cpu"]
     assert set(loads) == {"skvae.save", "joblib", "compat save_model", "skvae train"}
     assert all(r["ok"] for r in loads.values()), loads
+
+
+@pytest.mark.parametrize(
+    "row_start, quality, fit",
+    [
+        ("| ADBench, 21 sets", "adbench", "adbench_fit"),
+        ("| ODDS, 9 sets", "odds", "odds"),
+        ("| 6 sets not used", "holdout", "holdout"),
+    ],
+)
+def test_readme_headline_table_is_the_recorded_runs(row_start, quality, fit):
+    """The README's headline numbers are those of benchmarks/results, to the digit, as
+    the benchmarks' own per-set summary averages them."""
+    summarise = load("odds_benchmark.py").summarise
+
+    def means(name: str) -> dict[str, tuple[float, float, float]]:
+        """Per detector: mean ROC AUC and AP over the sets, and the summed fit seconds
+        (of one seed per set: every detector has the same seeds)."""
+        rows = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())["rows"]
+        rows = [r for r in rows if "roc_auc" in r]
+        datasets = sorted({r["dataset"] for r in rows})
+        table = summarise(rows, datasets, sorted({r["detector"] for r in rows}))
+        return {
+            detector: tuple(
+                f([table[ds, detector][k] for ds in datasets])
+                for f, k in (
+                    (np.mean, "roc_auc"),
+                    (np.mean, "average_precision"),
+                    (sum, "fit_seconds"),
+                )
+            )
+            for (_, detector) in table
+        }
+
+    readme = (ROOT / "README.md").read_text().splitlines()
+    (line,) = [x for x in readme if x.startswith(row_start)]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    scores = means(quality)
+    for cell, detector in ((cells[1], "skvae"), (cells[2], "iforest")):
+        auc, ap = (float(v) for v in cell.split(" / "))
+        assert (auc, ap) == (round(scores[detector][0], 3), round(scores[detector][1], 3))
+    timing = means(fit)
+    assert float(cells[4]) == round(timing["skvae"][2] / timing["pyod_vae"][2], 3)
+    for name, value in re.findall(r"(PyOD VAE|ECOD|PyOD AutoEncoder) (0\.\d{3})", cells[3]):
+        detector = {"PyOD VAE": "pyod_vae", "ECOD": "ecod", "PyOD AutoEncoder": "pyod_ae"}[name]
+        source = timing if detector == "pyod_vae" and quality == "adbench" else scores
+        assert float(value) == round(source[detector][0], 3), name
