@@ -12,6 +12,9 @@ measurement runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is i
   model-based RL rollout uses) and of PyOD VAE's ``decision_function``;
 - ``share``: ``score_samples`` and the large matrix product alternating in one
   process, seven rounds: the median share of the GEMM rate (in the network's FLOPs);
+  in the same rounds, the share of the network's own matrix products alone and of
+  ``floor_pass``, the fewest eager operations that compute the same scores from
+  scaled rows (a bound on what any eager implementation of this network reaches);
 - ``ceiling``: the float32 matrix-product rate of this machine at a large shape
   (4096 x 512 by 512 x 512) turned into rows/second of the default network (its FLOPs
   per row), and the rate its own GEMM shapes reach alone, chunk by chunk, without the
@@ -201,25 +204,127 @@ def gemm_ceiling(det, n: int) -> dict:
     }
 
 
+def floor_pass(net):
+    """The fewest eager operations that give the default score (the posterior-mean
+    ELBO) of already scaled rows: a function of one chunk (chunk rows, features) of
+    scaled float32 rows to the ensemble's scores of those rows.
+
+    It keeps what a score needs, the network's own affine maps with their biases (output
+    columns padded as in skvae), ReLU, the encoder's clip, the KL term and the
+    per-feature log-density, and leaves out everything else: input scaling and
+    validation, copies to and from NumPy, the fallback for rows that overflow, fresh
+    allocations (every output has its buffer), and the log-density's per-feature
+    constants and scales, which it folds into per-member terms computed once. The
+    element-wise work left is one subtraction, one square, one multiplication and one
+    logarithm per feature and member, a ReLU per hidden unit and a few operations per
+    latent unit.
+    """
+    import torch
+
+    from skvae._network import CHUNK_ROWS as SCORE_CHUNK
+    from skvae._network import (
+        CLIP,
+        DECODER_LOGVAR_BOUNDS,
+        ENCODER_LOGVAR_BOUNDS,
+        LOG_2PI,
+        _t_constant,
+    )
+
+    df = net.config["decoder_df"]
+    latent = net.latent_dim
+    with torch.inference_mode():
+        padded = [layer._padded()[:2] for layer in network_layers(net)]
+        logvar = net.decoder_logvar.clamp(*DECODER_LOGVAR_BOUNDS)  # (members, 1, features)
+        if df is None:
+            precision, factor = torch.exp(-logvar), -0.5
+            constant = (-0.5 * (logvar + LOG_2PI)).sum(-1)
+        else:
+            precision, factor = torch.exp(-logvar) / df, -0.5 * (df + 1.0)
+            constant = (-0.5 * logvar + _t_constant(df)).sum(-1)
+        constant = constant + 0.5 * latent  # the KL's -1 per latent unit, with its sign
+    members, n_encoder = net.n_members, len(net.encoder_layers) + 1
+    outs = [torch.empty(members, SCORE_CHUNK, w.shape[-1], dtype=w.dtype) for w, _ in padded]
+    residual = torch.empty(members, SCORE_CHUNK, net.config["n_features"], dtype=outs[0].dtype)
+    clipped = torch.empty(SCORE_CHUNK, net.config["n_features"], dtype=outs[0].dtype)
+    clip = (net.target_clip or 0.0) > CLIP
+
+    def scores(x):
+        h = torch.clamp(x, -CLIP, CLIP, out=clipped) if clip else x
+        h = h.expand(members, *h.shape)
+        for i, ((weight, bias), out) in enumerate(zip(padded, outs)):
+            h = torch.baddbmm(bias, h, weight, out=out)
+            if i == n_encoder - 1:  # the encoder's head: the posterior's mean and log-variance
+                mu, lv = h[..., :latent], h[..., latent : 2 * latent]
+                lv = lv.clamp(*ENCODER_LOGVAR_BOUNDS)
+                kl = (mu.square() + lv.exp() - lv).sum(-1)
+                h = mu
+            elif i < len(padded) - 1:
+                h = h.relu_()
+        mean = h[..., : residual.shape[-1]]
+        q = torch.sub(x, mean, out=residual).square_().mul_(precision)
+        log_terms = q if df is None else q.log1p_()
+        member = log_terms.sum(-1).mul_(factor).add_(constant).sub_(kl.mul_(0.5))
+        return member.mean(0)
+
+    return scores
+
+
 def gemm_share(det, X: np.ndarray, rounds: int = 7) -> dict:
     """``score_samples`` against the large float32 matrix product, alternating in one
     process (this machine's speed drifts): the median share of the GEMM rate, in
-    FLOPs of the fitted network."""
-    flops = flops_per_row(det.module_)
-    gemm, score = [], []
-    for _ in range(rounds):
-        gemm.append(large_gemm_flops())
-        t = time.perf_counter()
-        det.score_samples(X)
-        score.append(len(X) / (time.perf_counter() - t))
-    shares = [s * flops / g for s, g in zip(score, gemm)]
+    FLOPs of the fitted network; in the same rounds, the share that the network's own
+    matrix products alone reach (with its biases, on buffers that are reused) and the
+    share of :func:`floor_pass` on the same rows, already scaled."""
+    import torch
+
+    from skvae._network import CHUNK_ROWS as SCORE_CHUNK
+
+    net = det.module_
+    flops = flops_per_row(net)
+    floor = floor_pass(net)
+    chunks = max(1, len(X) // SCORE_CHUNK)
+    with torch.inference_mode():
+        scaled = net.scale_input(torch.from_numpy(X[: chunks * SCORE_CHUNK]))
+        scaled = list(scaled.to(torch.float32).split(SCORE_CHUNK))
+        layers = [layer._padded()[:2] for layer in network_layers(net)]
+        inputs = [torch.randn(net.n_members, SCORE_CHUNK, w.shape[-2]) for w, _ in layers]
+        outs = [torch.empty(net.n_members, SCORE_CHUNK, w.shape[-1]) for w, _ in layers]
+
+    def products():
+        for _ in range(chunks):
+            for (weight, bias), x, out in zip(layers, inputs, outs):
+                torch.baddbmm(bias, x, weight, out=out)
+
+    def floor_all():
+        for x in scaled:
+            floor(x)
+
+    rates: dict[str, list[float]] = {"score": [], "products": [], "floor": []}
+    gemm = []
+    with torch.inference_mode():
+        products(), floor_all()  # warm-up
+        for _ in range(rounds):
+            gemm.append(large_gemm_flops())
+            for name, run, n in (
+                ("score", lambda: det.score_samples(X), len(X)),
+                ("products", products, chunks * SCORE_CHUNK),
+                ("floor", floor_all, chunks * SCORE_CHUNK),
+            ):
+                t = time.perf_counter()
+                run()
+                rates[name].append(n / (time.perf_counter() - t))
+    shares = {k: [r * flops / g for r, g in zip(v, gemm)] for k, v in rates.items()}
     return {
         "flops_per_row": flops,
         "large_gemm_gflops_float32": float(np.median(gemm)) / 1e9,
         "hardware_rows_per_second": float(np.median(gemm)) / flops,
-        "rows_per_second": float(np.median(score)),
-        "share_of_gemm_rate": float(np.median(shares)),
-        "share_min_max": [float(min(shares)), float(max(shares))],
+        "rows_per_second": float(np.median(rates["score"])),
+        "share_of_gemm_rate": float(np.median(shares["score"])),
+        "share_min_max": [float(min(shares["score"])), float(max(shares["score"]))],
+        "products_share_of_gemm_rate": float(np.median(shares["products"])),
+        "floor_rows_per_second": float(np.median(rates["floor"])),
+        "floor_share_of_gemm_rate": float(np.median(shares["floor"])),
+        "floor_share_min_max": [float(min(shares["floor"])), float(max(shares["floor"]))],
     }
 
 
@@ -298,9 +403,10 @@ def markdown(rows, sizes, memory: bool) -> str:
     lines = [
         "| rows | skvae fit s (default) | skvae s/epoch (all rows) | PyOD VAE s/epoch | "
         "skvae score rows/s (default, float32) | share of the float32 GEMM rate | "
+        "eager floor's share (its products alone) | "
         "skvae rows/s (float64) | network GEMMs alone rows/s | PyOD VAE score rows/s | "
         "skvae/PyOD score | peak RSS MB skvae fit / PyOD fit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sizes:
         sk, py = (
@@ -314,6 +420,8 @@ def markdown(rows, sizes, memory: bool) -> str:
             f"{get('fit_skvae_all_rows', n, 'seconds_per_epoch'):.2f} | "
             f"{get('fit_pyod_vae', n, 'seconds_per_epoch'):.2f} | {sk:,.0f} | "
             f"{sk / hardware:.0%} of {hardware:,.0f} (alternating: {share:.0%}) | "
+            f"{get('share', n, 'floor_share_of_gemm_rate'):.0%} "
+            f"({get('share', n, 'products_share_of_gemm_rate'):.0%}) | "
             f"{get('score_skvae_float64', n, 'rows_per_second'):,.0f} | "
             f"{get('ceiling', n, 'ceiling_rows_per_second'):,.0f} | {py:,.0f} | {sk / py:.1f}x | "
             f"{get('fit_skvae_all_rows', n, 'peak_rss_mb'):.0f} / "

@@ -111,6 +111,25 @@ def test_scaling_benchmark(tmp_path):
     assert rows["score_skvae"]["rows_per_second"] > 0
     assert 0 < rows["share"]["share_of_gemm_rate"] < 1
     assert rows["share"]["flops_per_row"] == 71_360  # the default network for d = 20
+    assert 0 < rows["share"]["floor_share_of_gemm_rate"] < 1
+    assert 0 < rows["share"]["products_share_of_gemm_rate"] < 1
+
+
+@pytest.mark.parametrize("decoder_df", [5.0, None])
+def test_scaling_floor_pass_computes_the_scores(decoder_df):
+    # the floor's rate is a bound on the scoring path only if it does all of its work
+    from skvae import VAEOutlierDetector
+    from skvae._network import CHUNK_ROWS
+
+    bench = load("scaling_benchmark.py")
+    X = bench.make_data(CHUNK_ROWS + 100)
+    X[:10] += 40.0  # beyond the encoder's clip
+    det = VAEOutlierDetector(epochs=3, decoder_df=decoder_df, random_state=0).fit(X[100:])
+    floor = bench.floor_pass(det.module_)
+    with torch.inference_mode():
+        scaled = det.module_.scale_input(torch.from_numpy(X[:CHUNK_ROWS])).float()
+        scores = floor(scaled).double().numpy()
+    np.testing.assert_allclose(scores, det.score_samples(X[:CHUNK_ROWS]), rtol=1e-5, atol=1e-4)
 
 
 def test_explain_benchmark(tmp_path):
