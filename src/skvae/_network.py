@@ -289,12 +289,14 @@ class VAEEnsemble(nn.Module):
             if df is None:
                 return -0.5 * (quadratic + logvar + LOG_2PI)
             return -0.5 * ((df + 1.0) * torch.log1p(quadratic / df) + logvar) + _t_constant(df)
-        # the same, in place on one buffer (inference: no graph to keep)
-        out = torch.sub(x, mean).square_().mul_(torch.exp(-logvar))
+        # the same, in place on one buffer (inference: no graph to keep), with the
+        # per-feature factors and constants combined first (``logvar`` is usually one
+        # value per member and feature, broadcast over the rows)
+        out = torch.sub(x, mean).square_()
         if df is None:
-            return out.add_(logvar + LOG_2PI).mul_(-0.5)
-        out = out.div_(df).log1p_().mul_(df + 1.0).add_(logvar)
-        return out.mul_(-0.5).add_(_t_constant(df))
+            return out.mul_(torch.exp(-logvar).mul_(-0.5)).add_((logvar + LOG_2PI).mul_(-0.5))
+        out = out.mul_(torch.exp(-logvar).div_(df)).log1p_().mul_(-0.5 * (df + 1.0))
+        return out.add_(logvar.mul(-0.5).add_(_t_constant(df)))
 
     def log_likelihood(
         self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
@@ -305,7 +307,11 @@ class VAEEnsemble(nn.Module):
     @staticmethod
     def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) summed over latent dimensions."""
-        return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+        if torch.is_grad_enabled():
+            return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+        # the same with fewer passes over the elements (inference: no graph to keep)
+        terms = torch.exp(logvar).sub_(logvar).addcmul_(mu, mu)
+        return terms.sum(-1).sub_(mu.shape[-1]).mul_(0.5)
 
     def loss_terms(
         self, x: torch.Tensor, noise: torch.Tensor | None
