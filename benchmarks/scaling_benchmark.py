@@ -149,6 +149,15 @@ def network_layers(net) -> list:
     return [*net.encoder_layers, net.encoder_head, *net.decoder_layers, net.decoder_head]
 
 
+def padded_layers(net) -> list:
+    """Each affine map's weight and bias as skvae scores with them (output columns padded
+    to its alignment, which it does only outside autograd)."""
+    import torch
+
+    with torch.inference_mode():
+        return [layer._padded()[:2] for layer in network_layers(net)]
+
+
 def flops_per_row(net) -> int:
     """Matrix-product FLOPs one row costs in a posterior-mean ELBO pass of ``net``."""
     return sum(2 * la.in_features * la.out_features * la.n_members for la in network_layers(net))
@@ -232,8 +241,8 @@ def floor_pass(net):
 
     df = net.config["decoder_df"]
     latent = net.latent_dim
+    padded = padded_layers(net)
     with torch.inference_mode():
-        padded = [layer._padded()[:2] for layer in network_layers(net)]
         logvar = net.decoder_logvar.clamp(*DECODER_LOGVAR_BOUNDS)  # (members, 1, features)
         if df is None:
             precision, factor = torch.exp(-logvar), -0.5
@@ -286,7 +295,7 @@ def gemm_share(det, X: np.ndarray, rounds: int = 7) -> dict:
     with torch.inference_mode():
         scaled = net.scale_input(torch.from_numpy(X[: chunks * SCORE_CHUNK]))
         scaled = list(scaled.to(torch.float32).split(SCORE_CHUNK))
-        layers = [layer._padded()[:2] for layer in network_layers(net)]
+        layers = padded_layers(net)
         inputs = [torch.randn(net.n_members, SCORE_CHUNK, w.shape[-2]) for w, _ in layers]
         outs = [torch.empty(net.n_members, SCORE_CHUNK, w.shape[-1]) for w, _ in layers]
 
