@@ -48,7 +48,8 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     X, _ = data
-    return VAEOutlierDetector(**FAST).fit(X)
+    # on the CPU also where a GPU is ('auto'): tests compare its scores bit for bit
+    return VAEOutlierDetector(device="cpu", **FAST).fit(X)
 
 
 @pytest.mark.parametrize("score_type", SCORE_TYPES)
@@ -156,7 +157,13 @@ def test_early_stopping_restores_best_weights(data):
     X, _ = data
     # per-sample decoder variance: no held-out calibration changes the restored weights
     det = VAEOutlierDetector(
-        epochs=300, patience=3, n_estimators=1, lr=3e-2, decoder_variance="sample", random_state=0
+        epochs=300,
+        patience=3,
+        n_estimators=1,
+        lr=3e-2,
+        decoder_variance="sample",
+        device="cpu",
+        random_state=0,
     ).fit(X)
     assert det.n_epochs_ < 300
     val, epochs = np.array(det.history_["val_loss"]), det.history_["epoch"]
@@ -178,7 +185,7 @@ def test_feature_terms_are_the_decoder_log_densities(decoder_df):
     # the default decoder is Student-t with 5 degrees of freedom; None is Gaussian
     X, _ = gaussian_with_outliers(n=300)
     params = {} if decoder_df == 5.0 else {"decoder_df": decoder_df}
-    det = VAEOutlierDetector(epochs=5, random_state=0, **params).fit(X)
+    det = VAEOutlierDetector(epochs=5, device="cpu", random_state=0, **params).fit(X)
     assert det.decoder_df == decoder_df and det.module_.config["decoder_df"] == decoder_df
     net = det.module_
     with torch.no_grad():
@@ -337,6 +344,16 @@ def test_cuda_path_in_state_loads_on_cpu(fitted, data, monkeypatch):
         restored.__setstate__(state)
     assert restored.device_.type == "cpu"
     np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_with_validation_data(data):
+    """validation_data is scaled like the training rows before the network moves to the
+    GPU."""
+    X, _ = data
+    det = VAEOutlierDetector(device="cuda", **FAST).fit(X[:400], validation_data=X[400:])
+    assert np.isfinite(det.history_["val_loss"]).all()
+    assert np.isfinite(det.sample(5, random_state=0)).all()
 
 
 def test_same_random_state_same_scores(data):

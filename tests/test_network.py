@@ -198,7 +198,7 @@ def test_rows_that_overflow_float32_are_scored_in_float64():
     # with consistent checksums, or a diverged fit); float64 scores those rows
     rng = np.random.RandomState(0)
     X = rng.normal(size=(200, 4))
-    det = VAEOutlierDetector(epochs=3, hidden_dims=(8, 4), random_state=0).fit(X)
+    det = VAEOutlierDetector(epochs=3, hidden_dims=(8, 4), device="cpu", random_state=0).fit(X)
     with torch.no_grad():
         det.module_.encoder_layers[1].weight[0, 0, 0] = 4e37
     wide = copy.deepcopy(det)

@@ -409,11 +409,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             decoder_df=self.decoder_df,
         )
         module.set_scaling(*fit_scaling(X_fit, self.scaling))
+        # Both tensors are scaled while the module (its scaling) is still on the CPU.
         Z = self._training_tensor(module, X_fit, device)
         del X_fit
-        module.reset_parameters(torch.Generator().manual_seed(seed))
-        module.to(device, torch.float32)
-
         if validation_data is not None:
             X_val = validate_data(
                 self, validation_data, dtype=[np.float64, np.float32], reset=False
@@ -421,6 +419,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             Z_val = self._training_tensor(module, X_val, device)
         else:
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
+        module.reset_parameters(torch.Generator().manual_seed(seed))
+        module.to(device, torch.float32)
         subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
         history, n_epochs, best_epoch = self._train(module, Z, subsets, Z_val, seed, device)
         module.eval()
@@ -957,7 +957,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             zt = torch.from_numpy(z).to(self.device_, self._dtype())
             stacked = zt.unsqueeze(0).expand(module.n_members, -1, -1).contiguous()
             mean, _ = module.decode(stacked)  # every member decodes every z once
-            picked = mean[torch.as_tensor(member), torch.arange(n_samples)]
+            which = torch.as_tensor(member, device=mean.device)
+            picked = mean[which, torch.arange(n_samples, device=mean.device)]
             out = module.unscale_output(picked)
         return out.double().cpu().numpy()
 
