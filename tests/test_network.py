@@ -175,6 +175,36 @@ def test_float32_scores_do_not_depend_on_the_batch(monkeypatch, n_features):
     np.testing.assert_array_equal(tensor.double().numpy(), full[::-1])
 
 
+@pytest.mark.parametrize("score_type", ["elbo", "reconstruction_probability"])
+def test_row_bytes_bounds_what_a_pass_holds(score_type):
+    """row_bytes (which sizes passes under working_memory) is at least the float64
+    layer outputs one row needs, and not a multiple of them: the reconstruction
+    probability's draws are taken one at a time, so they do not count."""
+    from sklearn.utils._chunking import get_chunk_n_rows
+
+    import skvae._network as network
+    from skvae._estimator import default_hidden_dims, default_latent_dim
+
+    d, rows = 20, 100
+    net = VAEEnsemble(d, default_latent_dim(d), default_hidden_dims(d), 5, 10).double().eval()
+    per_call = []  # bytes of the layer outputs of each decoder call and the encoder
+    for layer in net.modules():
+        if isinstance(layer, EnsembleLinear):
+            layer.register_forward_hook(
+                lambda _, __, out: per_call.append(out.numel() * out.element_size())
+            )
+    with torch.inference_mode():
+        net.scores(torch.randn(rows, d, dtype=torch.float64), score_type)
+    n_layers = sum(isinstance(m, EnsembleLinear) for m in net.modules())
+    held = sum(per_call[:n_layers]) / rows  # one pass through every layer
+    assert held <= net.row_bytes() <= 2 * held
+    # so at scikit-learn's default working memory (1 GiB) both devices take full passes
+    assert get_chunk_n_rows(net.row_bytes(), max_n_rows=network.CUDA_CHUNK_ROWS) == (
+        network.CUDA_CHUNK_ROWS
+    )
+    assert network.chunk_rows(net) == network.CHUNK_ROWS
+
+
 def test_layer_outputs_are_aligned_only_in_eval_mode_outside_autograd():
     layer = EnsembleLinear(2, 4, 5)
     layer.reset_parameters(torch.Generator().manual_seed(0))
