@@ -16,6 +16,12 @@ the CPU half and says so (that is how the test suite keeps it working).
 4. Timings at each size, CPU and GPU in the same run: the default fit (subsampled), one
    epoch on all rows (``max_samples=1.0``), and ``score_samples`` (CPU float32 default,
    CPU float64, GPU from numpy, GPU tensor in and out).
+5. ``score_samples`` at several rows per pass on 1e6 rows (the largest size), to choose
+   ``CUDA_CHUNK_ROWS``.
+
+The report is written after every stage, so a run stopped by a lent machine's time
+limit keeps what it measured; ``pytest``'s whole output goes to ``OUT_DIR/cuda_tests.log``
+and a failed stage records its traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +50,19 @@ def data(n: int, d: int = 20, seed: int = 0) -> np.ndarray:
     return (rng.normal(size=(n, 4)) @ W + 0.1 * rng.normal(size=(n, d))).astype(np.float64)
 
 
-def run_cuda_tests() -> dict:
+def run_cuda_tests(log: Path) -> dict:
+    """``pytest -k cuda``; its whole output, tracebacks included, goes to ``log``."""
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider"]
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "--tb=long", "-k", "cuda"]
+        + ["-p", "no:cacheprovider"]
         + [str(ROOT / f) for f in CUDA_TEST_FILES],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
+    log.write_text(out.stdout + out.stderr)
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     return {
         "returncode": out.returncode,
@@ -159,7 +169,7 @@ def timed(fn, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def timings(sizes, cuda: bool) -> list[dict]:
+def timings(sizes, cuda: bool, report_progress=lambda rows: None) -> list[dict]:
     rows = []
     for n in sizes:
         X = data(n)
@@ -169,6 +179,7 @@ def timings(sizes, cuda: bool) -> list[dict]:
             except Exception as exc:  # one failed size keeps the others
                 rows.append({"n": n, "device": device, "error": f"{type(exc).__name__}: {exc}"})
             print(rows[-1], flush=True)
+            report_progress(rows)
     return rows
 
 
@@ -211,6 +222,46 @@ def time_one(X: np.ndarray, device: str) -> dict:
     return row
 
 
+def chunk_sweep(n: int, device: str) -> list[dict]:
+    """``score_samples`` rows/s on ``n`` rows at several rows per forward pass (what the
+    package's ``chunk_rows`` picks: ``CHUNK_ROWS`` on the CPU, ``CUDA_CHUNK_ROWS`` on a
+    GPU), arrays and device tensors, and how far each chunk size's scores are from the
+    first's."""
+    import skvae
+    from skvae import _network
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    # without a GPU, two sizes only: the CPU half keeps the code working in CI
+    chunks = (2048, 16384, 65536, 262144) if device == "cuda" else (1024, 2048)
+    X = data(n)
+    det = skvae.VAEOutlierDetector(device=device, random_state=0).fit(X[:10_000])
+    t = torch.as_tensor(X, device=device)
+    rows, first, default = [], None, _network.chunk_rows
+    try:
+        for chunk in chunks:
+            _network.chunk_rows = lambda net, chunk=chunk: chunk
+            scores = det.score_samples(X)
+            det.score_samples(t)
+            sync()
+
+            def tensor_scores():
+                det.score_samples(t)
+                sync()
+
+            row = {
+                "chunk_rows": chunk,
+                "array_rows_per_s": n / timed(lambda: det.score_samples(X)),
+                "tensor_rows_per_s": n / timed(tensor_scores),
+            }
+            first = scores if first is None else first
+            row["max_rel_diff_to_first"] = float(np.max(np.abs(scores - first) / np.abs(first)))
+            rows.append(row)
+            print(row, flush=True)
+    finally:
+        _network.chunk_rows = default
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = [f"# CUDA check ({report['device']})", ""]
     lines.append(f"- CUDA tests: {report['cuda_tests']['summary']}")
@@ -238,6 +289,18 @@ def markdown(report: dict) -> str:
             f"| {r['n']:,} | {r['device']} | {r['fit_default_s']:.2f} | "
             f"{r['fit_one_epoch_all_rows_s']:.2f} | {r['score_rows_per_s']:,.0f} | {extra:,.0f} |"
         )
+    if report.get("chunk_sweep"):
+        lines += [
+            "",
+            "| rows per pass | score rows/s (array) | score rows/s (device tensor) "
+            "| max rel. diff to the first |",
+            "|---|---|---|---|",
+        ]
+        for r in report["chunk_sweep"]:
+            lines.append(
+                f"| {r['chunk_rows']:,} | {r['array_rows_per_s']:,.0f} | "
+                f"{r['tensor_rows_per_s']:,.0f} | {r['max_rel_diff_to_first']:.1e} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -248,6 +311,13 @@ def main() -> None:
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -k cuda")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def write(report: dict) -> None:
+        # after every stage, so a run stopped by a machine's time limit keeps what it measured
+        (args.out / "cuda_check.json").write_text(json.dumps(report, indent=1))
+        (args.out / "cuda_check.md").write_text(markdown(report))
+
     report = {
         "device": torch.cuda.get_device_name(0) if cuda else f"CPU only ({platform.processor()})",
         "torch": torch.__version__,
@@ -255,20 +325,28 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(),
     }
     report["cuda_tests"] = (
-        {"summary": "skipped (--skip-tests)"} if args.skip_tests else run_cuda_tests()
+        {"summary": "skipped (--skip-tests)"}
+        if args.skip_tests
+        else run_cuda_tests(args.out / "cuda_tests.log")
     )
     print(report["cuda_tests"], flush=True)
+    report["timings"] = []
+    write(report)
     if cuda:
         with tempfile.TemporaryDirectory() as folder:
             try:
                 report["cuda_fit"] = cuda_fit_and_formats(Path(folder))
             except Exception as exc:  # keep the timings of a scarce GPU session
-                report["cuda_fit"] = {"error": f"{type(exc).__name__}: {exc}"}
+                report["cuda_fit"] = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc().splitlines()[-30:],
+                }
         print(report["cuda_fit"], flush=True)
-    report["timings"] = timings(args.sizes, cuda)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cuda_check.json").write_text(json.dumps(report, indent=1))
-    (args.out / "cuda_check.md").write_text(markdown(report))
+        write(report)
+    report["timings"] = timings(args.sizes, cuda, lambda rows: write({**report, "timings": rows}))
+    write(report)
+    report["chunk_sweep"] = chunk_sweep(max(args.sizes), "cuda" if cuda else "cpu")
+    write(report)
     print(markdown(report))
 
 

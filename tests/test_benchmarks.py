@@ -181,6 +181,10 @@ def test_cuda_check_cpu_half(tmp_path):
     (row,) = [r for r in report["timings"] if r["device"] == "cpu"]
     assert row["n"] == 2000 and row["score_rows_per_s"] > 0
     assert "| 2,000 | cpu |" in (tmp_path / "cuda_check.md").read_text()
+    sweep = report["chunk_sweep"]  # rows per pass, two sizes without a GPU
+    assert [r["chunk_rows"] for r in sweep] == [1024, 2048]
+    assert all(r["tensor_rows_per_s"] > 0 and r["max_rel_diff_to_first"] < 1e-5 for r in sweep)
+    assert "| 1,024 |" in (tmp_path / "cuda_check.md").read_text()
 
 
 def test_cuda_check_formats_half_on_cpu(tmp_path):
