@@ -1,4 +1,5 @@
-"""Reward penalties and the torch-native scoring path, on Hopper-v5 transitions."""
+"""Reward penalties and the torch-native scoring path, on Hopper-v5 transitions (and on
+synthetic ones where the test must run without MuJoCo)."""
 
 import numpy as np
 import pytest
@@ -87,18 +88,49 @@ def test_torch_scoring_bad_input(rl_model):
         det.score_samples(torch.zeros(0, 14))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_torch_scoring_on_cuda(rl_model):
-    det, X_in, _ = rl_model
+def _on(device: str, det):
+    """A copy of CPU-fitted ``det`` with its network on ``device`` (the same weights)."""
     import copy
 
-    gpu = copy.deepcopy(det)
-    gpu.module_.to("cuda", torch.float32)
-    gpu.device_ = torch.device("cuda")
-    t = torch.as_tensor(X_in[:300], device="cuda")
-    s = gpu.score_samples(t)
-    assert s.is_cuda
-    np.testing.assert_allclose(s.cpu().numpy(), det.score_samples(X_in[:300]), rtol=1e-4)
+    moved = copy.deepcopy(det)
+    moved.module_.to(device, torch.float32)
+    moved.device_ = torch.device(device)
+    return moved
+
+
+def _check_scores_and_penalties_on(device: str) -> None:
+    """Rollouts already on ``device``: scores, penalties and penalised rewards stay there
+    and equal the CPU's from numpy. (Synthetic transitions: GPU machines lack MuJoCo.)"""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(1200, 14)) @ rng.normal(size=(14, 14))
+    X[1000:1050] += 6.0  # some far from the training rows
+    det = VAEOutlierDetector(epochs=20, device="cpu", random_state=0).fit(X[:1000])
+    moved, rows = _on(device, det), X[1000:]
+    t = torch.as_tensor(rows, device=device)
+    scores = moved.score_samples(t)
+    assert scores.device.type == device
+    np.testing.assert_allclose(scores.cpu().numpy(), det.score_samples(rows), rtol=1e-4)
+    rewards = torch.ones(len(rows), 1, device=device)
+    for kind in ["hinge", "tanh", "linear", "inverse", "nll"]:
+        on_device, on_cpu = RewardPenalty(moved, kind=kind), RewardPenalty(det, kind=kind)
+        p = on_device.penalty(t)
+        assert p.device.type == device and bool(torch.isfinite(p).all())
+        expected = on_cpu.penalty(rows)
+        np.testing.assert_allclose(p.cpu().numpy(), expected, rtol=1e-4, atol=1e-4)
+        penalised = on_device.penalize(rewards, t)
+        assert penalised.device.type == device and penalised.shape == rewards.shape
+    assert float(RewardPenalty(moved, kind="tanh").penalty(t)[:50].mean()) > float(
+        RewardPenalty(moved, kind="tanh").penalty(t)[50:].mean()
+    )
+
+
+def test_scores_and_penalties_of_tensors_on_the_cpu():
+    _check_scores_and_penalties_on("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_scores_and_penalties_of_tensors_on_cuda():
+    _check_scores_and_penalties_on("cuda")
 
 
 @pytest.mark.parametrize("kind", ["tanh", "linear", "inverse", "tanh_reg"])
