@@ -36,7 +36,9 @@ def public_objects():
             yield f"{obj.__module__}.{obj.__qualname__}", obj
 
 
-@pytest.mark.parametrize("name, obj", list(public_objects()), ids=lambda v: str(v))
+# ids are the names alone: an object's repr holds its address, which differs between
+# processes (pytest-xdist's workers must collect the same ids)
+@pytest.mark.parametrize("name, obj", [pytest.param(n, o, id=n) for n, o in public_objects()])
 def test_numpydoc_sections(name, obj):
     doc = inspect.getdoc(obj) or ""
     params = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
