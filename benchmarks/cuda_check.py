@@ -314,9 +314,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write(report: dict) -> None:
-        # after every stage, so a run stopped by a machine's time limit keeps what it measured
-        (args.out / "cuda_check.json").write_text(json.dumps(report, indent=1))
-        (args.out / "cuda_check.md").write_text(markdown(report))
+        # after every stage, so a run stopped by a machine's time limit keeps what it
+        # measured; each file replaced whole, never left half written
+        for name, text in [
+            ("cuda_check.json", json.dumps(report, indent=1)),
+            ("cuda_check.md", markdown(report)),
+        ]:
+            partial = args.out / f".{name}.partial"
+            partial.write_text(text)
+            os.replace(partial, args.out / name)
 
     report = {
         "device": torch.cuda.get_device_name(0) if cuda else f"CPU only ({platform.processor()})",
