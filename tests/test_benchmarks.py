@@ -124,7 +124,8 @@ def test_scaling_floor_pass_computes_the_scores(decoder_df):
     bench = load("scaling_benchmark.py")
     X = bench.make_data(CHUNK_ROWS + 100)
     X[:10] += 40.0  # beyond the encoder's clip
-    det = VAEOutlierDetector(epochs=3, decoder_df=decoder_df, random_state=0).fit(X[100:])
+    det = VAEOutlierDetector(epochs=3, decoder_df=decoder_df, device="cpu", random_state=0)
+    det.fit(X[100:])
     floor = bench.floor_pass(det.module_)
     with torch.inference_mode():
         scaled = det.module_.scale_input(torch.from_numpy(X[:CHUNK_ROWS])).float()
