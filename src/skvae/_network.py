@@ -42,9 +42,9 @@ T_TARGET_CLIP = 1e4
 # the CPU's cache, large enough that the matrix products run at full speed.
 CHUNK_ROWS = 2048
 # The same on a GPU, where a 2,048-row pass is mostly kernel launches and transfers:
-# on an H100, 65,536 rows per pass scored device tensors 20x faster (47M rows/s
-# against 2.3M; benchmarks/cuda_check.py's chunk sweep). A call with fewer rows pays
-# for one whole pass (about 1.4 ms there).
+# on an H100, 65,536 rows per pass scored device tensors 19x faster (36.8M rows/s
+# against 1.9M; benchmarks/RESULTS.md, "A real GPU"). A call with fewer rows pays for
+# one whole pass (about 2 ms there).
 CUDA_CHUNK_ROWS = 65536
 # Outside training, layer outputs are padded to a multiple of this many columns: the
 # CPU's matrix kernels for narrow outputs (e.g. 5 or 10 columns) vectorise over rows,
