@@ -169,6 +169,22 @@ def timed(fn, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def synchronizer(device: str):
+    """What waits for the device's queued work: nothing to wait for on the CPU."""
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def scoring_rate(det, X, sync) -> float:
+    """Rows per second of ``det.score_samples(X)``, the median of three passes, each
+    waiting for the device (``sync``) before it counts as done."""
+
+    def score():
+        det.score_samples(X)
+        sync()
+
+    return len(X) / timed(score)
+
+
 def timings(sizes, cuda: bool, report_progress=lambda rows: None) -> list[dict]:
     rows = []
     for n in sizes:
@@ -187,7 +203,7 @@ def time_one(X: np.ndarray, device: str) -> dict:
     """Fit and scoring times of the defaults at one size on one device."""
     import skvae
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = synchronizer(device)
 
     def fit(**params):
         det = skvae.VAEOutlierDetector(device=device, random_state=0, **params).fit(X)
@@ -206,19 +222,13 @@ def time_one(X: np.ndarray, device: str) -> dict:
     )
     det = fit()
     det.score_samples(X[:1000])  # warm up
-    row["score_rows_per_s"] = n / timed(lambda: det.score_samples(X))
+    row["score_rows_per_s"] = scoring_rate(det, X, sync)
     if device == "cpu":
-        det64 = fit(precision="float64")
-        row["score_float64_rows_per_s"] = n / timed(lambda: det64.score_samples(X))
+        row["score_float64_rows_per_s"] = scoring_rate(fit(precision="float64"), X, sync)
         return row
     t = torch.as_tensor(X, device="cuda")
-
-    def tensor_scores():
-        det.score_samples(t)
-        sync()
-
-    tensor_scores()
-    row["score_tensor_rows_per_s"] = n / timed(tensor_scores)
+    det.score_samples(t)  # warm up
+    row["score_tensor_rows_per_s"] = scoring_rate(det, t, sync)
     return row
 
 
@@ -230,7 +240,7 @@ def chunk_sweep(n: int, device: str) -> list[dict]:
     import skvae
     from skvae import _network
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     # without a GPU, two sizes only: the CPU half keeps the code working in CI
     chunks = (2048, 16384, 65536, 262144) if device == "cuda" else (1024, 2048)
     X = data(n)
@@ -241,17 +251,11 @@ def chunk_sweep(n: int, device: str) -> list[dict]:
         for chunk in chunks:
             _network.chunk_rows = lambda net, chunk=chunk: chunk
             scores = det.score_samples(X)
-            det.score_samples(t)
-            sync()
-
-            def tensor_scores():
-                det.score_samples(t)
-                sync()
-
+            det.score_samples(t)  # warm up
             row = {
                 "chunk_rows": chunk,
-                "array_rows_per_s": n / timed(lambda: det.score_samples(X)),
-                "tensor_rows_per_s": n / timed(tensor_scores),
+                "array_rows_per_s": scoring_rate(det, X, sync),
+                "tensor_rows_per_s": scoring_rate(det, t, sync),
             }
             first = scores if first is None else first
             row["max_rel_diff_to_first"] = float(np.max(np.abs(scores - first) / np.abs(first)))
@@ -349,8 +353,8 @@ def main() -> None:
                 }
         print(report["cuda_fit"], flush=True)
         write(report)
+    # written as each size finishes
     report["timings"] = timings(args.sizes, cuda, lambda rows: write({**report, "timings": rows}))
-    write(report)
     report["chunk_sweep"] = chunk_sweep(max(args.sizes), "cuda" if cuda else "cpu")
     write(report)
     print(markdown(report))
