@@ -201,6 +201,30 @@ def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
     assert "allow-code-execution" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--epochs", "abc"], "skvae train: error: argument --epochs: invalid int"),
+        (["evaluate", "m.skvae"], "skvae evaluate: error: the following arguments are required"),
+        (["info"], "skvae: error: argument command: invalid choice: 'info'"),
+        ([], "skvae: error: the following arguments are required: command"),
+    ],
+)
+def test_usage_mistakes_are_one_line(argv, expected, capsys):
+    assert main(argv) == 2  # returned, not raised: main() reports every error the same way
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(expected) and captured.err.count("\n") == 1
+    assert "usage:" not in captured.err and "--help" in captured.err
+
+
+def test_help_and_version_return_zero(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("skvae ")
+    assert main(["score", "--help"]) == 0
+    assert "--pvalues" in capsys.readouterr().out
+
+
 def test_console_entry_points(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "skvae", "train", "--task", "hopper-absent-v2"],

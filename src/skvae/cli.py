@@ -651,6 +651,14 @@ def _check_dim(model: VAEOutlierDetector, X: np.ndarray) -> None:
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a usage mistake in one line (no usage block),
+    like every other error of the command line, and exits with 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``skvae`` command.
 
@@ -665,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args.command, args.epochs
     ('train', 5)
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="skvae", description="VAE outlier detection for tabular and offline-RL data."
     )
     parser.add_argument("--version", action="version", version=f"skvae {__version__}")
@@ -777,15 +785,18 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     code : int
-        0 on success, 2 on a user error (reported in one line, without a traceback),
-        130 when interrupted.
+        0 on success (and for ``--help`` and ``--version``), 2 on a user error or a
+        usage mistake (reported in one line, without a traceback), 130 when interrupted.
 
     Examples
     --------
     >>> main(["train", "--task", "hopper-absent-v2", "--quiet"])  # doctest: +ELLIPSIS
     2
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage mistake (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:
