@@ -124,6 +124,22 @@ def test_save_and_load_round_trip(trained, synthetic, tmp_path):
     )
     with pytest.raises(FileNotFoundError):
         VAE.load_model(str(tmp_path / "absent"))
+    # the file records its widths: the same request loads, a different one is refused
+    assert VAE.load_model(str(tmp_path / "m" / "vae"), hidden_dims=[64, 32])["model"]
+    with pytest.raises(ValueError, match=r"hidden_dims=\[64, 32\], but hidden_dims=\[128, 32\]"):
+        VAE.load_model(str(tmp_path / "m" / "vae"), hidden_dims=[128, 32])
+    with pytest.raises(ValueError, match="positive integers"):
+        VAE.load_model(str(tmp_path / "m" / "vae"), hidden_dims=["wide"])
+
+
+def test_fit_refuses_data_of_another_width(synthetic):
+    train, val, _, _ = synthetic  # 5 features
+    model = VAE(input_dim=4, latent_dim=2, hidden_dims=[8])
+    with pytest.raises(ValueError, match="train_data has 5 features, but .* input_dim=4"):
+        model.fit(train, val[:, :4], epochs=1, verbose=False)
+    model = VAE(input_dim=5, latent_dim=2, hidden_dims=[8])
+    with pytest.raises(ValueError, match="val_data has 4 features, but .* input_dim=5"):
+        model.fit(train, val[:, :4], epochs=1, verbose=False)
 
 
 def _old_module(input_dim, latent_dim, hidden_dims):

@@ -1180,7 +1180,8 @@ def load(
         Where to put the network; default: where it was trained, or the CPU (with a
         warning) when that was a GPU and none is available here.
     hidden_dims : list of int, optional
-        Only for files of the old ``vae_module``, which did not store them.
+        Needed only for files of the old ``vae_module``, which did not store them. For
+        any other file it must match the widths the file records.
     return_info : bool, default=False
         Also return the file's ``info`` dict (task, data, feature layout, threshold
         candidates keyed by integer percentile in normalised units, ...).
@@ -1202,7 +1203,8 @@ def load(
         If there is no model file at ``path``.
     ValueError
         If the file is truncated, corrupted, tampered with, not a skvae model, written
-        by a newer format version, or a pickle without ``allow_code_execution``.
+        by a newer format version, or a pickle without ``allow_code_execution``; or if
+        ``hidden_dims`` differs from the widths the file records.
 
     Examples
     --------
@@ -1229,6 +1231,16 @@ def load(
         record = read_model(path, hidden_dims=hidden_dims)
         detector = VAEOutlierDetector._from_record(record, device)
         info = dict(record.info, source=record.source)
+    if hidden_dims is not None:
+        # files that store their widths: a different request is a wrong config, which
+        # the old module's load_state_dict would have refused as well
+        requested = VAEOutlierDetector(hidden_dims=hidden_dims)._check_hidden_dims()
+        if requested != tuple(detector.hidden_dims_):
+            raise ValueError(
+                f"{where} holds a network with hidden_dims={list(detector.hidden_dims_)}, "
+                f"but hidden_dims={list(requested)} was requested; leave hidden_dims out "
+                "(the file records its widths) or correct it"
+            )
     return (detector, info) if return_info else detector
 
 

@@ -234,7 +234,23 @@ class VAE(nn.Module):
             epochs. With ``test_data``, ``test_loss``/``test_recon``/``test_kl`` hold
             one value: the restored model on the test set (evaluated once, not per
             epoch, so the test set plays no part in training).
+
+        Raises
+        ------
+        ValueError
+            If ``train_data`` or ``val_data`` has another number of features than
+            ``input_dim`` (the old module refused such data too), or is otherwise
+            invalid.
         """
+        train_data, val_data = _as_numpy(train_data), _as_numpy(val_data)
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            if data.ndim == 2 and data.shape[1] != self.input_dim:
+                # the old module's first layer refused such data; training on it anyway
+                # would hide a wrong feature layout (states without actions, ...)
+                raise ValueError(
+                    f"{name} has {data.shape[1]} features, but this VAE was built with "
+                    f"input_dim={self.input_dim}"
+                )
         self.detector.set_params(
             epochs=epochs,
             batch_size=batch_size,
@@ -243,7 +259,7 @@ class VAE(nn.Module):
             patience=patience,
             verbose=int(bool(verbose)),
         )
-        self.detector.fit(_as_numpy(train_data), validation_data=_as_numpy(val_data))
+        self.detector.fit(train_data, validation_data=val_data)
         self._adopt(self.detector)
         history = {k: list(v) for k, v in self.detector.history_.items()}
         if test_data is not None:
