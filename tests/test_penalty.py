@@ -161,3 +161,32 @@ def test_penalty_accepts_a_compat_model_and_refuses_bad_thresholds(rl_model):
     )
     with pytest.raises(ValueError, match="finite"):
         RewardPenalty(det, thr=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"coef": float("nan")}, "coef must be a finite number"),
+        ({"coef": "large"}, "coef must be a finite number"),
+        ({"scale": float("inf")}, "scale must be a finite number"),
+        ({"scale": -1.0, "kind": "hinge"}, "scale must be positive"),
+        ({"scale": 0.0}, "scale must be positive"),
+    ],
+)
+def test_coefficients_that_would_give_nan_or_reversed_penalties_are_refused(
+    rl_model, kwargs, match
+):
+    det, _, _ = rl_model
+    with pytest.raises(ValueError, match=match):
+        RewardPenalty(det, **kwargs)
+
+
+def test_penalize_names_a_rewards_length_mismatch(rl_model):
+    det, X_in, _ = rl_model
+    pen = RewardPenalty(det)
+    X = X_in[:4]
+    for rewards in (np.ones(3), torch.ones(5, 1)):
+        with pytest.raises(ValueError, match=r"rewards has \d values but X has 4 rows"):
+            pen.penalize(rewards, X)
+    assert pen.penalize(np.ones((4, 1)), X).shape == (4, 1)
+    assert pen.penalize(torch.ones(4), torch.as_tensor(X)).shape == (4,)

@@ -52,10 +52,10 @@ class RewardPenalty:
     kind : str, default='tanh'
         One of the types above.
     coef : float, default=1.0
-        Weight of the penalty in :meth:`penalize`.
+        Weight of the penalty in :meth:`penalize` (finite).
     scale : float, default=1.0
-        Multiplies ``t - s`` in skvae's shapes (the offline-RL types keep their own
-        constants).
+        Multiplies ``t - s`` in skvae's shapes (positive; the offline-RL types keep
+        their own constants).
     thr : float, optional
         Normalised threshold ``t``; default: the detector's ``offset_`` normalised.
     pvalue : float in (0, 1), optional
@@ -100,8 +100,10 @@ class RewardPenalty:
             raise ValueError("detector must be a fitted VAEOutlierDetector.")
         self.detector = detector
         self.kind = kind
-        self.coef = float(coef)
-        self.scale = float(scale)
+        self.coef = _finite("coef", coef)
+        self.scale = _finite("scale", scale)
+        if self.scale <= 0:
+            raise ValueError(f"scale must be positive; got {scale!r}.")
         self.mean_ = float(detector.score_mean_)
         self.std_ = safe_std(detector.score_std_)
         if thr is not None and pvalue is not None:
@@ -183,11 +185,25 @@ class RewardPenalty:
             Penalised rewards, shaped like ``rewards``.
         """
         p = self.penalty(X)
+        n_rewards = rewards.numel() if isinstance(rewards, torch.Tensor) else np.size(rewards)
+        if n_rewards != p.shape[0]:
+            raise ValueError(f"rewards has {n_rewards} values but X has {p.shape[0]} rows.")
         if isinstance(rewards, torch.Tensor):
             p = torch.as_tensor(p, device=rewards.device, dtype=rewards.dtype)
             return rewards - self.coef * p.reshape(rewards.shape)
         rewards = np.asarray(rewards)
         return rewards - self.coef * np.asarray(p).reshape(rewards.shape)
+
+
+def _finite(name: str, value) -> float:
+    """``value`` as a finite float, else a ValueError naming ``name``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.") from None
+    if not np.isfinite(out):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    return out
 
 
 def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.ndarray:
