@@ -60,6 +60,31 @@ def test_evaluate_needs_both_classes(model_and_data):
     det, X, y = model_and_data
     with pytest.raises(ValueError, match="both classes"):
         evaluate_labelled(det, X[y == 0], np.zeros((y == 0).sum()))
+    with pytest.raises(ValueError, match="need at least one row each; got \d+ and 0"):
+        evaluate_anomaly_detection(det, X[y == 0], X[:0])
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (lambda y: y[:10], "y has 10 labels but X has 1200 rows"),
+        (lambda y: np.where(y == 1, -1, 1), r"got values -1, 1 \(for predict's convention"),
+        (lambda y: np.where(y == 1, np.nan, 0.0), "got values 0.0, nan"),
+        (lambda y: np.where(y == 1, 1.7, 0.0), "got values 0.0, 1.7"),  # not truncated to 1
+        (lambda y: np.where(y == 1, "a", "n"), "got values 'a', 'n'"),
+    ],
+)
+def test_evaluate_says_what_is_wrong_with_the_labels(model_and_data, labels, match):
+    det, X, y = model_and_data
+    with pytest.raises(ValueError, match=match):
+        evaluate_labelled(det, X, labels(y))
+
+
+def test_evaluate_accepts_boolean_and_column_labels(model_and_data):
+    det, X, y = model_and_data
+    expected = evaluate_labelled(det, X, y).to_dict()
+    assert evaluate_labelled(det, X, y.astype(bool)).to_dict() == expected
+    assert evaluate_labelled(det, X.tolist(), y[:, None].astype(float)).to_dict() == expected
 
 
 def test_evaluate_with_plot(model_and_data):

@@ -100,9 +100,7 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
     >>> evaluate_labelled(det, X, y).roc_auc > 0.9
     True
     """
-    y = np.asarray(y).ravel().astype(int)
-    if set(np.unique(y)) != {0, 1}:
-        raise ValueError("y must contain both classes, 0 (normal) and 1 (anomaly).")
+    y = _check_labels(y, X.shape[0] if hasattr(X, "shape") else len(X))
     scores = np.asarray(detector.score_samples(X), dtype=np.float64)
     flagged = (np.asarray(detector.predict(X)) == -1).astype(int)
     normal, anomaly = scores[y == 0], scores[y == 1]
@@ -126,6 +124,29 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
 
         report.figure = plot_evaluation(scores, y, threshold=float(detector.offset_))
     return report
+
+
+def _check_labels(y, n_samples: int) -> np.ndarray:
+    """``y`` as an int array of 0 (normal) and 1 (anomaly) with both present, else a
+    ValueError saying what is wrong."""
+    y = np.asarray(y).ravel()
+    if len(y) != n_samples:
+        raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows.")
+    try:
+        values = np.unique(y).tolist()  # NaNs collapse to one
+    except TypeError:  # mixed types
+        values = sorted(set(y.tolist()), key=str)
+    if not set(values) <= {0, 1}:
+        hint = (
+            " (for predict's convention, +1 normal and -1 anomaly, pass y == -1)"
+            if set(values) == {-1, 1}
+            else ""
+        )
+        shown = ", ".join(map(repr, values[:5])) + (", ..." if len(values) > 5 else "")
+        raise ValueError(f"y must be 1 (anomaly) or 0 (normal); got values {shown}{hint}.")
+    if len(values) < 2:
+        raise ValueError("y must contain both classes, 0 (normal) and 1 (anomaly).")
+    return y.astype(int)
 
 
 def evaluate_anomaly_detection(
@@ -162,6 +183,11 @@ def evaluate_anomaly_detection(
     """
     X_normal = np.asarray(X_normal)
     X_anomaly = np.asarray(X_anomaly)
+    if len(X_normal) == 0 or len(X_anomaly) == 0:
+        raise ValueError(
+            "X_normal and X_anomaly need at least one row each; got "
+            f"{len(X_normal)} and {len(X_anomaly)}."
+        )
     X = np.concatenate([X_normal, X_anomaly])
     y = np.r_[np.zeros(len(X_normal), dtype=int), np.ones(len(X_anomaly), dtype=int)]
     return evaluate_labelled(detector, X, y, plot=plot)
