@@ -60,7 +60,7 @@ def test_evaluate_needs_both_classes(model_and_data):
     det, X, y = model_and_data
     with pytest.raises(ValueError, match="both classes"):
         evaluate_labelled(det, X[y == 0], np.zeros((y == 0).sum()))
-    with pytest.raises(ValueError, match="need at least one row each; got \d+ and 0"):
+    with pytest.raises(ValueError, match=r"need at least one row each; got \d+ and 0"):
         evaluate_anomaly_detection(det, X[y == 0], X[:0])
 
 
