@@ -193,6 +193,13 @@ def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
     np.save(tmp_path / "flat.npy", np.zeros(14))
     assert main(["score", str(trained), str(tmp_path / "flat.npy")]) == 2
     assert "2D array" in capsys.readouterr().err
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    (tmp_path / "junk.csv").write_text("1,2,x\n")
+    for name in ("junk.npy", "junk.csv"):
+        assert main(["score", str(trained), str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"skvae: error: {tmp_path / name}: ") and "\n" not in err
+        assert "allow_pickle" not in err
     # a pickle is refused without the opt-in, and its payload never runs
     import joblib
 

@@ -135,6 +135,20 @@ def test_custom_file_errors(tmp_path):
         ds.load_transitions(tmp_path / "y.npz")
 
 
+def test_unreadable_npz_is_named_and_never_suggests_unpickling(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not numpy")  # NumPy would suggest allow_pickle
+    (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04 damaged")
+    np.savez(
+        tmp_path / "obj.npz",
+        observations=np.array([[1, "a"]] * 3, dtype=object),
+        actions=np.zeros((3, 1)),
+    )
+    for name in ("junk.npz", "zip.npz", "obj.npz"):
+        with pytest.raises(ValueError, match=name) as info:
+            ds.load_transitions(tmp_path / name)
+        assert "allow_pickle" not in str(info.value)
+
+
 def test_feature_layouts(hopper):
     data = hopper["linear"]
     X = ds.make_features(data)

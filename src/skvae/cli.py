@@ -23,7 +23,14 @@ from ._estimator import VAEOutlierDetector, load
 from ._persistence import PICKLE_SUFFIXES, SUFFIX, atomic_write
 from ._scaling import scaling_for
 from ._thresholds import normalize, threshold_candidates
-from .datasets import FEATURE_LAYOUTS, feature_names, load_dataset, make_features, split_indices
+from .datasets import (
+    FEATURE_LAYOUTS,
+    feature_names,
+    load_dataset,
+    make_features,
+    numpy_file_errors,
+    split_indices,
+)
 
 # Keys of the old vae_module configs, plus what skvae adds. Of the old keys,
 # ``use_rl_data``, ``obs_dim`` and ``action_dim`` are accepted and ignored (the data file
@@ -536,10 +543,11 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
             raise CLIError(
                 f"--features {args.features} does not match the model's feature layout {recorded}"
             )
-    if file.suffix == ".npy":
-        return np.load(file, allow_pickle=False)
-    if file.suffix == ".csv":
-        return np.loadtxt(file, delimiter=",", ndmin=2)
+    if file.suffix in (".npy", ".csv"):
+        with open(file, "rb") as fh, numpy_file_errors(file):
+            if file.suffix == ".npy":
+                return np.load(fh, allow_pickle=False)
+            return np.loadtxt(fh, delimiter=",", ndmin=2)
     layout = tuple(recorded) if recorded is not None else (args.features or "next_obs_action")
     data = load_dataset(data_path=file, allow_code_execution=args.allow_code_execution)
     return make_features(data, layout)

@@ -11,7 +11,10 @@ simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -351,13 +354,34 @@ def load_transitions(
             raise ValueError(f"{file}: expected a dict of arrays, got {type(raw).__name__}.")
         data = {k: np.asarray(v) for k, v in raw.items() if k in TRANSITION_KEYS}
     elif suffix == ".npz":
-        with np.load(file, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in TRANSITION_KEYS if k in npz.files}
+        # the handle is ours, so a damaged archive does not leak it
+        with open(file, "rb") as fh, numpy_file_errors(file):
+            with np.load(fh, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in TRANSITION_KEYS if k in npz.files}
     elif suffix in (".hdf5", ".h5"):
         return _read_hdf5_transitions(file)
     else:
         raise ValueError(f"Unsupported dataset file type {suffix!r}: use .pkl, .npz or .hdf5.")
     return _check_transitions(data, str(file))
+
+
+@contextlib.contextmanager
+def numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
+    """Report a NumPy data file (``.npy``, ``.npz``, ``.csv``) that cannot be read as a
+    ValueError naming it, instead of NumPy's message (which, for a file that is not
+    NumPy's at all, suggests unpickling it)."""
+    try:
+        yield
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        text = str(exc)
+        if "pickle" in text or "Object arrays" in text:
+            text = (
+                "not a NumPy file of numbers (damaged, another format, or object "
+                "arrays, which skvae does not unpickle)"
+            )
+        raise ValueError(f"{file}: {' '.join(text.split())}") from None
 
 
 def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
