@@ -215,6 +215,10 @@ def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
         (["evaluate", "m.skvae"], "skvae evaluate: error: the following arguments are required"),
         (["info"], "skvae: error: argument command: invalid choice: 'info'"),
         ([], "skvae: error: the following arguments are required: command"),
+        (  # checked before the model is read or anything printed
+            ["thresholds", "m.skvae", "x.npy", "--percentiles", "5", "150"],
+            "skvae thresholds: error: argument --percentiles: '150' is not a percentile",
+        ),
     ],
 )
 def test_usage_mistakes_are_one_line(argv, expected, capsys):

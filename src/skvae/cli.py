@@ -659,6 +659,17 @@ def _check_dim(model: VAEOutlierDetector, X: np.ndarray) -> None:
         )
 
 
+def _percentile(text: str) -> float:
+    """A ``--percentiles`` value: a number in [0, 100] (checked before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 100:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentile in [0, 100]")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser that reports a usage mistake in one line (no usage block),
     like every other error of the command line, and exits with 2."""
@@ -776,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     thresholds = model_command("thresholds", "threshold candidates at percentiles")
     thresholds.add_argument("data")
     thresholds.add_argument(
-        "--percentiles", type=float, nargs="+", default=list(THRESHOLD_PERCENTILES)
+        "--percentiles", type=_percentile, nargs="+", default=list(THRESHOLD_PERCENTILES)
     )
     thresholds.set_defaults(func=_cmd_thresholds)
     return parser
