@@ -393,6 +393,7 @@ CLI_CASES = {
     "val_ratio a string": (["train", "--config", "{cfg_val}"], "val_ratio"),
     "yaml aliases": (["train", "--config", "{cfg_alias}"], "aliases"),
     "lr negative": (["train", "--config", "{cfg_lr}"], "lr"),
+    "lr zero": (["train", "--config", "{cfg_lr0}"], "key lr in"),
     "unknown key": (["train", "--config", "{cfg_unknown}"], "unknown key"),
     "constant data": (
         ["train", "--data-path", "{const}", "--model-save-path", "{tmp}/c.pkl"],
@@ -423,6 +424,7 @@ def test_command_line_errors_are_one_line(case, model, tmp_path, capsys, monkeyp
         "cfg_val": "task: x-v2\nval_ratio: '0.2'\n",
         "cfg_alias": "a: &a [1, 2]\nhidden_dims: *a\n",
         "cfg_lr": "task: x-v2\nlr: -1\n",
+        "cfg_lr0": "task: x-v2\nlr: 0\n",
         "cfg_unknown": "task: x-v2\nlearning_rate: 1\n",
     }
     for name, text in configs.items():

@@ -212,11 +212,10 @@ def _float(
             return False
         return high is None or (v <= high if closed_high else v < high)
 
-    bounds = (
-        ""
-        if low is None and high is None
-        else f" in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
-    )
+    if high is None:
+        bounds = "" if low is None else f" {'>' if open_low else '>='} {low}"
+    else:
+        bounds = f" in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
     return check, f"a finite number{bounds}" + (" or null" if allow_none else "")
 
 
@@ -256,7 +255,7 @@ CONFIG_TYPES = {
     "hidden_dims": _hidden_dims(),
     "epochs": _int(1),
     "batch_size": _int(1),
-    "lr": _float(0, None),
+    "lr": _float(0, None, open_low=True),
     "beta": _float(0, None),
     "patience": _int(1, allow_none=True),
     "val_ratio": _float(0, 1),
