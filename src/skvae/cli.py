@@ -25,10 +25,10 @@ from ._scaling import scaling_for
 from ._thresholds import normalize, threshold_candidates
 from .datasets import (
     FEATURE_LAYOUTS,
+    _numpy_file_errors,
     feature_names,
     load_dataset,
     make_features,
-    numpy_file_errors,
     split_indices,
 )
 
@@ -543,7 +543,7 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
                 f"--features {args.features} does not match the model's feature layout {recorded}"
             )
     if file.suffix in (".npy", ".csv"):
-        with open(file, "rb") as fh, numpy_file_errors(file):
+        with open(file, "rb") as fh, _numpy_file_errors(file):
             if file.suffix == ".npy":
                 return np.load(fh, allow_pickle=False)
             return np.loadtxt(fh, delimiter=",", ndmin=2)

@@ -355,7 +355,7 @@ def load_transitions(
         data = {k: np.asarray(v) for k, v in raw.items() if k in TRANSITION_KEYS}
     elif suffix == ".npz":
         # the handle is ours, so a damaged archive does not leak it
-        with open(file, "rb") as fh, numpy_file_errors(file):
+        with open(file, "rb") as fh, _numpy_file_errors(file):
             with np.load(fh, allow_pickle=False) as npz:
                 data = {k: npz[k] for k in TRANSITION_KEYS if k in npz.files}
     elif suffix in (".hdf5", ".h5"):
@@ -366,7 +366,7 @@ def load_transitions(
 
 
 @contextlib.contextmanager
-def numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
+def _numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
     """Report a NumPy data file (``.npy``, ``.npz``, ``.csv``) that cannot be read as a
     ValueError naming it, instead of NumPy's message (which, for a file that is not
     NumPy's at all, suggests unpickling it)."""
