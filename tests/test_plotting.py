@@ -94,3 +94,32 @@ def test_library_never_shows(fitted, monkeypatch):
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show called"))
     plot_evaluation(det.score_samples(X), y)
     plot_training_history(det)
+
+
+@pytest.mark.parametrize(
+    "plot, labels, match",
+    [
+        # predict's convention (+1 normal) would have drawn the curves inverted
+        (plot_roc_pr, lambda y: 1 - 2 * y, r"got values -1, 1 \(for predict's convention"),
+        (plot_score_histogram, lambda y: 1 - 2 * y, "got values -1, 1"),
+        (plot_evaluation, lambda y: y[:10], "y has 10 labels but there are 600 scores"),
+        (plot_roc_pr, lambda y: 0 * y, "both classes"),
+    ],
+)
+def test_plots_check_their_labels(fitted, plot, labels, match):
+    det, X, y = fitted
+    with pytest.raises(ValueError, match=match):
+        plot(det.score_samples(X), labels(y))
+
+
+def test_plots_refuse_non_finite_scores_and_draw_one_class(fitted):
+    import numpy as np
+
+    det, X, y = fitted
+    scores = det.score_samples(X)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        plot_score_histogram(np.r_[scores, np.nan])
+    with pytest.raises(ValueError, match="got values -1, 1"):
+        plot_latent_space(det, X, 1 - 2 * y)
+    ax = plot_score_histogram(scores[y == 0], y[y == 0])  # one class: no empty density
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["normal"]

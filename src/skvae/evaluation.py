@@ -126,12 +126,15 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
     return report
 
 
-def _check_labels(y, n_samples: int) -> np.ndarray:
-    """``y`` as an int array of 0 (normal) and 1 (anomaly) with both present, else a
-    ValueError saying what is wrong."""
+def _check_labels(
+    y, n_samples: int, both_classes: bool = True, against: str = "X has {} rows"
+) -> np.ndarray:
+    """``y`` as an int array of 0 (normal) and 1 (anomaly), with both present when
+    ``both_classes``, else a ValueError saying what is wrong (``against`` names what
+    its length must match)."""
     y = np.asarray(y).ravel()
     if len(y) != n_samples:
-        raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows.")
+        raise ValueError(f"y has {len(y)} labels but {against.format(n_samples)}.")
     try:
         values = np.unique(y).tolist()  # NaNs collapse to one
     except TypeError:  # mixed types
@@ -144,7 +147,7 @@ def _check_labels(y, n_samples: int) -> np.ndarray:
         )
         shown = ", ".join(map(repr, values[:5])) + (", ..." if len(values) > 5 else "")
         raise ValueError(f"y must be 1 (anomaly) or 0 (normal); got values {shown}{hint}.")
-    if len(values) < 2:
+    if both_classes and len(values) < 2:
         raise ValueError("y must contain both classes, 0 (normal) and 1 (anomaly).")
     return y.astype(int)
 

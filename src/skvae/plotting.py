@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .evaluation import _check_labels
+
 
 def _pyplot():
     try:
@@ -24,6 +26,19 @@ def _axes(ax):
         return ax
     _, ax = _pyplot().subplots()
     return ax
+
+
+def _scores_and_labels(scores, y, both_classes: bool):
+    """Scores as a finite 1-D float array and labels (0 normal, 1 anomaly, or None)
+    checked against them, else a ValueError saying what is wrong."""
+    scores = np.asarray(scores, dtype=float).ravel()
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinity.")
+    if y is None:
+        if both_classes:
+            raise ValueError("y is required: 0 for normal samples, 1 for anomalies.")
+        return scores, None
+    return scores, _check_labels(y, len(scores), both_classes, against="there are {} scores")
 
 
 def plot_training_history(history_or_detector, ax=None):
@@ -107,15 +122,15 @@ def plot_score_histogram(scores, y=None, threshold=None, ax=None, bins=50):
     >>> ax.get_xlabel()
     'score (higher = more normal)'
     """
-    scores = np.asarray(scores, dtype=float)
+    scores, y = _scores_and_labels(scores, y, both_classes=False)
     ax = _axes(ax)
     edges = np.histogram_bin_edges(scores, bins=bins)
     if y is None:
         ax.hist(scores, bins=edges, alpha=0.7, label="all")
     else:
-        y = np.asarray(y).ravel()
-        ax.hist(scores[y == 0], bins=edges, alpha=0.6, density=True, label="normal")
-        ax.hist(scores[y == 1], bins=edges, alpha=0.6, density=True, label="anomaly")
+        for value, name in ((0, "normal"), (1, "anomaly")):
+            if (y == value).any():  # a density of no rows is undefined
+                ax.hist(scores[y == value], bins=edges, alpha=0.6, density=True, label=name)
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", label="threshold")
     ax.set_xlabel("score (higher = more normal)")
@@ -157,8 +172,8 @@ def plot_roc_pr(scores, y, axes=None):
         roc_curve,
     )
 
-    anomaly = -np.asarray(scores, dtype=float)
-    y = np.asarray(y).ravel()
+    scores, y = _scores_and_labels(scores, y, both_classes=True)
+    anomaly = -scores
     if axes is None:
         _, axes = _pyplot().subplots(1, 2, figsize=(9, 4))
     roc_ax, pr_ax = axes
@@ -226,7 +241,7 @@ def plot_latent_space(detector, X, y=None, ax=None, member=0):
     if y is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=6, alpha=0.6)
     else:
-        y = np.asarray(y).ravel()
+        y = _check_labels(y, len(coords), both_classes=False)
         for value, name in ((0, "normal"), (1, "anomaly")):
             sel = y == value
             ax.scatter(coords[sel, 0], coords[sel, 1], s=6, alpha=0.6, label=name)
