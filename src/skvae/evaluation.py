@@ -91,6 +91,12 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
     report : AnomalyDetectionReport
         The metrics; also readable as ``report["roc_auc"]``.
 
+    Raises
+    ------
+    ValueError
+        If ``y`` has another length than ``X``, values other than 0 and 1 (e.g.
+        :meth:`~skvae.VAEOutlierDetector.predict`'s -1/+1), or only one class.
+
     Examples
     --------
     >>> from skvae import VAEOutlierDetector, make_synthetic
