@@ -153,6 +153,20 @@ def test_unfitted_cannot_be_saved(tmp_path):
         VAEOutlierDetector().save(tmp_path / "x.skvae")
 
 
+def test_save_refuses_names_no_reader_would_take(fitted, tmp_path):
+    det, _ = fitted
+    for name in ("m.joblib", "m.PKL", "m.pickle"):  # readers take these for pickles
+        with pytest.raises(ValueError, match=r"means a pickle, .* name it m\.skvae"):
+            skvae.save(det, tmp_path / name)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match="folder is a folder"):
+        skvae.save(det, tmp_path / "folder")
+    with pytest.raises(TypeError, match="got dict"):
+        skvae.save({"model": det}, tmp_path / "m.skvae")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing written
+    assert skvae.load(skvae.save(det, tmp_path / "m.txt")).n_features_in_ == 4  # literal
+
+
 def _as_written_by_0_1_0(det, folder):
     """The three files skvae 0.1.0 wrote for ``det``: a format-1 ``.skvae`` (scaling in
     the metadata, not in the state dict), a compat pair (``skvae-compat-1`` pickle +

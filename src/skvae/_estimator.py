@@ -1153,6 +1153,11 @@ def save(
     >>> np.allclose(skvae.load(f).score_samples(x), det.score_samples(x))
     True
     """
+    if not isinstance(detector, VAEOutlierDetector):
+        raise TypeError(
+            f"save writes a VAEOutlierDetector; got {type(detector).__name__} (a "
+            "skvae.compat.VAE saves with its save_model method)"
+        )
     return detector.save(path, info=info)
 
 

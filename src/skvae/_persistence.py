@@ -88,6 +88,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     then moved into place with ``os.replace``: a failed or interrupted write leaves the
     previous file intact and no partial file."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file in it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -129,6 +131,14 @@ def _plain(value: Any, where: str) -> Any:
 def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
     """Write ``record`` as a ``.skvae`` file at ``path`` (taken literally), atomically."""
     import sklearn
+
+    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
+        # every reader takes such a name for a pickle and refuses it by default
+        raise ValueError(
+            f"{path}: a {Path(path).suffix} name means a pickle, but this writes a "
+            f"{SUFFIX} file; name it {Path(path).with_suffix(SUFFIX).name} (joblib.dump "
+            "writes pickles)"
+        )
 
     from . import __version__
 
