@@ -284,6 +284,8 @@ def _paths(meta, prefix=()):
             yield from _paths(value, (*prefix, key))
 
 
+# a mutated "versions" field is a consistent edit that loads with this warning
+@pytest.mark.filterwarnings("ignore:.* was written by .*; this is skvae:UserWarning")
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_mutated_files_load_identically_or_fail_with_valueerror(model, tmp_path_factory, data):

@@ -118,6 +118,14 @@ def test_version_mismatch(fitted, tmp_path):
         old = skvae.load(_rewrite(path, tmp_path / "old.skvae", metadata=other_release))
     np.testing.assert_array_equal(old.score_samples(X), det.score_samples(X))
 
+    def no_release(m):
+        meta = json.loads(m)
+        meta["versions"]["skvae"] = None
+        return json.dumps(meta)
+
+    with pytest.warns(UserWarning, match="written by an unrecorded skvae; this is"):
+        skvae.load(_rewrite(path, tmp_path / "none.skvae", metadata=no_release))
+
 
 def test_model_from_cuda_loads_on_cpu(fitted, tmp_path, monkeypatch):
     det, X = fitted

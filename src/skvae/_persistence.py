@@ -285,8 +285,9 @@ def _read_skvae(path: Path) -> ModelRecord:
     versions = meta.get("versions")
     written_by = versions.get("skvae") if isinstance(versions, dict) else None
     if written_by != __version__ and version == FORMAT_VERSION:
+        by = f"skvae {written_by}" if isinstance(written_by, str) else "an unrecorded skvae"
         warnings.warn(
-            f"{path} was written by skvae {written_by}; this is skvae {__version__}.",
+            f"{path} was written by {by}; this is skvae {__version__}.",
             UserWarning,
             stacklevel=4,
         )
