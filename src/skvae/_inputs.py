@@ -21,6 +21,17 @@ def is_out_of_core(X) -> bool:
     return h5py is not None and isinstance(X, h5py.Dataset)
 
 
+def finite_number(value, name: str) -> float:
+    """``value`` as a finite float, else a ValueError naming ``name``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if not np.isfinite(out):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return out
+
+
 def check_finite(chunk: np.ndarray) -> None:
     """Raise ValueError when a float ``chunk`` holds NaN or infinity."""
     if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._inputs import finite_number
 from ._network import state_shapes
 from ._thresholds import normalize
 
@@ -568,15 +569,7 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
 
 def _number(meta: dict, key: str, where, default=None) -> float | None:
     value = meta.get(key, default)
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {key!r} must be a number; got {value!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: {key!r} must be finite; got {value!r}")
-    return value
+    return None if value is None else finite_number(value, f"{where}: {key!r}")
 
 
 def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:

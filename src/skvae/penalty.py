@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._inputs import finite_number
 from ._thresholds import conformal_offset, normalize, safe_std
 
 # The penalty types of MOPO-style offline-RL code (GORMPO's ``transition_model.py``),
@@ -100,8 +101,8 @@ class RewardPenalty:
             raise ValueError("detector must be a fitted VAEOutlierDetector.")
         self.detector = detector
         self.kind = kind
-        self.coef = _finite("coef", coef)
-        self.scale = _finite("scale", scale)
+        self.coef = finite_number(coef, "coef")
+        self.scale = finite_number(scale, "scale")
         if self.scale <= 0:
             raise ValueError(f"scale must be positive; got {scale!r}.")
         self.mean_ = float(detector.score_mean_)
@@ -193,17 +194,6 @@ class RewardPenalty:
             return rewards - self.coef * p.reshape(rewards.shape)
         rewards = np.asarray(rewards)
         return rewards - self.coef * np.asarray(p).reshape(rewards.shape)
-
-
-def _finite(name: str, value) -> float:
-    """``value`` as a finite float, else a ValueError naming ``name``."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.") from None
-    if not np.isfinite(out):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
-    return out
 
 
 def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.ndarray:
