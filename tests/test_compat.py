@@ -251,3 +251,21 @@ def test_sample_needs_a_positive_count(trained):
     model, _ = trained
     with pytest.raises(ValueError, match="positive integer"):
         model.sample(-1)
+
+
+def test_one_episode_leaves_empty_splits_with_a_warning_and_fit_names_them(tmp_path):
+    n = 60  # no terminals or timeouts: one episode, which splits cannot cut
+    rng = np.random.RandomState(0)
+    np.savez(
+        tmp_path / "one.npz",
+        observations=rng.normal(size=(n, 3)),
+        actions=rng.normal(size=(n, 1)),
+        next_observations=rng.normal(size=(n, 3)),
+    )
+    args = SimpleNamespace(task=None, data_path=str(tmp_path / "one.npz"))
+    with pytest.warns(UserWarning, match=r"val and test split\(s\) are empty: .* 1 episode"):
+        train, val, test, dim = load_rl_data_for_vae(args, None, 0.2, 0.2)
+    assert (len(train), len(val), len(test)) == (n, 0, 0)
+    model = VAE(input_dim=dim, latent_dim=2, hidden_dims=[8])
+    with pytest.raises(ValueError, match="val_data has no rows"):
+        model.fit(train, val, epochs=1, verbose=False)

@@ -244,6 +244,12 @@ class VAE(nn.Module):
         """
         train_data, val_data = _as_numpy(train_data), _as_numpy(val_data)
         for name, data in (("train_data", train_data), ("val_data", val_data)):
+            if len(data) == 0:
+                raise ValueError(
+                    f"{name} has no rows (load_rl_data_for_vae splits whole episodes, so a "
+                    "dataset of few episodes, such as one without terminals or timeouts, "
+                    "can leave a split empty)"
+                )
             if data.ndim == 2 and data.shape[1] != self.input_dim:
                 # the old module's first layer refused such data; training on it anyway
                 # would hide a wrong feature layout (states without actions, ...)
@@ -508,7 +514,13 @@ def load_rl_data_for_vae(
     >>> dim, len(train) + len(val) + len(test)
     (3, 10)
     """
-    from .datasets import _check_transitions, load_dataset, make_features, split_indices
+    from .datasets import (
+        _check_transitions,
+        episode_ids,
+        load_dataset,
+        make_features,
+        split_indices,
+    )
 
     if env is not None and hasattr(env, "get_dataset"):
         data = _check_transitions(dict(env.get_dataset()), "env.get_dataset()")
@@ -518,6 +530,19 @@ def load_rl_data_for_vae(
         )
     X = torch.as_tensor(make_features(data, "next_obs_action"))
     train, val, test = split_indices(data, val_split_ratio, test_split_ratio, shuffle=False)
+    empty = [
+        name
+        for name, rows, ratio in (("val", val, val_split_ratio), ("test", test, test_split_ratio))
+        if ratio > 0 and len(rows) == 0
+    ]
+    if empty:
+        warnings.warn(
+            f"the {' and '.join(empty)} split(s) are empty: the data has "
+            f"{len(np.unique(episode_ids(data)))} episode(s), and splits take whole "
+            "episodes (terminals and timeouts mark where an episode ends)",
+            UserWarning,
+            stacklevel=2,
+        )
     return X[train], X[val], X[test], int(X.shape[1])
 
 
