@@ -509,10 +509,10 @@ def load_rl_data_for_vae(
     >>> from types import SimpleNamespace
     >>> f = os.path.join(tempfile.mkdtemp(), "t.npz")
     >>> np.savez(f, observations=np.zeros((10, 2)), actions=np.zeros((10, 1)),
-    ...          next_observations=np.ones((10, 2)), terminals=np.arange(10) % 5 == 4)
+    ...          next_observations=np.ones((10, 2)), terminals=np.arange(10) % 2 == 1)
     >>> train, val, test, dim = load_rl_data_for_vae(SimpleNamespace(data_path=f, task=None))
-    >>> dim, len(train) + len(val) + len(test)
-    (3, 10)
+    >>> dim, len(train), len(val), len(test)
+    (3, 6, 2, 2)
     """
     from .datasets import (
         _check_transitions,
