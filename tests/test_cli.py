@@ -186,7 +186,10 @@ def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
     assert "input_dim=20" in capsys.readouterr().err
 
     assert main(["score", str(tmp_path / "none.skvae"), "x.npy"]) == 2
-    assert "model file not found" in capsys.readouterr().err.lower()
+    err = capsys.readouterr().err
+    assert "model file not found" in err.lower() and "also looked" not in err  # named in full
+    assert main(["score", str(tmp_path / "none"), "x.npy"]) == 2  # a stem: where it looked
+    assert "also looked for none.skvae and the pair none_model.pth" in capsys.readouterr().err
     np.save(tmp_path / "wrong.npy", np.zeros((3, 5)))
     assert main(["score", str(trained), str(tmp_path / "wrong.npy")]) == 2
     assert "5 features" in capsys.readouterr().err

@@ -206,6 +206,8 @@ def locate(path: str | os.PathLike) -> tuple[str, Path]:
     weights, meta = p.with_name(p.name + PAIR_WEIGHTS), p.with_name(p.name + PAIR_META)
     if weights.is_file() and meta.is_file():
         return "pair", p
+    if p.suffix.lower() == SUFFIX:  # named in full: the stem forms are beside the point
+        raise FileNotFoundError(f"Model file not found: {p}")
     raise FileNotFoundError(
         f"Model file not found: {p} (also looked for {candidate.name} and the pair "
         f"{weights.name} + {meta.name})"
