@@ -637,3 +637,17 @@ def test_divergence_message_names_the_loss_that_went_non_finite(monkeypatch):
     with pytest.raises(ValueError, match="diverged by epoch 1") as info:
         det.fit(X)
     assert "val_loss" in str(info.value) and "train_loss" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda X: X[:10, :3], "validation_data: X has 3 features, but .* expecting 4"),
+        (lambda X: np.full((10, 4), np.nan), "validation_data: Input X contains NaN"),
+        (lambda X: X[:0], r"validation_data: Found array with 0 sample\(s\)"),
+    ],
+)
+def test_bad_validation_data_is_named(bad, match):
+    X = np.random.RandomState(0).normal(size=(100, 4))
+    with pytest.raises(ValueError, match=match):
+        VAEOutlierDetector(epochs=2, random_state=0).fit(X, validation_data=bad(X))

@@ -413,9 +413,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Z = self._training_tensor(module, X_fit, device)
         del X_fit
         if validation_data is not None:
-            X_val = validate_data(
-                self, validation_data, dtype=[np.float64, np.float32], reset=False
-            )
+            try:
+                X_val = validate_data(
+                    self, validation_data, dtype=[np.float64, np.float32], reset=False
+                )
+            except ValueError as exc:  # scikit-learn's message says X
+                raise ValueError(f"validation_data: {exc}") from None
             Z_val = self._training_tensor(module, X_val, device)
         else:
             Z_val = Z[torch.as_tensor(val_idx, dtype=torch.long, device=device)]
