@@ -138,7 +138,10 @@ class RewardPenalty:
         return normalize(self.detector.score_samples(X), self.mean_, self.std_)
 
     def penalty(self, X):
-        """Penalty of each sample (0 or more; larger = further out of distribution).
+        """Penalty of each sample (larger = further out of distribution; 0 or more,
+        except ``'tanh_reg'``, whose in-distribution rows get a bonus, and GORMPO's
+        ``'linear'``, whose clip bound falls below 0 when a whole batch lies inside the
+        threshold).
 
         Parameters
         ----------
