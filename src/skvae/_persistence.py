@@ -133,15 +133,15 @@ def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
     """Write ``record`` as a ``.skvae`` file at ``path`` (taken literally), atomically."""
     import sklearn
 
-    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
+    from . import __version__
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         # every reader takes such a name for a pickle and refuses it by default
         raise ValueError(
-            f"{path}: a {Path(path).suffix} name means a pickle, but this writes a "
-            f"{SUFFIX} file; name it {Path(path).with_suffix(SUFFIX).name} (joblib.dump "
-            "writes pickles)"
+            f"{path}: a {path.suffix} name means a pickle, but this writes a {SUFFIX} "
+            f"file; name it {path.with_suffix(SUFFIX).name} (joblib.dump writes pickles)"
         )
-
-    from . import __version__
 
     buffer = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in record.state.items()}

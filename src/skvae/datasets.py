@@ -373,8 +373,6 @@ def _numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         text = str(exc)
         if "pickle" in text or "Object arrays" in text:
             text = (
