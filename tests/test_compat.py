@@ -108,8 +108,9 @@ def test_save_and_load_round_trip(trained, synthetic, tmp_path):
     model, _ = trained
     train, _, test, _ = synthetic
     written = model.save_model(str(tmp_path / "m" / "vae"), train)
-    assert written == tmp_path / "m" / "vae.skvae"  # one code-free file, no pickle
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["vae.skvae"]
+    assert written == tmp_path / "m" / "vae.skvae"  # the model, with no code in it
+    # and the old module's metadata as plain data, for scripts that edit it
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["vae.skvae", "vae_meta_data.pkl"]
     d = VAE.load_model(str(tmp_path / "m" / "vae"))  # hidden_dims read from metadata
     loaded = d["model"]
     np.testing.assert_allclose(
@@ -119,8 +120,11 @@ def test_save_and_load_round_trip(trained, synthetic, tmp_path):
     assert d["mean"] == pytest.approx(s_train.mean()) and d["std"] == pytest.approx(s_train.std())
     assert d["thr"] == pytest.approx((model.threshold - d["mean"]) / d["std"])
     assert set(d["threshold_candidates"]) == {1, 5, 10, 15, 20}
+    # the threshold and the candidates from the rows set_threshold scored (one rule)
+    s_val = model.score_samples(synthetic[1].numpy())
+    assert model.threshold == pytest.approx(np.quantile(s_val, 0.05))  # set_threshold above
     assert d["threshold_candidates"][5] == pytest.approx(
-        (np.percentile(s_train, 5) - d["mean"]) / d["std"]
+        (np.percentile(s_val, 5) - d["mean"]) / d["std"]
     )
     with pytest.raises(FileNotFoundError):
         VAE.load_model(str(tmp_path / "absent"))

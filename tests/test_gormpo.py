@@ -8,6 +8,7 @@ without ``threshold_percentile``, and the reward penalty of every rollout step.
 """
 
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -266,3 +267,124 @@ def test_device_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["train", "--task", "hopper-medium-v2", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "--device cpu" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_configs_cuda_falls_back_to_the_cpu_with_one_warning(rl, capsys, monkeypatch):
+    # every GORMPO config says device: cuda; its command line fell back to the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = rl[0] / "cuda_config"
+    folder.mkdir()
+    config = dict(GORMPO_CONFIG, device="cuda", epochs=2, hidden_dims=[16])
+    config.update(data_path=str(rl[0] / "hopper_sparse.pkl"), model_save_path=str(folder / "m"))
+    (folder / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(folder / "c.yaml"), "--quiet"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and "'cuda'" in err[0] and "CPU" in err[0]
+    assert skvae.load(folder / "m").device_.type == "cpu"
+    # named on the command line, a missing GPU stays an error
+    assert main(["train", "--config", str(folder / "c.yaml"), "--device", "cuda"]) == 2
+
+
+def _gormpo_compute_thresholds_only(save_path, val_data):
+    """The --compute_thresholds_only branch of GORMPO's density-model scripts, verbatim
+    but for the import line: it edits the metadata pickle beside the model."""
+    from skvae.compat import VAE
+
+    model_dict = VAE.load_model(save_path, device="cpu")
+    vae_model = model_dict["model"]
+    with torch.no_grad():
+        val_scores = vae_model.score_samples(val_data.to("cpu"))
+    percentiles = [1, 5, 10, 15, 20]
+    threshold_candidates = {p: float(np.percentile(val_scores, p)) for p in percentiles}
+    print(f"Threshold candidates: {threshold_candidates}")
+    meta_path = f"{save_path}_meta_data.pkl"
+    with open(meta_path, "rb") as f:
+        metadata = pickle.load(f)
+    metadata["threshold_candidates"] = threshold_candidates
+    with open(meta_path, "wb") as f:
+        pickle.dump(metadata, f)
+    print(f"Saved threshold_candidates to {meta_path}")
+    return threshold_candidates
+
+
+def test_gormpos_threshold_sweep_reads_what_compat_writes(hopper, tmp_path, capsys):
+    from skvae.compat import VAE
+
+    data = hopper["linear"]
+    train, val, _ = split_indices(data, 0.2, 0.2)
+    X = torch.as_tensor(make_features(data), dtype=torch.float32)
+    model = VAE(input_dim=14, latent_dim=8, hidden_dims=[32, 32], device="cpu")
+    model.fit(X[train], X[val], epochs=3, batch_size=256, verbose=False)
+    save_path = str(tmp_path / "saved_models" / "vae_0")
+    model.save_model(save_path, X[train])
+    # every file the messages name exists
+    named = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert len(named) == 2 and all(Path(name).is_file() for name in named)
+    # the sweep edits the metadata pickle; the trainer then reads its candidates
+    raw = _gormpo_compute_thresholds_only(save_path, X[val])
+    d = load_classifier(save_path, 5)
+    assert d["thr"] == pytest.approx((raw[5] - d["mean"]) / d["std"])
+    assert skvae.load(save_path, return_info=True)[1]["threshold_candidates"][5] == d["thr"]
+    # a model file written after the edit is not overridden by the older metadata
+    model.save_model(save_path, X[train])
+    assert load_classifier(save_path, 5)["thr"] == pytest.approx(model.threshold_candidates[5])
+
+
+def test_compat_and_the_command_line_threshold_a_network_alike(rl, hopper):
+    # one rule: threshold and candidates from the validation rows, mean and std from
+    # the training rows, whichever entry point set them for the same network
+    from skvae.compat import VAE
+
+    folder = rl[0] / "one_rule"
+    folder.mkdir()
+    (folder / "hopper_sparse.pkl").write_bytes((rl[0] / "hopper_sparse.pkl").read_bytes())
+    stem = _train_with_the_old_command_line(folder)
+    cli = VAE.load_model(str(stem))
+    data = hopper["linear"]
+    train, val, _ = split_indices(data, 0.2, 0.2)
+    X = make_features(data)
+    model = cli["model"]
+    model.set_threshold(X[val], anomaly_fraction=GORMPO_CONFIG["anomaly_fraction"])
+    model.save_model(str(folder / "through_compat"), X[train])
+    compat = VAE.load_model(str(folder / "through_compat"))
+    for key in ("thr", "mean", "std"):
+        assert compat[key] == pytest.approx(cli[key], rel=1e-9), key
+    assert compat["threshold_candidates"] == pytest.approx(cli["threshold_candidates"])
+
+
+def test_a_retrained_model_keeps_the_old_penalty_scale_in_one_line(rl, hopper):
+    from skvae.compat import VAE
+
+    folder = rl[0] / "scale"
+    folder.mkdir()
+    old_stem = _old_format_pair(folder, hopper)
+    with pytest.warns(UserWarning, match="stochastic"):
+        old = load_classifier(str(old_stem), None)
+    data = hopper["linear"]
+    train, val, test = split_indices(data, 0.2, 0.2)
+    X = make_features(data)
+    model = VAE(input_dim=14, latent_dim=8, hidden_dims=[64, 64], device="cpu")
+    model.fit(X[train], X[val], epochs=25, batch_size=256, verbose=False)
+    model.save_model(str(folder / "retrained"), X[train])
+    new = load_classifier(str(folder / "retrained"), None)
+    matched = new["model"].match_penalty_scale(str(old_stem))  # the one line
+    for key in ("thr", "mean", "std"):
+        assert matched[key] == pytest.approx(old[key]), key
+    assert matched["threshold_candidates"] == pytest.approx(old["threshold_candidates"])
+    assert new["model"].match_penalty_scale(old)["std"] == pytest.approx(old["std"])
+    # the 'linear' penalty of a mixed batch: the retrained model's is several times the
+    # old one's; matched, it is within a factor of two of it
+    _, (next_obs, action), (ood_next_obs, ood_action), _ = rl
+    mixed = (np.r_[next_obs, ood_next_obs], np.r_[action, ood_action])
+    p_old, p_new, p_matched = (
+        rollout_penalty(d, *mixed, penalty_type="linear").mean() for d in (old, new, matched)
+    )
+    assert p_new > 2 * p_old and 0.5 < p_matched / p_old < 2, (p_old, p_new, p_matched)
+    # saved after the match, the file keeps the matched statistics
+    new["model"].save_model(str(folder / "matched"), X[train])
+    assert VAE.load_model(str(folder / "matched"))["std"] == pytest.approx(old["std"])
+    # another score type has other units: refused
+    elbo = VAE(input_dim=14, latent_dim=8, hidden_dims=[16], score_type="elbo")
+    elbo.fit(X[train], X[val], epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="units differ"):
+        elbo.match_penalty_scale(str(old_stem))

@@ -168,6 +168,7 @@ def test_penalty_accepts_a_compat_model_and_refuses_bad_thresholds(rl_model):
     [
         ({"coef": float("nan")}, "coef must be a finite number"),
         ({"coef": "large"}, "coef must be a finite number"),
+        ({"coef": 10**400}, "coef must be a finite number"),  # beyond float: not Overflow
         ({"scale": float("inf")}, "scale must be a finite number"),
         ({"scale": -1.0, "kind": "hinge"}, "scale must be positive"),
         ({"scale": 0.0}, "scale must be positive"),

@@ -364,3 +364,42 @@ def test_numpy_hyperparameters_save(tmp_path):
     loaded = skvae.load(det.save(tmp_path / "np.skvae"))
     assert loaded.hidden_dims == [8, 4]
     np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+
+
+def test_metadata_beside_a_model_file_is_plain_data_for_that_file_only(fitted, tmp_path):
+    import os
+    import pickle
+
+    from skvae._persistence import metadata_file, write_vae_module_metadata
+
+    det, X = fitted
+    path = det.save(tmp_path / "m.skvae")
+    info = skvae.load(path, return_info=True)[1]
+    values = {"threshold": det.offset_, "mean": det.score_mean_, "std": det.score_std_}
+    meta = write_vae_module_metadata(path, values, {5: -1.0})
+    assert meta == metadata_file(path) == tmp_path / "m_meta_data.pkl"
+    assert skvae.load(path, return_info=True)[1] == info  # nothing edited: the file's
+    content = pickle.loads(meta.read_bytes())
+    content["threshold_candidates"] = {5: det.score_mean_ - 2 * det.score_std_}
+    meta.write_bytes(pickle.dumps(content))
+    assert skvae.load(path, return_info=True)[1]["threshold_candidates"] == {5: -2.0}
+    # metadata written for another model file is not this file's
+    meta.write_bytes(pickle.dumps({**content, "skvae_model_file": "other.skvae"}))
+    assert skvae.load(path, return_info=True)[1] == info
+    # an edit that is not plain data, or not numbers, is refused, and runs nothing
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    meta.write_bytes(pickle.dumps({**content, "threshold_candidates": {5: Payload()}}))
+    with pytest.raises(ValueError, match="not plain data"):
+        skvae.load(path)
+    assert not marker.exists()
+    meta.write_bytes(pickle.dumps({**content, "threshold_candidates": {5: "x"}}))
+    with pytest.raises(ValueError, match="finite number"):
+        skvae.load(path)
+    # a model file rewritten after the metadata is not overridden by it
+    os.utime(meta, (1, 1))
+    assert skvae.load(path, return_info=True)[1] == info

@@ -25,7 +25,7 @@ def finite_number(value, name: str) -> float:
     """``value`` as a finite float, else a ValueError naming ``name``."""
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         out = float("nan")
     if not np.isfinite(out):
         raise ValueError(f"{name} must be a finite number; got {value!r}")

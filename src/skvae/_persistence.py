@@ -18,6 +18,10 @@ It also reads, without running code from them, the pair the old ``vae_module`` w
 (``<stem>_model.pth`` + ``<stem>_meta_data.pkl``), the pair skvae 0.1.0's
 ``skvae.compat`` wrote, and ``.skvae`` files of format version 1 (skvae 0.1.0). All are
 turned into one :class:`ModelRecord`; the estimator builds itself from that record.
+Beside a ``.skvae`` file written by :mod:`skvae.compat`, ``<stem>_meta_data.pkl`` holds
+the old module's metadata as plain data (:func:`write_vae_module_metadata`), for scripts
+that read or edit it (GORMPO's ``--compute_thresholds_only`` stores its threshold
+candidates there); candidates edited in it are read back with the ``.skvae`` file.
 This module knows nothing of the estimator.
 """
 
@@ -229,7 +233,65 @@ def read_model(path: str | os.PathLike, hidden_dims=None) -> ModelRecord:
         )
     if kind == "pair":
         return _read_pair(where, hidden_dims)
-    return _read_skvae(where)
+    return _with_edited_candidates(_read_skvae(where), where)
+
+
+# ---------------------------------------------------------------------------- the sidecar
+def metadata_file(skvae_file: str | os.PathLike) -> Path:
+    """The ``<stem>_meta_data.pkl`` beside ``<stem>.skvae``."""
+    file = Path(skvae_file)
+    return file.with_name(file.name.removesuffix(SUFFIX) + PAIR_META)
+
+
+def write_vae_module_metadata(
+    skvae_file: str | os.PathLike,
+    record_values: dict[str, Any],
+    candidates: dict[int, float],
+) -> Path:
+    """Write the old module's metadata for ``skvae_file`` as a pickle of plain data.
+
+    ``record_values`` holds ``threshold`` (score units), ``mean``, ``std``,
+    ``input_dim``, ``latent_dim``, ``hidden_dims`` and ``device``; ``candidates`` are in
+    ``thr`` units and are written in score units, as the old module kept them. The
+    candidates written are kept a second time, so that an edit of
+    ``threshold_candidates`` is told from the original.
+    """
+    mean, std = float(record_values["mean"]), float(record_values["std"])
+    raw = {int(p): float(v) * (std if std > 0 else 1.0) + mean for p, v in candidates.items()}
+    meta = {
+        **{k: _plain(v, "metadata") for k, v in record_values.items()},
+        "threshold_candidates": raw,
+        "skvae_written_candidates": dict(raw),
+        "skvae_model_file": Path(skvae_file).name,
+    }
+    target = metadata_file(skvae_file)
+    return atomic_write(target, lambda fh: pickle.dump(meta, fh, protocol=4))
+
+
+def _with_edited_candidates(record: ModelRecord, skvae_file: Path) -> ModelRecord:
+    """``record`` with the threshold candidates of the sidecar metadata written for it,
+    where they were edited after it was written (raw score units, converted to ``thr``)."""
+    file = metadata_file(skvae_file)
+    if not file.is_file() or file.stat().st_mtime < skvae_file.stat().st_mtime:
+        return record  # none, or older than the model file (rewritten since)
+    if file.stat().st_size > MAX_PAIR_METADATA_BYTES:
+        raise ValueError(f"{file} is {file.stat().st_size} bytes, over the limit")
+    meta = load_plain_pickle(file)
+    if not isinstance(meta, dict) or meta.get("skvae_model_file") != skvae_file.name:
+        return record  # not the metadata written for this file
+    edited = meta.get("threshold_candidates")
+    if edited == meta.get("skvae_written_candidates") or not isinstance(edited, dict):
+        return record
+    mean, std = record.fitted["score_mean"], record.fitted["score_std"]
+    candidates = {}
+    for key, value in edited.items():
+        if not str(key).isdigit():
+            raise ValueError(f"{file}: threshold_candidates keys must be percentiles; got {key!r}")
+        where = f"{file}: threshold_candidates[{key!r}]"
+        candidates[int(key)] = float(normalize(finite_number(value, where), mean, std))
+    record.info = {**record.info, "threshold_candidates": candidates}
+    record.info["threshold_candidates_on"] = f"edited in {file.name}"
+    return record
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:

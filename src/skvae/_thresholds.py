@@ -7,6 +7,10 @@
   mean and standard deviation of the training scores: the units of the offline-RL
   penalty and of :mod:`skvae.compat`. :func:`normalize` is the only conversion.
 - Threshold candidates are ``thr`` values at integer percentiles of held-out scores.
+- Where a model is trained with a validation split for offline RL (``skvae train`` and
+  :mod:`skvae.compat`), :func:`heldout_statistics` is the one rule: ``mean`` and ``std``
+  are the training rows', the threshold and the candidates come from the validation
+  rows (the training rows when there are none).
 """
 
 from __future__ import annotations
@@ -48,6 +52,23 @@ def threshold_candidates(scores: np.ndarray, mean: float, std: float) -> dict[in
     ``scores``, keyed by integer percentile."""
     values = np.percentile(np.asarray(scores, dtype=np.float64), CANDIDATE_PERCENTILES)
     return {p: float(normalize(v, mean, std)) for p, v in zip(CANDIDATE_PERCENTILES, values)}
+
+
+def heldout_statistics(
+    train_scores: np.ndarray, heldout_scores: np.ndarray | None, fraction: float
+) -> tuple[float, float, float, dict[int, float]]:
+    """``(offset, mean, std, candidates)`` of a model trained with a validation split.
+
+    ``mean`` and ``std`` are those of ``train_scores``; ``offset`` is the ``fraction``
+    quantile of ``heldout_scores`` and ``candidates`` are their percentiles in ``thr``
+    units. Without held-out scores (``None`` or empty) the training scores stand in.
+    """
+    train = np.asarray(train_scores, dtype=np.float64)
+    held = train if heldout_scores is None or len(heldout_scores) == 0 else heldout_scores
+    held = np.asarray(held, dtype=np.float64)
+    mean, std = float(train.mean()), float(train.std())
+    offset = offset_from_scores(held, fraction)
+    return offset, mean, std, threshold_candidates(held, mean, std)
 
 
 def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._persistence import PICKLE_SUFFIXES, SUFFIX, atomic_write
 from ._scaling import scaling_for
-from ._thresholds import normalize, threshold_candidates
+from ._thresholds import heldout_statistics, normalize, threshold_candidates
 from .datasets import (
     FEATURE_LAYOUTS,
     _numpy_file_errors,
@@ -403,7 +403,7 @@ def _cmd_train(args) -> int:
         raise CLIError("give a task (--task or 'task:' in the config) or --data-path")
     label = _label(config)
     save = model_path(config["model_save_path"] or label)
-    resolve_device(str(config["device"]))  # a missing GPU is one line before any work
+    _config_device(config, from_command_line=args.device is not None)
     data = load_dataset(
         task=config["task"],
         data_path=config["data_path"],
@@ -436,13 +436,21 @@ def _cmd_train(args) -> int:
         f"trained on {len(train)} transitions ({X.shape[1]} features): "
         f"{detector.n_epochs_} epochs, kept epoch {detector.best_epoch_}"
     )
+    held_out = X[val] if len(val) else X[train]
+    # the one rule of the offline-RL entry points (compat's fit + save_model too): the
+    # threshold and its candidates from the validation rows, mean and std from training
+    offset, mean, std, candidates = heldout_statistics(
+        -detector.decision_scores_,
+        detector.score_samples(X[val]) if len(val) else None,
+        detector.contamination,
+    )
+    detector._set_offset(offset, score_mean=mean, score_std=std)
     if len(test):
         s = detector.score_samples(X[test])
         print(
             f"test: mean score {s.mean():.4f}, flagged {np.mean(s < detector.offset_):.1%} "
             f"(expected about {detector.contamination:.1%})"
         )
-    held_out = X[val] if len(val) else X[train]
     layout = config["features"]
     info = {
         "label": label,
@@ -459,9 +467,7 @@ def _cmd_train(args) -> int:
             "shuffle": bool(config["shuffle"]),
         },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
-        "threshold_candidates": threshold_candidates(
-            detector.score_samples(held_out), detector.score_mean_, detector.score_std_
-        ),
+        "threshold_candidates": candidates,
         "threshold_candidates_on": "validation" if len(val) else "training",
         "written_by": "skvae train",
     }
@@ -470,6 +476,24 @@ def _cmd_train(args) -> int:
     if config["fig_save_path"]:
         _save_figures(detector, held_out, Path(str(config["fig_save_path"])), save)
     return 0
+
+
+def _config_device(config: dict[str, Any], from_command_line: bool) -> None:
+    """Check the training device before any work. A CUDA device that this machine
+    lacks is an error when ``--device`` named it, and falls back to the CPU with one
+    warning line when the config did (every GORMPO config says ``device: cuda``; the
+    old command line fell back too)."""
+    try:
+        resolve_device(str(config["device"]))
+    except ValueError:
+        if from_command_line or not str(config["device"]).startswith("cuda"):
+            raise
+        print(
+            f"skvae: warning: the config's device {config['device']!r} is not available "
+            "here (no CUDA); training on the CPU",
+            file=sys.stderr,
+        )
+        config["device"] = "cpu"
 
 
 def _compute_thresholds_only(save: Path, X: np.ndarray, val, train) -> int:
@@ -714,7 +738,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-path", "--data_path", dest="data_path", help="dataset file (.hdf5/.npz/.pkl)"
     )
     train.add_argument("--epochs", type=int)
-    train.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    train.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N or auto; a CUDA device this machine lacks is an error here, "
+        "while a config's falls back to the CPU with a warning",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument("--latent-dim", "--latent_dim", dest="latent_dim", type=int)
     for flag in ("obs_dim", "action_dim"):

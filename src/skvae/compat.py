@@ -44,9 +44,9 @@ from torch import nn
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._network import VAEEnsemble
-from ._persistence import SUFFIX
+from ._persistence import SUFFIX, write_vae_module_metadata
 from ._scaling import scaling_for
-from ._thresholds import normalize, threshold_candidates
+from ._thresholds import heldout_statistics, normalize, offset_from_scores, safe_std
 from .evaluation import evaluate_anomaly_detection as _evaluate
 from .evaluation import make_synthetic
 
@@ -149,6 +149,8 @@ class VAE(nn.Module):
         )
         self.net.reset_parameters(torch.Generator().manual_seed(0))
         self.to(self.device)
+        self._heldout_scores: np.ndarray | None = None  # scored by set_threshold
+        self._penalty_scale_from: str | None = None  # set by match_penalty_scale
 
     # ------------------------------------------------------------------ torch side
     @property
@@ -267,6 +269,7 @@ class VAE(nn.Module):
         )
         self.detector.fit(train_data, validation_data=val_data)
         self._adopt(self.detector)
+        self._penalty_scale_from = None
         history = {k: list(v) for k, v in self.detector.history_.items()}
         if test_data is not None:
             with torch.inference_mode():
@@ -299,9 +302,15 @@ class VAE(nn.Module):
         return self.detector.score_samples(x)
 
     def set_threshold(self, val_data, anomaly_fraction: float = 0.01) -> float:
-        """Set the threshold at the ``anomaly_fraction`` quantile of ``val_data``'s scores."""
-        scores = _as_numpy(self.score_samples(_as_numpy(val_data)))
-        self.threshold = float(np.quantile(scores, anomaly_fraction))
+        """Set the threshold at the ``anomaly_fraction`` quantile of ``val_data``'s scores.
+
+        :meth:`save_model` takes the threshold candidates from the same rows (the one
+        rule of :func:`skvae._thresholds.heldout_statistics`, which ``skvae train``
+        follows too).
+        """
+        scores = _as_numpy(self.score_samples(_as_numpy(val_data))).astype(np.float64)
+        self.threshold = offset_from_scores(scores, anomaly_fraction)
+        self._heldout_scores = scores
         return self.threshold
 
     def refresh_thresholds(self, val_data, anomaly_fraction: float = 0.01) -> dict[str, Any]:
@@ -313,14 +322,12 @@ class VAE(nn.Module):
         ``d = d["model"].refresh_thresholds(val_data)``.
         """
         scores = _as_numpy(self.score_samples(_as_numpy(val_data))).astype(np.float64)
-        self.detector._set_offset(
-            float(np.quantile(scores, anomaly_fraction)),
-            score_mean=float(scores.mean()),
-            score_std=float(scores.std()),
+        offset, mean, std, self.threshold_candidates = heldout_statistics(
+            scores, scores, anomaly_fraction
         )
-        self.threshold_candidates = threshold_candidates(
-            scores, self.detector.score_mean_, self.detector.score_std_
-        )
+        self.detector._set_offset(offset, score_mean=mean, score_std=std)
+        self._heldout_scores = scores
+        self._penalty_scale_from = None
         return self._model_dict()
 
     def _model_dict(self) -> dict[str, Any]:
@@ -361,9 +368,7 @@ class VAE(nn.Module):
     def evaluate_anomaly_detection(self, normal_data, anomaly_data, plot: bool = False) -> dict:
         """ROC AUC, accuracy at the threshold and score statistics per class."""
         if self.threshold is None:
-            self.threshold = float(
-                np.quantile(_as_numpy(self.score_samples(_as_numpy(normal_data))), 0.01)
-            )
+            self.set_threshold(normal_data, anomaly_fraction=0.01)
         return _evaluate(
             self.detector, _as_numpy(normal_data), _as_numpy(anomaly_data), plot=plot
         ).to_dict()
@@ -371,14 +376,33 @@ class VAE(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_model(self, save_path: str, train_data) -> Path:
         """Write ``<save_path>.skvae``: the model, its threshold, the mean and standard
-        deviation of the scores of ``train_data`` and threshold candidates on them.
+        deviation of the scores of ``train_data``, and threshold candidates.
+
+        The threshold and the candidates come from the rows :meth:`set_threshold` (which
+        :meth:`fit` calls on ``val_data``) scored, else from ``train_data``: the rule
+        ``skvae train`` follows too. After :meth:`match_penalty_scale` the matched
+        statistics are written instead. Beside the model file,
+        ``<save_path>_meta_data.pkl`` holds the old module's metadata as plain data
+        (threshold, mean, std, dimensions, candidates in score units) for scripts that
+        read or edit it, as GORMPO's ``--compute_thresholds_only`` does; candidates
+        edited there are read back by :meth:`load_model` and :func:`skvae.load`. Both
+        file names are printed, as the old ``save_model`` printed its two.
 
         :meth:`load_model`, :func:`skvae.load` and ``skvae score`` read the file.
+
+        Returns
+        -------
+        path : pathlib.Path
+            The ``.skvae`` file written.
         """
         self._require_fitted()
         det = self.detector
-        scores = _as_numpy(self.score_samples(_as_numpy(train_data)))
-        # the statistics that normalise scores are those of train_data, as before
+        scores = _as_numpy(self.score_samples(_as_numpy(train_data))).astype(np.float64)
+        if self._penalty_scale_from is None:
+            _, mean, std, candidates = heldout_statistics(scores, self._heldout_scores, 0.01)
+        else:
+            mean, std = det.score_mean_, det.score_std_
+            candidates = dict(self.threshold_candidates)
         det._set_fitted(
             det.module_,
             det.device_,
@@ -387,14 +411,91 @@ class VAE(nn.Module):
             n_epochs=det.n_epochs_,
             best_epoch=det.best_epoch_,
             offset=det.offset_,
+            score_mean=mean,
+            score_std=std,
             calibration_scores=det.calibration_scores_,
             calibration_source=det.calibration_source_,
         )
-        info = {
-            "threshold_candidates": threshold_candidates(scores, det.score_mean_, det.score_std_),
-            "written_by": "skvae.compat.VAE.save_model",
-        }
-        return det.save(_model_file(save_path), info=info)
+        self.threshold_candidates = candidates
+        info = {"threshold_candidates": candidates, "written_by": "skvae.compat.VAE.save_model"}
+        if self._penalty_scale_from is not None:
+            info["penalty_scale_from"] = self._penalty_scale_from
+        file = det.save(_model_file(save_path), info=info)
+        meta = write_vae_module_metadata(
+            file,
+            {
+                "threshold": det.offset_,
+                "mean": det.score_mean_,
+                "std": det.score_std_,
+                "input_dim": self.input_dim,
+                "latent_dim": self.latent_dim,
+                "hidden_dims": list(self.hidden_dims),
+                "device": str(self.device),
+            },
+            candidates,
+        )
+        print(f"Model saved to: {file}")
+        print(f"Metadata saved to: {meta}")
+        return file
+
+    def match_penalty_scale(self, reference) -> dict[str, Any]:
+        """Normalise this model's scores with another model's ``thr``, ``mean``,
+        ``std`` and threshold candidates, so that its penalties keep that model's scale.
+
+        For a model retrained through ``skvae.compat`` where reward-penalty
+        coefficients were tuned against an old ``vae_module`` model: both score in the
+        same units (minus the summed squared reconstruction error of the input), so a
+        transition explained as well as before gets the penalty it got before; what the
+        retrained model explains better or worse moves its penalty accordingly. In the
+        RL trainer, one line after ``load_model``::
+
+            classifier_dict = classifier_dict["model"].match_penalty_scale("models/old_vae")
+
+        (``docs/migration.md`` has the measured effect). :meth:`save_model` then writes
+        the matched statistics; :meth:`refresh_thresholds` undoes the match.
+
+        Parameters
+        ----------
+        reference : str, path-like or dict
+            Any model file :func:`skvae.load` reads (the old pair's stem included), or
+            the dict :meth:`load_model` returned for it. Its score must be this
+            model's score type and its number of features this model's.
+
+        Returns
+        -------
+        model_dict : dict
+            As :meth:`load_model` returns it: ``model`` (this model), ``thr``,
+            ``mean``, ``std`` and ``threshold_candidates``, the reference's.
+        """
+        self._require_fitted()
+        if isinstance(reference, dict):
+            ref = getattr(reference.get("model"), "detector", None)
+            if ref is None:
+                raise TypeError("reference must be a model file or a load_model() dict.")
+            candidates, name = dict(reference.get("threshold_candidates", {})), "the dict"
+            thr, mean, std = reference["thr"], reference["mean"], reference["std"]
+            offset = float(thr) * safe_std(std) + float(mean)
+        else:
+            with warnings.catch_warnings():  # an old file's stochastic statistics are the point
+                warnings.simplefilter("ignore", UserWarning)
+                ref, info = load(reference, device="cpu", return_info=True)
+            candidates, name = dict(info.get("threshold_candidates", {})), str(reference)
+            offset, mean, std = ref.offset_, ref.score_mean_, ref.score_std_
+        if ref.score_type != self.detector.score_type:
+            raise ValueError(
+                f"{name} scores with score_type={ref.score_type!r} and this model with "
+                f"{self.detector.score_type!r}: their units differ, so its statistics "
+                "cannot keep this model's penalty scale"
+            )
+        if ref.n_features_in_ != self.detector.n_features_in_:
+            raise ValueError(
+                f"{name} has {ref.n_features_in_} features and this model "
+                f"{self.detector.n_features_in_}"
+            )
+        self.detector._set_offset(float(offset), score_mean=float(mean), score_std=float(std))
+        self.threshold_candidates = candidates
+        self._penalty_scale_from = name
+        return self._model_dict()
 
     @_class_or_instance_method
     def load_model(self_or_cls, save_path: str, hidden_dims=None, device=None) -> dict[str, Any]:
