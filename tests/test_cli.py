@@ -250,3 +250,50 @@ def test_console_entry_points(tmp_path):
     assert "skvae: error" in out.stderr
     out = subprocess.run([sys.executable, "-m", "skvae", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "thresholds" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        # wrong values of estimator keys are named as written, with their file, before
+        # any work (they failed later, naming contamination, or trained on one row)
+        ("max_samples: 1", "config key max_samples in {cfg} must be"),
+        ("max_samples: 0", "config key max_samples in {cfg} must be"),
+        ("anomaly_fraction: 0", "config key anomaly_fraction in {cfg} must be"),
+        ("score_type: bogus", "config key score_type in {cfg} must be a str among"),
+        ("epochs: true", "config key epochs in {cfg} must be a number, not true or false"),
+        ("hidden_dims: [64, 0]", "config key hidden_dims in {cfg} must be a list of positive"),
+        ("obs_dim: [11, 3]", "config key obs_dim in {cfg} must be a positive integer or a list"),
+        ("shuffle: 1", "config key shuffle in {cfg} must be an instance of 'bool'"),
+    ],
+)
+def test_config_values_are_checked_by_one_schema(tmp_path, capsys, line, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"task: hopper-generated-v2\n{line}\n")
+    assert main(["train", "--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"skvae: error: {message.format(cfg=cfg)}") and "\n" not in err
+
+
+def test_flags_are_checked_by_the_same_schema(capsys):
+    assert main(["train", "--task", "hopper-generated-v2", "--epochs", "0"]) == 2
+    assert capsys.readouterr().err.startswith("skvae: error: --epochs must be an int in the range")
+
+
+def test_gormpos_sparse_configs_train_unchanged(tmp_path, d4rl_dir):
+    # GORMPO's configs/vae/*_sparse_3.yaml write obs_dim as a list, as its --obs_dim takes
+    config = {
+        "task": "hopper-medium-expert-v2",
+        "data_path": str(d4rl_dir / "hopper_generated-v2.hdf5"),
+        "obs_dim": [11],
+        "action_dim": 3,
+        "input_dim": 14,
+        "latent_dim": 8,
+        "hidden_dims": [32, 32],
+        "epochs": 2,
+        "device": "cpu",
+        "model_save_path": str(tmp_path / "vae_0"),
+    }
+    (tmp_path / "sparse.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "sparse.yaml"), "--quiet"]) == 0
+    assert (tmp_path / "vae_0.skvae").is_file()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, scoring_dtype
@@ -120,7 +120,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     max_samples : 'auto', int or float, default='auto'
         Rows each member is trained on, drawn without replacement. ``'auto'`` uses
         ``min(128, n_train // 2)`` (half the training rows of small data, so members
-        see different rows); a float is a fraction of the training rows. Small
+        see different rows); an int (at least 2) is a number of rows, a float in
+        (0, 1] a fraction of the training rows (``1.0``: all of them). Small
         subsamples dilute the outliers in contaminated training data and make the
         members diverse; use ``1.0`` to fit every member on all rows (e.g. to model the
         density of a large offline-RL dataset).
@@ -264,8 +265,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "max_samples": [
             StrOptions({"auto"}),
-            Interval(Integral, 1, None, closed="left"),
-            Interval(Real, 0, 1, closed="right"),
+            Interval(Integral, 2, None, closed="left"),  # rows (one row is no data to model)
+            Interval(RealNotInt, 0, 1, closed="right"),  # a fraction, as IsolationForest's
         ],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "alpha": [Interval(Real, 0, 1, closed="neither"), None],

@@ -12,10 +12,12 @@ import argparse
 import io
 import sys
 from importlib import resources
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import __version__
 from ._device import resolve_device
@@ -184,103 +186,69 @@ def _no_aliases_loader():
     return NoAliasLoader
 
 
-def _int(low: int | None = None, allow_none: bool = False):
-    def check(v):
-        ok = isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
-        return ok or (allow_none and v is None)
-
-    return check, f"an integer{'' if low is None else f' >= {low}'}" + (
-        " or null" if allow_none else ""
-    )
-
-
-def _float(
-    low=None,
-    high=None,
-    allow_none: bool = False,
-    closed_high: bool = False,
-    open_low: bool = False,
-):
-    import math
-
-    def check(v):
-        if allow_none and v is None:
-            return True
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            return False
-        if low is not None and (v <= low if open_low else v < low):
-            return False
-        return high is None or (v <= high if closed_high else v < high)
-
-    if high is None:
-        bounds = "" if low is None else f" {'>' if open_low else '>='} {low}"
-    else:
-        bounds = f" in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
-    return check, f"a finite number{bounds}" + (" or null" if allow_none else "")
-
-
-def _str(allow_none: bool = True, choices=None):
-    def check(v):
-        if v is None:
-            return allow_none
-        return isinstance(v, str) and (choices is None or v in choices)
-
-    what = "a string" if choices is None else f"one of {sorted(choices)}"
-    return check, what + (" or null" if allow_none else "")
-
-
-def _bool():
-    return (lambda v: isinstance(v, bool)), "true or false"
-
-
-def _hidden_dims():
-    def check(v):
-        return v is None or (
-            isinstance(v, list)
-            and len(v) > 0
-            and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v)
-        )
-
-    return check, "a list of positive integers"
-
-
-CONFIG_TYPES = {
-    "task": _str(),
-    "use_rl_data": _bool(),
-    "data_path": _str(),
-    "input_dim": _int(1, allow_none=True),
-    "obs_dim": _int(1, allow_none=True),
-    "action_dim": _int(1, allow_none=True),
-    "latent_dim": _int(1, allow_none=True),
-    "hidden_dims": _hidden_dims(),
-    "epochs": _int(1),
-    "batch_size": _int(1),
-    "lr": _float(0, None, open_low=True),
-    "beta": _float(0, None),
-    "patience": _int(1, allow_none=True),
-    "val_ratio": _float(0, 1),
-    "test_ratio": _float(0, 1),
-    "anomaly_fraction": _float(0, 0.5, closed_high=True),
-    "device": _str(allow_none=False),
-    "seed": _int(0, allow_none=True),
-    "verbose": _bool(),
-    "model_save_path": _str(),
-    "fig_save_path": _str(),
-    "features": _str(allow_none=False),
-    "next_observations": _str(allow_none=False, choices={"stored", "qlearning"}),
-    "shuffle": _bool(),
-    "n_estimators": _int(1),
-    "max_samples": _float(0, 1, closed_high=True),
-    "trim_fraction": _float(0, 0.5),
-    "score_type": _str(allow_none=False),
-    "scaling": _str(choices={"auto", "robust", "standard"}),
-    "decoder_df": _float(0, None, allow_none=True, open_low=True),
+# Config keys that are estimator hyperparameters, and the parameter each sets: the
+# estimator's own ``_parameter_constraints`` check them.
+ESTIMATOR_KEYS = {
+    "latent_dim": "latent_dim",
+    "hidden_dims": "hidden_dims",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "beta": "beta",
+    "patience": "patience",
+    "anomaly_fraction": "contamination",
+    "device": "device",
+    "seed": "random_state",
+    "n_estimators": "n_estimators",
+    "max_samples": "max_samples",
+    "trim_fraction": "trim_fraction",
+    "score_type": "score_type",
+    "decoder_df": "decoder_df",
+}
+_COUNT = Interval(Integral, 1, None, closed="left")
+# The keys only the command line reads, in scikit-learn's constraint language.
+CLI_KEY_CONSTRAINTS = {
+    "task": [str, None],
+    "use_rl_data": ["boolean"],
+    "data_path": [str, None],
+    "input_dim": [_COUNT, None],
+    # GORMPO's sparse configs write obs_dim: [11] (its --obs_dim takes a list)
+    "obs_dim": [_COUNT, list, None],
+    "action_dim": [_COUNT, None],
+    "val_ratio": [Interval(Real, 0, 1, closed="left")],
+    "test_ratio": [Interval(Real, 0, 1, closed="left")],
+    "verbose": ["boolean"],
+    "model_save_path": [str, None],
+    "fig_save_path": [str, None],
+    "features": [str],
+    "next_observations": [StrOptions({"stored", "qlearning"})],
+    "shuffle": ["boolean"],
+    "scaling": [StrOptions({"auto", "robust", "standard"}), None],
 }
 
 
-def check_config_value(key: str, value, source: str = "the config") -> None:
+def _constraint_text(constraints: list, value) -> str | None:
+    """What ``constraints`` ask for when ``value`` fails them, else ``None``."""
+    from sklearn.utils._param_validation import (
+        InvalidParameterError,
+        validate_parameter_constraints,
+    )
+
+    try:
+        validate_parameter_constraints({"v": constraints}, {"v": value}, caller_name="config")
+    except InvalidParameterError as exc:
+        text = str(exc)
+        return text[text.index(" must be ") + 9 : text.rindex(". Got ")]
+    return None
+
+
+def check_config_value(key: str, value, source: str | None = "the config") -> None:
     """Raise a one-line error naming ``key`` and ``source`` unless ``value`` has the
     type and range the config key takes.
+
+    Keys that set an estimator hyperparameter are checked by the estimator's own
+    constraints (:data:`ESTIMATOR_KEYS` names the parameter), the others by
+    :data:`CLI_KEY_CONSTRAINTS`.
 
     Parameters
     ----------
@@ -288,8 +256,8 @@ def check_config_value(key: str, value, source: str = "the config") -> None:
         A config key.
     value : object
         Its value, as YAML gave it.
-    source : str, default='the config'
-        Where it came from, for the message.
+    source : str or None, default='the config'
+        Where it came from, for the message; ``None`` for the command line's flag.
 
     Returns
     -------
@@ -302,11 +270,26 @@ def check_config_value(key: str, value, source: str = "the config") -> None:
     ...     check_config_value("val_ratio", "0.2", "hopper.yaml")
     ... except CLIError as e:
     ...     print(e)
-    config key val_ratio in hopper.yaml must be a finite number in [0, 1); got '0.2'
+    config key val_ratio in hopper.yaml must be a float in the range [0.0, 1.0); got '0.2'
     """
-    check, what = CONFIG_TYPES[key]
-    if not check(value):
-        raise CLIError(f"config key {key} in {source} must be {what}; got {value!r}")
+    if key in ESTIMATOR_KEYS:
+        constraints = VAEOutlierDetector._parameter_constraints[ESTIMATOR_KEYS[key]]
+    else:
+        constraints = CLI_KEY_CONSTRAINTS[key]
+    what = _constraint_text(constraints, value)
+    if what is None and isinstance(value, bool) and "boolean" not in constraints:
+        what = "a number, not true or false"  # bool is an int to Python, not to YAML
+    if what is None and key == "hidden_dims" and value is not None:
+        try:
+            VAEOutlierDetector(hidden_dims=value)._check_hidden_dims()
+        except (TypeError, ValueError):
+            what = "a list of positive integers or null"
+    if what is None and key == "obs_dim" and isinstance(value, list):
+        if len(value) != 1 or _constraint_text([_COUNT], value[0]) is not None:
+            what = "a positive integer or a list of one"
+    if what is not None:
+        name = f"--{key.replace('_', '-')}" if source is None else f"config key {key} in {source}"
+        raise CLIError(f"{name} must be {what}; got {value!r}")
 
 
 def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDetector:
@@ -332,11 +315,6 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         random_state=config["seed"],
         verbose=verbose,
     )
-    try:
-        detector._validate_params()
-        detector._check_hidden_dims()
-    except (TypeError, ValueError) as exc:
-        raise CLIError(f"invalid config value: {exc}") from exc
     return detector
 
 
@@ -390,6 +368,7 @@ def _cmd_train(args) -> int:
     ):
         value = getattr(args, key)
         if value is not None:
+            check_config_value(key, value, None)
             config[key] = value
     if args.verbose:
         config["verbose"] = True
