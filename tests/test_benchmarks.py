@@ -158,8 +158,12 @@ def test_out_of_core_benchmark(tmp_path):
 
 def test_migration_check(tmp_path):
     out = tmp_path / "migration.json"
-    run("migration_check.py", "--epochs", "1", "--out", str(out))
-    assert json.loads(out.read_text())["rows"]
+    run("migration_check.py", "--n-steps", "1000", "--epochs", "1", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 5 * 4  # five OOD sets, four models
+    old, matched = (r for r in rows[:4] if r["model"] in ("old file", "retrained, matched"))
+    assert matched["thr"] == old["thr"] and matched["std"] == old["std"]
+    assert {"tanh", "linear", "inverse", "tanh_reg"} <= set(rows[0])
 
 
 def test_compile_benchmark_steps_run_eagerly():

@@ -24,9 +24,14 @@ in-distribution from out-of-distribution transitions better; it is one argument 
 ``VAE(input_dim, latent_dim, hidden_dims, score_type="elbo")`` (the migration guide
 shows the measured difference).
 
-``save_model`` writes one ``<save_path>.skvae`` file (no pickle); ``load_model`` reads
-it, every other file :func:`skvae.load` reads, and the old module's
-``<save_path>_model.pth`` + ``<save_path>_meta_data.pkl`` pair.
+``save_model`` writes the model to ``<save_path>.skvae`` and, beside it, the old
+module's metadata as plain data in ``<save_path>_meta_data.pkl`` (scripts such as
+GORMPO's ``--compute_thresholds_only`` edit it); ``load_model`` reads the model file,
+every other file :func:`skvae.load` reads, and the old module's
+``<save_path>_model.pth`` + ``<save_path>_meta_data.pkl`` pair. Threshold and candidates
+come from the validation rows, ``mean`` and ``std`` from the training rows, as in
+``skvae train``. A retrained model keeps an old model's penalty scale with
+:meth:`VAE.match_penalty_scale`.
 """
 
 from __future__ import annotations
