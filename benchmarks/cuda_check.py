@@ -100,7 +100,7 @@ def cuda_fit_and_formats(folder: Path, device: str = "cuda") -> dict:
 
     X, X_test = data(4000), data(1000, seed=1)
     result = {}
-    det = skvae.VAEOutlierDetector(device=device, random_state=0).fit(X)
+    det = skvae.VAEOutlierDetector(device=device, n_jobs=-1, random_state=0).fit(X)
     scores = det.score_samples(X_test)
     t = torch.as_tensor(X_test, device=device)
     t_scores = det.score_samples(t)
@@ -206,7 +206,7 @@ def time_one(X: np.ndarray, device: str) -> dict:
     sync = synchronizer(device)
 
     def fit(**params):
-        det = skvae.VAEOutlierDetector(device=device, random_state=0, **params).fit(X)
+        det = skvae.VAEOutlierDetector(device=device, n_jobs=-1, random_state=0, **params).fit(X)
         sync()
         return det
 
@@ -214,7 +214,7 @@ def time_one(X: np.ndarray, device: str) -> dict:
     row = {"n": n, "device": device}
     # untimed: the first fit on a device pays one-off costs (CUDA context, kernels,
     # torch's optimiser imports: about 1.5 s on the CPU)
-    skvae.VAEOutlierDetector(device=device, epochs=2, random_state=0).fit(X[:256])
+    skvae.VAEOutlierDetector(device=device, n_jobs=-1, epochs=2, random_state=0).fit(X[:256])
     sync()
     row["fit_default_s"] = timed(fit, repeats=1)
     row["fit_one_epoch_all_rows_s"] = timed(
@@ -244,7 +244,7 @@ def chunk_sweep(n: int, device: str) -> list[dict]:
     # without a GPU, two sizes only: the CPU half keeps the code working in CI
     chunks = (2048, 16384, 65536, 262144) if device == "cuda" else (1024, 2048)
     X = data(n)
-    det = skvae.VAEOutlierDetector(device=device, random_state=0).fit(X[:10_000])
+    det = skvae.VAEOutlierDetector(device=device, n_jobs=-1, random_state=0).fit(X[:10_000])
     t = torch.as_tensor(X, device=device)
     rows, first, default = [], None, _network.chunk_rows
     try:

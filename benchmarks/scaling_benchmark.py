@@ -118,20 +118,23 @@ def run_case(case: str, n: int, device: str) -> dict:
         det.fit(X)
         out["seconds_per_epoch"] = time.perf_counter() - t
     elif case == "fit_skvae_default":
-        VAEOutlierDetector(epochs=2, device=device).fit(warm)
-        det = VAEOutlierDetector(device=device, random_state=0)
+        VAEOutlierDetector(epochs=2, device=device, n_jobs=-1).fit(warm)
+        det = VAEOutlierDetector(device=device, n_jobs=-1, random_state=0)
         t = time.perf_counter()
         det.fit(X)
         out["seconds"] = time.perf_counter() - t
         out["epochs"] = det.n_epochs_
     elif case == "fit_skvae_all_rows":
-        VAEOutlierDetector(epochs=2, max_samples=1.0, n_estimators=1, device=device).fit(warm)
+        VAEOutlierDetector(epochs=2, max_samples=1.0, n_estimators=1, device=device, n_jobs=-1).fit(
+            warm
+        )
         det = VAEOutlierDetector(
             max_samples=1.0,
             n_estimators=1,
             epochs=1,
             validation_fraction=0.0,
             device=device,
+            n_jobs=-1,
             random_state=0,
         )
         t = time.perf_counter()

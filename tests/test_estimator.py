@@ -1,5 +1,6 @@
 """Behaviour of VAEOutlierDetector beyond scikit-learn's generic checks."""
 
+import os
 import pickle
 import warnings
 
@@ -651,3 +652,39 @@ def test_bad_validation_data_is_named(bad, match):
     X = np.random.RandomState(0).normal(size=(100, 4))
     with pytest.raises(ValueError, match=match):
         VAEOutlierDetector(epochs=2, random_state=0).fit(X, validation_data=bad(X))
+
+
+def test_threads_follow_n_jobs_and_the_process_setting_is_restored(monkeypatch):
+    from skvae._device import n_threads
+
+    seen = []
+    train, forward = VAEOutlierDetector._train, VAEOutlierDetector._forward_rows
+
+    def spy(method):
+        def wrapped(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return method(self, *args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(VAEOutlierDetector, "_train", spy(train))
+    monkeypatch.setattr(VAEOutlierDetector, "_forward_rows", spy(forward))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    X = np.random.RandomState(0).normal(size=(200, 4))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        det = VAEOutlierDetector(epochs=2, device="cpu", random_state=0).fit(X)
+        det.score_samples(X)
+        assert set(seen) == {1} and torch.get_num_threads() == 2  # None: one thread
+        seen.clear()
+        with joblib.parallel_config(n_jobs=2):  # None follows joblib's context
+            det.score_samples(X)
+        assert seen == [min(2, os.cpu_count())] and torch.get_num_threads() == 2
+        assert n_threads(-1) == os.cpu_count() and n_threads(1) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what joblib's workers are given
+        assert n_threads(-1) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="n_jobs"):
+        VAEOutlierDetector(n_jobs="all").fit(X)

@@ -1,10 +1,14 @@
-"""Where a network lives: device resolution, scoring precision and the one fallback used
-when a saved CUDA model is loaded on a machine without CUDA."""
+"""Where a network lives: device resolution, scoring precision, the one fallback used
+when a saved CUDA model is loaded on a machine without CUDA, and the CPU threads a fit
+or a scoring call uses."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -62,3 +66,32 @@ def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     precision it is trained in; scoring runs in fixed-shape chunks, so a row's score
     does not depend on the rows scored with it), ``'float64'`` is float64."""
     return torch.float64 if precision == "float64" else torch.float32
+
+
+def n_threads(n_jobs: int | None) -> int:
+    """PyTorch intra-op threads for ``n_jobs``, with scikit-learn's meaning: ``None`` is
+    1 unless a ``joblib.parallel_config`` (or ``parallel_backend``) context says
+    otherwise, ``-1`` all cores, ``-2`` all but one; never more than ``OMP_NUM_THREADS``
+    where that is set (joblib's workers set it to their share of the cores)."""
+    from joblib import effective_n_jobs
+
+    n = max(1, int(effective_n_jobs(n_jobs)))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        n = min(n, int(limit))
+    return min(n, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n_jobs: int | None) -> Iterator[int]:
+    """Run the block with :func:`n_threads` intra-op threads, then restore the process's
+    setting (nothing process-wide is left changed)."""
+    n, before = n_threads(n_jobs), torch.get_num_threads()
+    if n == before:
+        yield n
+        return
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)

@@ -16,7 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._device import resolve_device, scoring_dtype
+from ._device import resolve_device, scoring_dtype, torch_threads
 from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
 from ._network import SCORE_TYPES, VAEEnsemble, flat_parameters, forward_rows, rebuild
 from ._persistence import ModelRecord, locate, read_model, write_model
@@ -177,6 +177,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         score overflows is scored again in float64.
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+    n_jobs : int or None, default=None
+        CPU threads PyTorch uses while this detector fits or scores. ``None`` means 1
+        unless in a :func:`joblib.parallel_config` context; ``-1`` means all cores (as
+        for :class:`~sklearn.ensemble.IsolationForest`); never more than
+        ``OMP_NUM_THREADS`` where that is set, as in joblib's workers. The process's
+        own setting is restored afterwards. One thread is the default because the
+        training steps are small: more threads cost more in synchronisation than they
+        gain, and on a busy machine they wait for each other.
     random_state : int, RandomState instance or None, default=None
         Seeds the weights, subsamples, batches and noise. With an int, fits on the CPU
         are reproducible.
@@ -277,6 +285,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "scaling": [StrOptions({"robust", "standard"}), None],
         "precision": [StrOptions({"auto", "float32", "float64"})],
         "device": [str],
+        "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -305,6 +314,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         scaling: str | None = "robust",
         precision: str = "auto",
         device: str = "auto",
+        n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -329,6 +339,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.scaling = scaling
         self.precision = precision
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -359,7 +370,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         # or is interrupted, so the estimator is left exactly as it was
         previous = {k: v for k, v in vars(self).items() if k in _INPUT_ATTRIBUTES}
         try:
-            return self._fit(X, validation_data)
+            with torch_threads(self.n_jobs):
+                return self._fit(X, validation_data)
         except BaseException:
             for key in _INPUT_ATTRIBUTES:
                 self.__dict__.pop(key, None)
@@ -710,6 +722,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0):
         """The one inference path: ``what`` is ``'score'``, ``'encode'`` or
         ``'reconstruct'``; ``X`` already validated."""
+        with torch_threads(getattr(self, "n_jobs", None)):  # pickles of 0.1 lack it
+            return self._forward_rows(module, X, what, member)
+
+    def _forward_rows(self, module: VAEEnsemble, X, what: str, member: int = 0):
         if what == "score":
             score_type = self.score_type
             return forward_rows(module, X, lambda net, z: net.scores(z, score_type))
@@ -808,12 +824,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         """
         X = self._validate_X(X)
         module, score_type = self.module_, self.score_type
-        out = forward_rows(
-            module,
-            X,
-            lambda net, z: net.contributions(z, score_type),
-            width=self.n_features_in_ + 1,
-        )
+        with torch_threads(getattr(self, "n_jobs", None)):
+            out = forward_rows(
+                module,
+                X,
+                lambda net, z: net.contributions(z, score_type),
+                width=self.n_features_in_ + 1,
+            )
         contributions, latent = out[:, :-1], out[:, -1]
         return (contributions, latent) if return_latent else contributions
 
