@@ -249,3 +249,11 @@ def test_readme_headline_table_is_the_recorded_runs(row_start, quality, fit):
         detector = {"PyOD VAE": "pyod_vae", "ECOD": "ecod", "PyOD AutoEncoder": "pyod_ae"}[name]
         source = timing if detector == "pyod_vae" and quality == "adbench" else scores
         assert float(value) == round(source[detector][0], 3), name
+
+
+def test_training_benchmark(tmp_path):
+    out = tmp_path / "training.json"
+    run("training_benchmark.py", "--rows", "300", "--repeats", "1", "--out", str(out))
+    modes = json.loads(out.read_text())["modes"]
+    assert modes["busy"]["busy_processes"] > 0 and modes["idle"]["busy_processes"] == 0
+    assert len(modes["busy"]["seconds"]["skvae n_jobs=None (1 thread)"]) == 1
