@@ -720,8 +720,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return validate_data(self, X, dtype="numeric", reset=False)
 
     def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0):
-        """The one inference path: ``what`` is ``'score'``, ``'encode'`` or
-        ``'reconstruct'``; ``X`` already validated."""
+        """The one inference path: ``what`` is ``'score'``, ``'contributions'``,
+        ``'encode'`` or ``'reconstruct'``; ``X`` already validated."""
         with torch_threads(getattr(self, "n_jobs", None)):  # pickles of 0.1 lack it
             return self._forward_rows(module, X, what, member)
 
@@ -735,6 +735,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 X,
                 lambda net, z: torch.cat([t[member] for t in net.encode(z)], -1),
                 width=2 * module.latent_dim,
+            )
+        if what == "contributions":
+            score_type = self.score_type
+            return forward_rows(
+                module,
+                X,
+                lambda net, z: net.contributions(z, score_type),
+                width=module.config["n_features"] + 1,
             )
         if what == "reconstruct":
             return forward_rows(
@@ -822,15 +830,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         >>> bool(np.isclose(c.sum() + latent[0], det.score_samples(x)[0]))
         True
         """
-        X = self._validate_X(X)
-        module, score_type = self.module_, self.score_type
-        with torch_threads(getattr(self, "n_jobs", None)):
-            out = forward_rows(
-                module,
-                X,
-                lambda net, z: net.contributions(z, score_type),
-                width=self.n_features_in_ + 1,
-            )
+        out = self._forward(self.module_, self._validate_X(X), "contributions")
         contributions, latent = out[:, :-1], out[:, -1]
         return (contributions, latent) if return_latent else contributions
 

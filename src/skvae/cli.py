@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    validate_parameter_constraints,
+)
 
 from . import __version__
 from ._device import resolve_device
@@ -188,22 +193,11 @@ def _no_aliases_loader():
 
 # Config keys that are estimator hyperparameters, and the parameter each sets: the
 # estimator's own ``_parameter_constraints`` check them.
-ESTIMATOR_KEYS = {
-    "latent_dim": "latent_dim",
-    "hidden_dims": "hidden_dims",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "beta": "beta",
-    "patience": "patience",
+SAME_NAMED = ("latent_dim", "hidden_dims", "epochs", "batch_size", "lr", "beta", "patience")
+SAME_NAMED += ("device", "n_estimators", "max_samples", "trim_fraction", "score_type", "decoder_df")
+ESTIMATOR_KEYS = {key: key for key in SAME_NAMED} | {
     "anomaly_fraction": "contamination",
-    "device": "device",
     "seed": "random_state",
-    "n_estimators": "n_estimators",
-    "max_samples": "max_samples",
-    "trim_fraction": "trim_fraction",
-    "score_type": "score_type",
-    "decoder_df": "decoder_df",
 }
 _COUNT = Interval(Integral, 1, None, closed="left")
 # The keys only the command line reads, in scikit-learn's constraint language.
@@ -229,11 +223,6 @@ CLI_KEY_CONSTRAINTS = {
 
 def _constraint_text(constraints: list, value) -> str | None:
     """What ``constraints`` ask for when ``value`` fails them, else ``None``."""
-    from sklearn.utils._param_validation import (
-        InvalidParameterError,
-        validate_parameter_constraints,
-    )
-
     try:
         validate_parameter_constraints({"v": constraints}, {"v": value}, caller_name="config")
     except InvalidParameterError as exc:
@@ -294,7 +283,7 @@ def check_config_value(key: str, value, source: str | None = "the config") -> No
 
 def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDetector:
     hidden = config["hidden_dims"]
-    detector = VAEOutlierDetector(
+    return VAEOutlierDetector(
         latent_dim=config["latent_dim"],
         hidden_dims=tuple(hidden) if hidden else None,
         beta=config["beta"],
@@ -315,7 +304,6 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
         random_state=config["seed"],
         verbose=verbose,
     )
-    return detector
 
 
 def model_path(save_path: str | Path) -> Path:
