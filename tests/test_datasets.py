@@ -214,3 +214,12 @@ def test_d4rl_import_failure_is_not_fatal(tmp_path, monkeypatch):
         ds.load_d4rl("hopper-x-v2", data_dir=tmp_path)
     with pytest.raises(ImportError, match="MuJoCo 2.1"):
         ds.load_d4rl("hopper-x-v2", data_dir=tmp_path, use_d4rl=True)
+
+
+def test_collect_transitions_checks_its_arguments_first():
+    from skvae.datasets import collect_transitions
+
+    with pytest.raises(ValueError, match="'n_steps' parameter of collect_transitions"):
+        collect_transitions("Hopper-v5", n_steps=0)
+    with pytest.raises(ValueError, match="'policy' parameter"):
+        collect_transitions("Hopper-v5", policy="greedy")

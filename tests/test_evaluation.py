@@ -29,6 +29,11 @@ def test_make_synthetic_errors():
         make_synthetic(100, 1)
     with pytest.raises(ValueError, match="anomaly_fraction"):
         make_synthetic(100, 3, anomaly_fraction=1.5)
+    # scikit-learn's parameter validation, not numpy's "negative dimensions"
+    with pytest.raises(ValueError, match="'n_samples' parameter of make_synthetic"):
+        make_synthetic(0, 3)
+    with pytest.raises(ValueError, match="leaves no normal sample"):
+        make_synthetic(2, 3, anomaly_fraction=0.9)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
 
 from ._device import resolve_device, scoring_dtype, torch_threads
 from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
@@ -344,6 +345,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, validation_data=None) -> VAEOutlierDetector:
         """Fit the VAE(s) to ``X``.
 
@@ -364,7 +366,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self : VAEOutlierDetector
             The fitted detector.
         """
-        self._validate_params()
         X, validation_data = _from_tensor(X), _from_tensor(validation_data)
         # fit's input validation sets these before training; put them back if fit fails
         # or is interrupted, so the estimator is left exactly as it was
@@ -1282,20 +1283,6 @@ def _sidecar_info(file: Path) -> dict:
     return dict(info, source="pickle")
 
 
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix(self, values: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, verbose: int):
-    if not verbose:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="VAEOutlierDetector.fit", unit="epoch")
+    """tqdm's bar over the epochs; disabled (it then does nothing) when not verbose."""
+    return tqdm(total=total, desc="VAEOutlierDetector.fit", unit="epoch", disable=not verbose)

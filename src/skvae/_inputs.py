@@ -3,7 +3,11 @@ out-of-core data (numpy memmaps, h5py datasets) in contiguous chunks."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import zipfile
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -79,3 +83,46 @@ def gather_rows(X, rows: np.ndarray) -> np.ndarray:
         lo, hi = np.searchsorted(rows, [block.start, block.stop])
         parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
     return np.concatenate(parts)
+
+
+def check_labels(
+    y, n_samples: int, both_classes: bool = True, against: str = "X has {} rows"
+) -> np.ndarray:
+    """``y`` as an int array of 0 (normal) and 1 (anomaly), with both present when
+    ``both_classes``, else a ValueError saying what is wrong (``against`` names what
+    its length must match)."""
+    y = np.asarray(y).ravel()
+    if len(y) != n_samples:
+        raise ValueError(f"y has {len(y)} labels but {against.format(n_samples)}.")
+    try:
+        values = np.unique(y).tolist()  # NaNs collapse to one
+    except TypeError:  # mixed types
+        values = sorted(set(y.tolist()), key=str)
+    if not set(values) <= {0, 1}:
+        hint = (
+            " (for predict's convention, +1 normal and -1 anomaly, pass y == -1)"
+            if set(values) == {-1, 1}
+            else ""
+        )
+        shown = ", ".join(map(repr, values[:5])) + (", ..." if len(values) > 5 else "")
+        raise ValueError(f"y must be 1 (anomaly) or 0 (normal); got values {shown}{hint}.")
+    if both_classes and len(values) < 2:
+        raise ValueError("y must contain both classes, 0 (normal) and 1 (anomaly).")
+    return y.astype(int)
+
+
+@contextlib.contextmanager
+def numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
+    """Report a NumPy data file (``.npy``, ``.npz``, ``.csv``) that cannot be read as a
+    ValueError naming it, instead of NumPy's message (which, for a file that is not
+    NumPy's at all, suggests unpickling it)."""
+    try:
+        yield
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        text = str(exc)
+        if "pickle" in text or "Object arrays" in text:
+            text = (
+                "not a NumPy file of numbers (damaged, another format, or object "
+                "arrays, which skvae does not unpickle)"
+            )
+        raise ValueError(f"{file}: {' '.join(text.split())}") from None

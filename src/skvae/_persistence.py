@@ -236,6 +236,38 @@ def read_model(path: str | os.PathLike, hidden_dims=None) -> ModelRecord:
     return _with_edited_candidates(_read_skvae(where), where)
 
 
+def model_path(save_path: str | os.PathLike) -> Path:
+    """The model file written for a save path (``skvae train --model-save-path``,
+    ``skvae.compat.VAE.save_model``): the path as given when it ends in ``.skvae``,
+    else with ``.skvae`` appended (never cut at a dot); a model name of another
+    format (``.pkl``, ``.pth``, ...) is refused.
+
+    Parameters
+    ----------
+    save_path : path-like
+        The path or stem.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The ``.skvae`` file.
+
+    Examples
+    --------
+    >>> model_path("runs/beta0.5").as_posix()
+    'runs/beta0.5.skvae'
+    """
+    path = Path(save_path).expanduser()
+    if path.name.endswith(SUFFIX):
+        return path
+    if path.suffix.lower() in (*PICKLE_SUFFIXES, ".pth", ".pt", ".json"):
+        raise ValueError(
+            f"skvae writes {SUFFIX} model files; give the save path without the "
+            f"{path.suffix} extension (or ending in {SUFFIX})"
+        )
+    return path.with_name(path.name + SUFFIX)
+
+
 # ---------------------------------------------------------------------------- the sidecar
 def metadata_file(skvae_file: str | os.PathLike) -> Path:
     """The ``<stem>_meta_data.pkl`` beside ``<stem>.skvae``."""

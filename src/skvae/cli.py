@@ -27,17 +27,19 @@ from sklearn.utils._param_validation import (
 from . import __version__
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
-from ._persistence import PICKLE_SUFFIXES, SUFFIX, atomic_write
+from ._inputs import numpy_file_errors
+from ._persistence import SUFFIX, atomic_write, model_path
 from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, threshold_candidates
 from .datasets import (
     FEATURE_LAYOUTS,
-    _numpy_file_errors,
     feature_names,
     load_dataset,
     make_features,
     split_indices,
 )
+from .evaluation import evaluate_anomaly_detection
+from .plotting import plot_score_histogram, plot_training_history
 
 # Keys of the old vae_module configs, plus what skvae adds. Of the old keys,
 # ``use_rl_data``, ``obs_dim`` and ``action_dim`` are accepted and ignored (the data file
@@ -306,36 +308,6 @@ def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDet
     )
 
 
-def model_path(save_path: str | Path) -> Path:
-    """The model file ``skvae train`` writes for ``--model-save-path``: the path as
-    given when it ends in ``.skvae``, else with ``.skvae`` appended (never cut at a dot).
-
-    Parameters
-    ----------
-    save_path : path-like
-        The path or stem.
-
-    Returns
-    -------
-    path : pathlib.Path
-        The ``.skvae`` file.
-
-    Examples
-    --------
-    >>> model_path("runs/beta0.5").as_posix()
-    'runs/beta0.5.skvae'
-    """
-    path = Path(save_path).expanduser()
-    if path.name.endswith(SUFFIX):
-        return path
-    if path.suffix.lower() in (*PICKLE_SUFFIXES, ".pth", ".pt", ".json"):
-        raise CLIError(
-            f"skvae writes {SUFFIX} model files; give --model-save-path without the "
-            f"{path.suffix} extension (or ending in {SUFFIX})"
-        )
-    return path.with_name(path.name + SUFFIX)
-
-
 def _label(config: dict[str, Any]) -> str:
     if config["data_path"] is not None:
         return Path(str(config["data_path"])).stem
@@ -494,8 +466,6 @@ def _save_figures(detector: VAEOutlierDetector, X_held_out, folder: Path, save: 
     except ImportError:
         print("figures skipped: plotting needs matplotlib (pip install 'skvae[plot]')")
         return
-    from .plotting import plot_score_histogram, plot_training_history
-
     folder.mkdir(parents=True, exist_ok=True)
     stem = save.name.removesuffix(SUFFIX)
     for name, ax in (
@@ -534,7 +504,7 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
                 f"--features {args.features} does not match the model's feature layout {recorded}"
             )
     if file.suffix in (".npy", ".csv"):
-        with open(file, "rb") as fh, _numpy_file_errors(file):
+        with open(file, "rb") as fh, numpy_file_errors(file):
             if file.suffix == ".npy":
                 return np.load(fh, allow_pickle=False)
             return np.loadtxt(fh, delimiter=",", ndmin=2)
@@ -613,8 +583,6 @@ def _write_scores(fh, suffix: str, scores: np.ndarray) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_anomaly_detection
-
     model, info = _load_model(args)
     X_normal = _load_features(args, args.normal, info)
     X_anomaly = _load_features(args, args.anomaly, info)

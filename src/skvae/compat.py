@@ -49,11 +49,13 @@ from torch import nn
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._network import VAEEnsemble
-from ._persistence import SUFFIX, write_vae_module_metadata
+from ._persistence import model_path, write_vae_module_metadata
 from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, offset_from_scores, safe_std
+from .datasets import _check_transitions, episode_ids, load_dataset, make_features, split_indices
 from .evaluation import evaluate_anomaly_detection as _evaluate
 from .evaluation import make_synthetic
+from .plotting import plot_training_history
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -425,7 +427,7 @@ class VAE(nn.Module):
         info = {"threshold_candidates": candidates, "written_by": "skvae.compat.VAE.save_model"}
         if self._penalty_scale_from is not None:
             info["penalty_scale_from"] = self._penalty_scale_from
-        file = det.save(_model_file(save_path), info=info)
+        file = det.save(model_path(save_path), info=info)
         meta = write_vae_module_metadata(
             file,
             {
@@ -542,12 +544,6 @@ class VAE(nn.Module):
         return model._model_dict()
 
 
-def _model_file(save_path: str | os.PathLike) -> Path:
-    """``<save_path>.skvae`` (the path as given when it already ends in ``.skvae``)."""
-    path = Path(save_path)
-    return path if path.name.endswith(SUFFIX) else path.with_name(path.name + SUFFIX)
-
-
 def create_synthetic_data(
     n_samples: int = 2000, dim: int = 5, anomaly_type: str = "outlier", magn: float = 3.0
 ):
@@ -620,14 +616,6 @@ def load_rl_data_for_vae(
     >>> dim, len(train), len(val), len(test)
     (3, 6, 2, 2)
     """
-    from .datasets import (
-        _check_transitions,
-        episode_ids,
-        load_dataset,
-        make_features,
-        split_indices,
-    )
-
     if env is not None and hasattr(env, "get_dataset"):
         data = _check_transitions(dict(env.get_dataset()), "env.get_dataset()")
     else:  # a data_path is the data; a task alone names a D4RL or Minari dataset
@@ -673,8 +661,6 @@ def plot_training_curves(history: dict, save_path: str | os.PathLike | None = No
     >>> fig.axes[0].get_xlabel()
     'epoch'
     """
-    from .plotting import plot_training_history
-
     history = {k: v for k, v in history.items() if not k.startswith("test_")}
     ax = plot_training_history(history)
     fig = ax.figure

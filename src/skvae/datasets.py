@@ -11,14 +11,16 @@ simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import zipfile
-from collections.abc import Iterator
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ._inputs import numpy_file_errors
+from ._persistence import load_plain_pickle
 
 TRANSITION_KEYS = (
     "observations",
@@ -347,15 +349,13 @@ def load_transitions(
             with open(file, "rb") as fh:
                 raw = pickle.load(fh)
         else:
-            from ._persistence import load_plain_pickle
-
             raw = load_plain_pickle(file)
         if not isinstance(raw, dict):
             raise ValueError(f"{file}: expected a dict of arrays, got {type(raw).__name__}.")
         data = {k: np.asarray(v) for k, v in raw.items() if k in TRANSITION_KEYS}
     elif suffix == ".npz":
         # the handle is ours, so a damaged archive does not leak it
-        with open(file, "rb") as fh, _numpy_file_errors(file):
+        with open(file, "rb") as fh, numpy_file_errors(file):
             with np.load(fh, allow_pickle=False) as npz:
                 data = {k: npz[k] for k in TRANSITION_KEYS if k in npz.files}
     elif suffix in (".hdf5", ".h5"):
@@ -363,23 +363,6 @@ def load_transitions(
     else:
         raise ValueError(f"Unsupported dataset file type {suffix!r}: use .pkl, .npz or .hdf5.")
     return _check_transitions(data, str(file))
-
-
-@contextlib.contextmanager
-def _numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
-    """Report a NumPy data file (``.npy``, ``.npz``, ``.csv``) that cannot be read as a
-    ValueError naming it, instead of NumPy's message (which, for a file that is not
-    NumPy's at all, suggests unpickling it)."""
-    try:
-        yield
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        text = str(exc)
-        if "pickle" in text or "Object arrays" in text:
-            text = (
-                "not a NumPy file of numbers (damaged, another format, or object "
-                "arrays, which skvae does not unpickle)"
-            )
-        raise ValueError(f"{file}: {' '.join(text.split())}") from None
 
 
 def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
@@ -655,6 +638,16 @@ def split_indices(
 
 
 # ------------------------------------------------------------------------------ collection
+@validate_params(
+    {
+        "env": "no_validation",  # an id or an environment
+        "policy": [StrOptions({"uniform"}), callable],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "max_episode_steps": [Interval(Integral, 1, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def collect_transitions(
     env,
     policy="uniform",
@@ -706,8 +699,6 @@ def collect_transitions(
         def policy(_obs, rng):
             return rng.uniform(low, high)
 
-    elif not callable(policy):
-        raise ValueError(f"policy must be 'uniform' or a callable; got {policy!r}.")
     keys = ("observations", "actions", "next_observations", "rewards", "terminals", "timeouts")
     out: dict[str, list] = {k: [] for k in keys}
     obs, _ = env.reset(seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ._inputs import check_labels
+from .plotting import plot_evaluation
 
 ANOMALY_TYPES = ("outlier", "cluster", "local", "noise")
 
@@ -106,7 +111,7 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
     >>> evaluate_labelled(det, X, y).roc_auc > 0.9
     True
     """
-    y = _check_labels(y, X.shape[0] if hasattr(X, "shape") else len(X))
+    y = check_labels(y, X.shape[0] if hasattr(X, "shape") else len(X))
     scores = np.asarray(detector.score_samples(X), dtype=np.float64)
     flagged = (np.asarray(detector.predict(X)) == -1).astype(int)
     normal, anomaly = scores[y == 0], scores[y == 1]
@@ -126,36 +131,8 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
         n_anomaly=int(len(anomaly)),
     )
     if plot:
-        from .plotting import plot_evaluation
-
         report.figure = plot_evaluation(scores, y, threshold=float(detector.offset_))
     return report
-
-
-def _check_labels(
-    y, n_samples: int, both_classes: bool = True, against: str = "X has {} rows"
-) -> np.ndarray:
-    """``y`` as an int array of 0 (normal) and 1 (anomaly), with both present when
-    ``both_classes``, else a ValueError saying what is wrong (``against`` names what
-    its length must match)."""
-    y = np.asarray(y).ravel()
-    if len(y) != n_samples:
-        raise ValueError(f"y has {len(y)} labels but {against.format(n_samples)}.")
-    try:
-        values = np.unique(y).tolist()  # NaNs collapse to one
-    except TypeError:  # mixed types
-        values = sorted(set(y.tolist()), key=str)
-    if not set(values) <= {0, 1}:
-        hint = (
-            " (for predict's convention, +1 normal and -1 anomaly, pass y == -1)"
-            if set(values) == {-1, 1}
-            else ""
-        )
-        shown = ", ".join(map(repr, values[:5])) + (", ..." if len(values) > 5 else "")
-        raise ValueError(f"y must be 1 (anomaly) or 0 (normal); got values {shown}{hint}.")
-    if both_classes and len(values) < 2:
-        raise ValueError("y must contain both classes, 0 (normal) and 1 (anomaly).")
-    return y.astype(int)
 
 
 def evaluate_anomaly_detection(
@@ -202,6 +179,17 @@ def evaluate_anomaly_detection(
     return evaluate_labelled(detector, X, y, plot=plot)
 
 
+@validate_params(
+    {
+        "n_samples": [Interval(Integral, 2, None, closed="left")],
+        "n_features": [Interval(Integral, 2, None, closed="left")],
+        "anomaly_type": [StrOptions(set(ANOMALY_TYPES))],
+        "anomaly_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "magnitude": [Interval(Real, 0, None, closed="neither")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_synthetic(
     n_samples: int = 2000,
     n_features: int = 5,
@@ -250,18 +238,16 @@ def make_synthetic(
     >>> X.shape, int(y.sum())
     ((100, 3), 5)
     """
-    if anomaly_type not in ANOMALY_TYPES:
-        raise ValueError(f"anomaly_type must be one of {ANOMALY_TYPES}; got {anomaly_type!r}.")
-    if n_features < 2:
-        raise ValueError(f"n_features must be at least 2; got {n_features}.")
-    if not 0 < anomaly_fraction < 1:
-        raise ValueError(f"anomaly_fraction must be in (0, 1); got {anomaly_fraction}.")
-    if not np.isfinite(magnitude) or magnitude <= 0:
-        raise ValueError(f"magnitude must be a positive number; got {magnitude!r}.")
+    if not np.isfinite(magnitude):
+        raise ValueError(f"magnitude must be a finite number; got {magnitude!r}.")
     far = magnitude / 3.0
     rng = check_random_state(random_state)
     n_anomaly = max(1, int(round(anomaly_fraction * n_samples)))
     n_normal = n_samples - n_anomaly
+    if n_normal < 1:
+        raise ValueError(
+            f"anomaly_fraction={anomaly_fraction} of n_samples={n_samples} leaves no normal sample."
+        )
     # A fixed (not random_state dependent) smooth map from 2-D latent to n_features.
     basis = np.random.RandomState(12345).normal(size=(2, n_features))
     phase = np.random.RandomState(54321).uniform(0, np.pi, n_features)

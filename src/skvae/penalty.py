@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from ._inputs import finite_number
 from ._thresholds import conformal_offset, normalize, safe_std
@@ -94,8 +95,9 @@ class RewardPenalty:
         thr: float | None = None,
         pvalue: float | None = None,
     ) -> None:
-        if kind not in PENALTY_KINDS:
-            raise ValueError(f"kind must be one of {PENALTY_KINDS}; got {kind!r}.")
+        validate_parameter_constraints(
+            {"kind": [StrOptions(set(PENALTY_KINDS))]}, {"kind": kind}, "RewardPenalty"
+        )
         detector = getattr(detector, "detector", detector)  # a skvae.compat.VAE
         if not hasattr(detector, "score_std_"):
             raise ValueError("detector must be a fitted VAEOutlierDetector.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evaluation import _check_labels
+from ._inputs import check_labels
 
 
 def _pyplot():
@@ -38,7 +38,7 @@ def _scores_and_labels(scores, y, both_classes: bool):
         if both_classes:
             raise ValueError("y is required: 0 for normal samples, 1 for anomalies.")
         return scores, None
-    return scores, _check_labels(y, len(scores), both_classes, against="there are {} scores")
+    return scores, check_labels(y, len(scores), both_classes, against="there are {} scores")
 
 
 def plot_training_history(history_or_detector, ax=None):
@@ -241,7 +241,7 @@ def plot_latent_space(detector, X, y=None, ax=None, member=0):
     if y is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=6, alpha=0.6)
     else:
-        y = _check_labels(y, len(coords), both_classes=False)
+        y = check_labels(y, len(coords), both_classes=False)
         for value, name in ((0, "normal"), (1, "anomaly")):
             sel = y == value
             ax.scatter(coords[sel, 0], coords[sel, 1], s=6, alpha=0.6, label=name)
