@@ -224,7 +224,7 @@ def test_decoder_df_must_be_positive_or_none(bad):
 
 
 def test_recorded_training_losses_are_means_weighted_by_rows():
-    from skvae._estimator import _mean_training_losses
+    from skvae._training import mean_training_losses
 
     t = torch.tensor
     recorded = [  # (rows, member losses, member nlls, member KLs) of two steps
@@ -232,7 +232,7 @@ def test_recorded_training_losses_are_means_weighted_by_rows():
         (2, t([4.0, 4.0]), t([5.0, 7.0]), t([1.0, 1.0])),
     ]
     expected = [(2 * 4 + 4 * 2) / 6, (2 * 4 + 6 * 2) / 6, (1 * 4 + 1 * 2) / 6]
-    assert _mean_training_losses(recorded) == pytest.approx(expected)
+    assert mean_training_losses(recorded) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -658,17 +658,17 @@ def test_threads_follow_n_jobs_and_the_process_setting_is_restored(monkeypatch):
     from skvae._device import n_threads
 
     seen = []
-    train, forward = VAEOutlierDetector._train, VAEOutlierDetector._forward_rows
+    import skvae._estimator
 
-    def spy(method):
-        def wrapped(self, *args, **kwargs):
+    def spy(function):
+        def wrapped(*args, **kwargs):
             seen.append(torch.get_num_threads())
-            return method(self, *args, **kwargs)
+            return function(*args, **kwargs)
 
         return wrapped
 
-    monkeypatch.setattr(VAEOutlierDetector, "_train", spy(train))
-    monkeypatch.setattr(VAEOutlierDetector, "_forward_rows", spy(forward))
+    monkeypatch.setattr(skvae._estimator, "train", spy(skvae._estimator.train))
+    monkeypatch.setattr(VAEOutlierDetector, "_forward_rows", spy(VAEOutlierDetector._forward_rows))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     X = np.random.RandomState(0).normal(size=(200, 4))
     before = torch.get_num_threads()

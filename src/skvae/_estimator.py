@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,11 +12,10 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from tqdm.auto import tqdm
 
 from ._device import resolve_device, scoring_dtype, torch_threads
 from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
-from ._network import SCORE_TYPES, VAEEnsemble, flat_parameters, forward_rows, rebuild
+from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
 from ._persistence import ModelRecord, locate, read_model, write_model
 from ._scaling import fit_scaling, to_float32
 from ._thresholds import (
@@ -28,9 +24,8 @@ from ._thresholds import (
     offset_from_scores,
     threshold_candidates,
 )
+from ._training import Schedule, train
 
-# Optimisation steps each member takes when ``epochs='auto'``.
-AUTO_STEPS = 100
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
 # Attributes that input validation sets at the start of fit.
@@ -42,11 +37,6 @@ MIN_OUT_OF_BAG = 50
 # Calibration scores kept, at most (a random subset keeps them exchangeable; p-values
 # then resolve 1e-5, and the model file stays small for large data).
 MAX_CALIBRATION_ROWS = 100_000
-# Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
-VALIDATION_CHUNK = 2048
-# Optimisation steps between checks of the losses (validation, early stopping, the
-# history), at least: a check runs at the end of the first epoch that completes them.
-CHECK_STEPS = 20
 
 
 def default_latent_dim(n_features: int) -> int:
@@ -61,10 +51,6 @@ def default_hidden_dims(n_features: int) -> tuple[int, int]:
     [64, 256] that is at least ``n_features``."""
     width = int(np.clip(2 ** int(np.ceil(np.log2(max(n_features, 1)))), 64, 256))
     return width, width // 2
-
-
-def _fused_adam_kwargs(device: torch.device) -> dict[str, Any]:
-    return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
 
 class VAEOutlierDetector(OutlierMixin, BaseEstimator):
@@ -439,7 +425,23 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         module.reset_parameters(torch.Generator().manual_seed(seed))
         module.to(device, torch.float32)
         subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
-        history, n_epochs, best_epoch = self._train(module, Z, subsets, Z_val, seed, device)
+        history, n_epochs, best_epoch = train(
+            module,
+            Z,
+            subsets,
+            Z_val,
+            Schedule(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                beta=float(self.beta),
+                trim_fraction=float(self.trim_fraction),
+                patience=self.patience,
+                verbose=self.verbose,
+            ),
+            seed=seed,
+        )
         module.eval()
         if len(Z_val) > MAX_VALIDATION_ROWS:  # a user's validation set: evenly spaced rows
             picked = torch.linspace(0, len(Z_val) - 1, MAX_VALIDATION_ROWS, device=device)
@@ -586,114 +588,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if isinstance(self.max_samples, Integral):
             return min(int(self.max_samples), n_train)
         return max(1, int(self.max_samples * n_train))
-
-    def _train(self, module, Z, subsets, Z_val, seed, device):
-        n_members, n_rows = subsets.shape
-        batch_size = min(self.batch_size, n_rows)
-        steps_per_epoch = -(-n_rows // batch_size)
-        if self.epochs == "auto":
-            epochs = max(1, -(-AUTO_STEPS // steps_per_epoch))
-        else:
-            epochs = int(self.epochs)
-        use_val = len(Z_val) > 0
-        beta = float(self.beta)
-        trim_fraction = float(self.trim_fraction)
-
-        gen = torch.Generator(device=device).manual_seed(seed + 1)
-        keys = ["train_loss", "train_recon", "train_kl"]
-        if use_val:
-            keys += ["val_loss", "val_recon", "val_kl"]
-        history: dict[str, list[float]] = {k: [] for k in ["epoch", *keys]}
-
-        best_state = None
-        best_value = np.inf
-        best_epoch = 0
-        since_best = 0
-        epoch = 0
-        # Each step's rows and members' loss, nll and KL (means over the rows) since
-        # the last check.
-        recorded: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        # When one batch covers each member's rows (the defaults), the order of the rows
-        # in it does not matter: the batch is gathered once.
-        whole = Z[subsets] if batch_size >= n_rows else None
-        progress = _progress(epochs, self.verbose)
-        module.train()  # (the validation loss puts it back after each check)
-        # One Adam update for all the parameters and gradients written by hand
-        # (VAEEnsemble.loss_gradient): on small data a step is mostly operator
-        # overhead, and autograd's and per-parameter updates were a third of it.
-        with flat_parameters(module) as flat, contextlib.closing(progress):
-            optimizer = torch.optim.Adam(
-                [flat], lr=self.lr, weight_decay=self.weight_decay, **_fused_adam_kwargs(device)
-            )
-            for epoch in range(1, epochs + 1):
-                if whole is None:
-                    order = torch.argsort(
-                        torch.rand(n_members, n_rows, generator=gen, device=device), dim=1
-                    )
-                    rows = torch.gather(subsets, 1, order)
-                for start in range(0, n_rows, batch_size):
-                    xb = whole if whole is not None else Z[rows[:, start : start + batch_size]]
-                    noise = torch.randn(
-                        (*xb.shape[:2], module.latent_dim), generator=gen, device=device
-                    )
-                    loss, nll, kl = module.loss_gradient(xb, noise, beta, trim_fraction)
-                    recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
-                    optimizer.step()
-                progress.update(1)
-                # Checks (losses recorded, validation, early stopping) run once at
-                # least CHECK_STEPS steps have passed, at epoch ends, and after the last
-                # epoch: on small data an epoch is a single step.
-                if len(recorded) < CHECK_STEPS and epoch < epochs:
-                    continue
-                values = _mean_training_losses(recorded)
-                recorded.clear()
-                if use_val:
-                    values += self._validation_loss(module, Z_val, beta)
-                history["epoch"].append(epoch)
-                for key, value in zip(keys, values):
-                    history[key].append(value)
-                monitored = values[3] if use_val else values[0]
-                progress.set_postfix({k: f"{v:.4g}" for k, v in zip(keys, values)})
-
-                if not np.isfinite(values).all():
-                    bad = ", ".join(f"{k} {v}" for k, v in zip(keys, values) if not np.isfinite(v))
-                    if best_state is None:
-                        raise ValueError(
-                            f"Training diverged by epoch {epoch} ({bad}) "
-                            "before any check with a finite loss; lower lr or check "
-                            "the scale of X."
-                        )
-                    warnings.warn(
-                        f"Training diverged by epoch {epoch} ({bad}); the "
-                        f"weights of epoch {best_epoch} were restored.",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                    break
-                if monitored < best_value or not use_val:
-                    best_value = monitored
-                    best_epoch = epoch
-                    since_best = 0
-                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                else:
-                    since_best += 1
-                    if self.patience is not None and since_best >= self.patience:
-                        break
-        module.load_state_dict(best_state)
-        return history, epoch, best_epoch
-
-    @staticmethod
-    def _validation_loss(module: VAEEnsemble, Z_val: torch.Tensor, beta: float) -> list[float]:
-        """Mean per-sample (loss, nll, kl) of the members on the validation rows."""
-        module.eval()
-        with torch.inference_mode():
-            val_sums = torch.zeros(2, device=Z_val.device, dtype=torch.float64)
-            for start in range(0, len(Z_val), VALIDATION_CHUNK):
-                nll, kl = module.loss_terms(Z_val[start : start + VALIDATION_CHUNK], None)
-                val_sums += torch.stack([nll.mean(0).sum(), kl.mean(0).sum()])
-        module.train()
-        val_nll, val_kl = (val_sums / len(Z_val)).tolist()
-        return [val_nll + beta * val_kl, val_nll, val_kl]
 
     # ------------------------------------------------------------------ scoring
     def _validate_out_of_core(self, X, reset: bool):
@@ -1129,15 +1023,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         super().__setstate__(state)
 
 
-def _mean_training_losses(recorded: list[tuple]) -> list[float]:
-    """The mean loss, nll and KL per row (and member) of the steps ``recorded`` by
-    ``_train``, each (rows, member losses, member nlls, member KLs)."""
-    rows, *parts = zip(*recorded)
-    weights = torch.tensor(rows, dtype=torch.float32, device=parts[0][0].device)
-    per_step = torch.stack([torch.stack(part).mean(1) for part in parts], 1)  # (steps, 3)
-    return ((per_step * weights.unsqueeze(1)).sum(0) / weights.sum()).tolist()
-
-
 def _from_tensor(X):
     """A torch tensor (even one that requires grad) as a numpy array; anything else as is."""
     return X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
@@ -1281,8 +1166,3 @@ def _sidecar_info(file: Path) -> dict:
     meta = json.loads(sidecar.read_text())
     info = {k: meta[k] for k in ("task", "data_path", "features", "config") if k in meta}
     return dict(info, source="pickle")
-
-
-def _progress(total: int, verbose: int):
-    """tqdm's bar over the epochs; disabled (it then does nothing) when not verbose."""
-    return tqdm(total=total, desc="VAEOutlierDetector.fit", unit="epoch", disable=not verbose)
