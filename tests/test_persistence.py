@@ -403,3 +403,33 @@ def test_metadata_beside_a_model_file_is_plain_data_for_that_file_only(fitted, t
     # a model file rewritten after the metadata is not overridden by it
     os.utime(meta, (1, 1))
     assert skvae.load(path, return_info=True)[1] == info
+
+
+def test_one_definition_of_the_fitted_fields_and_one_table_of_migrations(fitted, tmp_path):
+    from dataclasses import fields
+
+    from skvae._persistence import MIGRATIONS, Fitted
+
+    det, _ = fitted
+    path = det.save(tmp_path / "det.skvae")
+    with zipfile.ZipFile(path) as zf:
+        written = json.loads(zf.read("metadata.json"))["fitted"]
+    assert list(written) == [f.name for f in fields(Fitted)]  # what the writer writes
+    # every older format version has its step to the next one
+    assert sorted(MIGRATIONS) == list(range(1, FORMAT_VERSION))
+    # the reader names a missing required field
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(members["metadata.json"])
+    del meta["fitted"]["offset"]
+    members["metadata.json"] = json.dumps(meta).encode()
+    import hashlib
+
+    members["SHA256SUMS"] = "".join(
+        f"{hashlib.sha256(members[n]).hexdigest()}  {n}\n" for n in ("metadata.json", "weights.pt")
+    ).encode()
+    with zipfile.ZipFile(tmp_path / "bad.skvae", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(ValueError, match="'fitted.offset' is missing"):
+        skvae.load(tmp_path / "bad.skvae")

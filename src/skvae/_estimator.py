@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import resolve_device, scoring_dtype, torch_threads
 from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
 from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
-from ._persistence import ModelRecord, locate, read_model, write_model
+from ._persistence import FORMAT_VERSION, Fitted, ModelRecord, locate, read_model, write_model
 from ._scaling import fit_scaling, to_float32
 from ._thresholds import (
     conformal_offset,
@@ -936,20 +936,21 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             params=self.get_params(),
             network=dict(self.module_.config),
             state={k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
-            fitted={
-                "device": str(self.device_),
-                "n_features_in": int(self.n_features_in_),
-                "feature_names_in": None if names is None else [str(n) for n in names],
-                "offset": float(self.offset_),
-                "score_mean": float(self.score_mean_),
-                "score_std": float(self.score_std_),
-                "history": self.history_,
-                "n_epochs": int(self.n_epochs_),
-                "best_epoch": int(self.best_epoch_),
-                "calibration_source": self.calibration_source_,
-            },
+            fitted=Fitted(
+                device=str(self.device_),
+                n_features_in=int(self.n_features_in_),
+                feature_names_in=None if names is None else [str(n) for n in names],
+                offset=float(self.offset_),
+                score_mean=float(self.score_mean_),
+                score_std=float(self.score_std_),
+                history=self.history_,
+                n_epochs=int(self.n_epochs_),
+                best_epoch=int(self.best_epoch_),
+                calibration_source=self.calibration_source_,
+            ),
             decision_scores=np.asarray(self.decision_scores_, dtype=np.float64),
             calibration_scores=np.asarray(self.calibration_scores_, dtype=np.float64),
+            source=f"skvae-{FORMAT_VERSION}",
             info=info,
         )
 
@@ -964,7 +965,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"invalid hyperparameters in the model file: {exc}") from exc
         fitted = record.fitted
         module, dev = rebuild(
-            record.network, record.state, fitted["device"], device, detector.precision
+            record.network, record.state, fitted.device, device, detector.precision
         )
         df = detector.decoder_df
         if (None if df is None else float(df)) != module.config["decoder_df"]:
@@ -972,24 +973,24 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 f"the model file's decoder_df ({df!r}) does not match its network "
                 f"({module.config['decoder_df']!r})"
             )
-        if module.config["n_features"] != fitted["n_features_in"]:
+        if module.config["n_features"] != fitted.n_features_in:
             raise ValueError(
-                f"the model file's n_features_in ({fitted['n_features_in']}) does not "
+                f"the model file's n_features_in ({fitted.n_features_in}) does not "
                 f"match its network ({module.config['n_features']} features)"
             )
         detector._set_fitted(
             module,
             dev,
             train_scores=-np.asarray(record.decision_scores, dtype=np.float64),
-            history=fitted["history"],
-            n_epochs=fitted["n_epochs"],
-            best_epoch=fitted["best_epoch"],
-            offset=fitted["offset"],
-            score_mean=fitted["score_mean"],
-            score_std=fitted["score_std"],
-            feature_names_in=fitted.get("feature_names_in"),
+            history=fitted.history,
+            n_epochs=fitted.n_epochs,
+            best_epoch=fitted.best_epoch,
+            offset=fitted.offset,
+            score_mean=fitted.score_mean,
+            score_std=fitted.score_std,
+            feature_names_in=fitted.feature_names_in,
             calibration_scores=record.calibration_scores,
-            calibration_source=fitted.get("calibration_source", "none"),
+            calibration_source=fitted.calibration_source,
         )
         return detector
 

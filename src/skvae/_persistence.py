@@ -37,7 +37,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,33 @@ MAX_PAIR_METADATA_BYTES = 16 * 2**20
 
 
 @dataclass
+class Fitted:
+    """The fitted scalars a model file keeps (``metadata.json``'s ``fitted``): the one
+    definition the writer, every reader and :func:`validate_record` use."""
+
+    device: str
+    n_features_in: int
+    offset: float
+    score_mean: float
+    score_std: float
+    feature_names_in: list[str] | None = None
+    history: dict[str, list] = field(default_factory=dict)
+    n_epochs: int = 0
+    best_epoch: int = 0
+    calibration_source: str = "none"
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any], path) -> Fitted:
+        """The fields of ``values`` (keys this version does not know are ignored); a
+        missing required field is a ValueError naming it."""
+        names = [f.name for f in fields(cls)]
+        for f in fields(cls):
+            if f.name not in values and f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"{path}: metadata field 'fitted.{f.name}' is missing")
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
 class ModelRecord:
     """Everything a model file holds, in one shape whatever the file's layout.
 
@@ -80,10 +107,10 @@ class ModelRecord:
     params: dict[str, Any]
     network: dict[str, Any]
     state: dict[str, torch.Tensor]
-    fitted: dict[str, Any]
+    fitted: Fitted
     decision_scores: np.ndarray
+    source: str
     info: dict[str, Any] = field(default_factory=dict)
-    source: str = "skvae-2"
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
@@ -168,7 +195,7 @@ def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
         },
         "params": _plain(record.params, "params"),
         "network": _plain(record.network, "network"),
-        "fitted": _plain(record.fitted, "fitted"),
+        "fitted": _plain(asdict(record.fitted), "fitted"),
         "info": _plain(record.info, "info"),
     }
     text = json.dumps(meta, indent=1, allow_nan=False).encode()
@@ -314,7 +341,7 @@ def _with_edited_candidates(record: ModelRecord, skvae_file: Path) -> ModelRecor
     edited = meta.get("threshold_candidates")
     if edited == meta.get("skvae_written_candidates") or not isinstance(edited, dict):
         return record
-    mean, std = record.fitted["score_mean"], record.fitted["score_std"]
+    mean, std = record.fitted.score_mean, record.fitted.score_std
     candidates = {}
     for key, value in edited.items():
         if not str(key).isdigit():
@@ -394,10 +421,9 @@ def _read_skvae(path: Path) -> ModelRecord:
     info = meta.get("info", {})
     if not isinstance(info, dict):
         raise ValueError(f"{path}: metadata field 'info' must be a mapping")
-    if version == 1:  # 0.1.0: scaling in the metadata, clipping implied by the scaling
-        network.setdefault("clip", params.get("scaling") is not None)
-    if version <= 2:  # before the Student-t decoder: Gaussian
-        _gaussian_decoder(params, network)
+    moved_to_state: dict[str, torch.Tensor] = {}
+    for older in range(version, FORMAT_VERSION):
+        moved_to_state.update(MIGRATIONS[older](params, network, fitted, path))
     _check_network(network, path)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
@@ -409,18 +435,13 @@ def _read_skvae(path: Path) -> ModelRecord:
         raise ValueError(f"{path}: the weights member is not a state dict of tensors")
     decision_scores = state.pop(DECISION_SCORES_KEY, torch.zeros(0))
     calibration_scores = state.pop(CALIBRATION_SCORES_KEY, torch.zeros(0))
-    if version == 1:
-        for key in ("center", "scale"):
-            values = fitted.pop(key, None)
-            if not isinstance(values, list) or not all(_is_number(v) for v in values):
-                raise ValueError(f"{path}: metadata field 'fitted.{key}' is invalid")
-            state[key] = torch.tensor(values, dtype=torch.float64)
+    state.update(moved_to_state)
     return validate_record(
         ModelRecord(
             params=dict(params),
             network=network,
             state=state,
-            fitted=fitted,
+            fitted=Fitted.from_json(fitted, path),
             decision_scores=decision_scores,
             info=_info_from_json(info),
             source=f"skvae-{version}",
@@ -470,6 +491,31 @@ def _gaussian_decoder(params: dict, network: dict) -> None:
     """Complete a record written before the Student-t decoder: it is Gaussian."""
     network.setdefault("decoder_df", None)
     params.setdefault("decoder_df", None)
+
+
+def _from_format_1(params: dict, network: dict, fitted: dict, path) -> dict:
+    """Format 1 (skvae 0.1.0) to 2: the scaling moves from the metadata into the
+    weights, and clipping is what the scaling implied."""
+    network.setdefault("clip", params.get("scaling") is not None)
+    moved = {}
+    for key in ("center", "scale"):
+        values = fitted.pop(key, None)
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise ValueError(f"{path}: metadata field 'fitted.{key}' is invalid")
+        moved[key] = torch.tensor(values, dtype=torch.float64)
+    return moved
+
+
+def _from_format_2(params: dict, network: dict, fitted: dict, path) -> dict:
+    """Format 2 to 3: written before the Student-t decoder, so Gaussian."""
+    _gaussian_decoder(params, network)
+    return {}
+
+
+# How a ``.skvae`` file of an older format version is brought to the next one:
+# ``MIGRATIONS[v](params, network, fitted, path)`` updates the metadata in place and
+# returns weights that move into the state dict. Reading applies them in order.
+MIGRATIONS = {1: _from_format_1, 2: _from_format_2}
 
 
 def _check_network(network: dict, path) -> None:
@@ -527,35 +573,35 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
         raise ValueError(f"{path}: weight 'scale' must be positive")
     fitted = record.fitted
     for key in ("offset", "score_mean", "score_std"):
-        if not _is_number(fitted.get(key)):
+        if not _is_number(getattr(fitted, key)):
             raise ValueError(f"{path}: metadata field 'fitted.{key}' is missing or not finite")
-    if fitted["score_std"] < 0:
+    if fitted.score_std < 0:
         raise ValueError(f"{path}: metadata field 'fitted.score_std' is negative")
-    spread = MAX_OFFSET_STDS * max(fitted["score_std"], 1.0)
-    if abs(fitted["offset"] - fitted["score_mean"]) > spread:
+    spread = MAX_OFFSET_STDS * max(fitted.score_std, 1.0)
+    if abs(fitted.offset - fitted.score_mean) > spread:
         raise ValueError(
             f"{path}: metadata field 'fitted.offset' lies more than {MAX_OFFSET_STDS:g} "
             "standard deviations from the mean training score"
         )
-    if not isinstance(fitted.get("device"), str) or not (
-        fitted["device"] == "cpu" or fitted["device"].startswith("cuda")
+    if not isinstance(fitted.device, str) or not (
+        fitted.device == "cpu" or fitted.device.startswith("cuda")
     ):
         raise ValueError(f"{path}: metadata field 'fitted.device' is invalid")
-    if fitted.get("n_features_in") != record.network["n_features"]:
+    if fitted.n_features_in != record.network["n_features"]:
         raise ValueError(
             f"{path}: metadata field 'fitted.n_features_in' does not match the network"
         )
     for key in ("n_epochs", "best_epoch"):
-        if not _is_count(fitted.get(key), 0):
+        if not _is_count(getattr(fitted, key), 0):
             raise ValueError(f"{path}: metadata field 'fitted.{key}' is invalid")
-    names = fitted.get("feature_names_in")
+    names = fitted.feature_names_in
     if names is not None and (
         not isinstance(names, list)
-        or len(names) != fitted["n_features_in"]
+        or len(names) != fitted.n_features_in
         or not all(isinstance(n, str) for n in names)
     ):
         raise ValueError(f"{path}: metadata field 'fitted.feature_names_in' is invalid")
-    history = fitted.get("history")
+    history = fitted.history
     if not isinstance(history, dict) or not all(
         isinstance(k, str) and isinstance(v, list) and all(x is None or _is_number(x) for x in v)
         for k, v in history.items()
@@ -572,7 +618,7 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
         if scores.ndim != 1 or not np.isfinite(scores).all():
             raise ValueError(f"{path}: the {what} are not a finite 1D array")
         setattr(record, attr, scores.astype(np.float64))
-    if fitted.get("calibration_source", "none") not in CALIBRATION_SOURCES:
+    if fitted.calibration_source not in CALIBRATION_SOURCES:
         raise ValueError(f"{path}: metadata field 'fitted.calibration_source' is invalid")
     candidates = record.info.get("threshold_candidates", {})
     if not isinstance(candidates, dict) or not all(_is_number(v) for v in candidates.values()):
@@ -741,18 +787,14 @@ def _pair_record(meta, params, network, state, statistics, info, source) -> Mode
     """The record of a ``.pth`` + ``.pkl`` pair: no history and no training scores kept;
     ``statistics`` is ``(offset, mean, std)`` in the file's score units."""
     offset, mean, std = statistics
-    fitted = {
-        "device": str(meta.get("device", "cpu")),
-        "n_features_in": int(network["n_features"]),
-        "feature_names_in": None,
-        "offset": offset,
-        "score_mean": mean if mean is not None else 0.0,
-        "score_std": std if std is not None else 1.0,
-        "history": {},
-        "n_epochs": 0,
-        "best_epoch": 0,
-    }
-    return ModelRecord(params, network, state, fitted, np.zeros(0), info, source)
+    fitted = Fitted(
+        device=str(meta.get("device", "cpu")),
+        n_features_in=int(network["n_features"]),
+        offset=offset,
+        score_mean=mean if mean is not None else 0.0,
+        score_std=std if std is not None else 1.0,
+    )
+    return ModelRecord(params, network, state, fitted, np.zeros(0), source, info)
 
 
 def _vae_module_hidden_dims(state: dict, where) -> list[int]:
