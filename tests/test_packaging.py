@@ -40,3 +40,52 @@ def test_wheel_requires_what_the_cli_imports(wheel):
     assert {"pyyaml", "h5py", "torch", "scikit-learn"} <= set(required)
     entry = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("entry_points.txt")]
     assert entry and "skvae = skvae.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+
+
+# The import paragraph of docs/architecture.md, as data: what each module imports of
+# skvae (helpers: the private modules the estimator builds on).
+HELPERS = {"_device", "_inputs", "_persistence", "_scaling", "_thresholds"}
+IMPORTS = {
+    "__init__": {"_estimator", "evaluation", "penalty"},
+    "__main__": {"cli"},
+    "_device": set(),
+    "_inputs": set(),
+    "_thresholds": set(),
+    "_scaling": set(),
+    "_network": {"_device", "_inputs"},
+    "_training": {"_network"},
+    "_persistence": {"__version__", "_inputs", "_network", "_thresholds"},
+    "_estimator": {*HELPERS, "_network", "_training"},
+    "datasets": {"_inputs", "_persistence"},
+    "plotting": {"_inputs"},
+    "evaluation": {"_inputs", "plotting"},
+    "penalty": {"_inputs", "_thresholds"},
+    "cli": {"__version__", "_estimator", *HELPERS, "datasets", "evaluation", "plotting"},
+    "compat": {"_estimator", "_network", "datasets", "evaluation", "plotting"}
+    | (HELPERS - {"_inputs"}),
+}
+
+
+def test_architecture_documents_the_imports():
+    import ast
+
+    modules = {}
+    for file in sorted((ROOT / "src" / "skvae").glob("*.py")):
+        tree = ast.parse(file.read_text())
+        top = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                top |= {node.module} if node.module else {a.name for a in node.names}
+        inner = [
+            node.module
+            for function in ast.walk(tree)
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for node in ast.walk(function)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+        ]
+        assert not inner, f"{file.name} imports {inner} inside a function"
+        modules[file.stem] = top
+    assert modules == IMPORTS
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for name in modules:  # every module has its row or its place in the paragraph
+        assert f"`{name}" in text or name.startswith("__"), name

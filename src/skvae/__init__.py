@@ -1,5 +1,7 @@
 """skvae: a variational autoencoder as a scikit-learn outlier detector."""
 
+__version__ = "0.1.0"  # first: the modules below read it
+
 from ._estimator import VAEOutlierDetector, load, save
 from .evaluation import evaluate_anomaly_detection, evaluate_labelled, make_synthetic
 from .penalty import RewardPenalty
@@ -14,4 +16,3 @@ __all__ = [
     "load",
     "__version__",
 ]
-__version__ = "0.1.0"

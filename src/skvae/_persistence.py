@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 import torch
 
+from . import __version__
 from ._inputs import finite_number
 from ._network import state_shapes
 from ._thresholds import normalize
@@ -162,10 +164,6 @@ def _plain(value: Any, where: str) -> Any:
 
 def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
     """Write ``record`` as a ``.skvae`` file at ``path`` (taken literally), atomically."""
-    import sklearn
-
-    from . import __version__
-
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         # every reader takes such a name for a pickle and refuses it by default
@@ -366,8 +364,6 @@ def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
 
 
 def _read_skvae(path: Path) -> ModelRecord:
-    from . import __version__
-
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
