@@ -175,12 +175,38 @@ TAMPERED = {
     "newer format": lambda m: m.update(format_version=99),
     "not a skvae file": lambda m: m.update(format="other"),
 }
+# What each refusal says (a regular expression), so that a case cannot pass on the
+# wrong error.
+TAMPERED_MESSAGES = {
+    "offset NaN": r"'fitted.offset' is missing or not finite",
+    "offset 1e308": r"'fitted.offset' lies more than 10000 standard deviations",
+    "offset a string": r"'fitted.offset' is missing or not finite",
+    "score_std negative": r"'fitted.score_std' is negative",
+    "score_mean infinite": r"'fitted.score_mean' is missing or not finite",
+    "n_features_in off by one": r"'fitted.n_features_in' does not match the network",
+    "feature names too short": r"'fitted.feature_names_in' is invalid",
+    "history of strings": r"'fitted.history' is invalid",
+    "device unknown": r"'fitted.device' is invalid",
+    "fitted missing": r"'fitted' is missing or not a dict",
+    "params out of range": r"invalid hyperparameters .* 'lr' parameter",
+    "params unknown": r"invalid hyperparameters .* unexpected keyword argument 'exploit'",
+    "params not a dict": r"'params' is missing or not a dict",
+    "network 10^6 members": r"'network.n_members' is invalid",
+    "network 1000 score samples": r"do not fit the architecture: score_noise",
+    "network huge width": r"'network.hidden_dims' is invalid",
+    "network extra key": r"'network' must have exactly",
+    "network wrong latent": r"do not fit the architecture: decoder_layers.0.weight",
+    "candidates NaN": r"'threshold_candidates' is invalid",
+    "info not a dict": r"'info' must be a mapping",
+    "newer format": r"uses model format 99, newer than this skvae",
+    "not a skvae file": r"not a skvae model file",
+}
 
 
 @pytest.mark.parametrize("case", list(TAMPERED))
 def test_tampered_metadata_is_refused(case, model, tmp_path):
     path = _with_meta(model, tmp_path, TAMPERED[case])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=TAMPERED_MESSAGES[case]):
         skvae.load(path)
 
 
@@ -190,7 +216,7 @@ def test_tampered_metadata_is_refused(case, model, tmp_path):
 def test_metadata_that_is_not_an_object(metadata, model, tmp_path):
     members = _members(model[1])
     members["metadata.json"] = metadata
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a skvae model file|corrupted skvae model file"):
         skvae.load(_write(tmp_path / "m.skvae", members))
 
 
@@ -206,6 +232,18 @@ TAMPERED_WEIGHTS = {
     "training scores NaN": lambda s: s["__decision_scores__"].fill_(float("nan")),
     "not a dict": lambda s: None,
 }
+TAMPERED_WEIGHTS_MESSAGES = {
+    "center NaN": r"weight 'center' is not a finite float tensor",
+    "scale zero": r"weight 'scale' must be positive",
+    "center of length 1": r"do not fit the architecture: center is \(1,\)",
+    "a weight missing": r"decoder_head.bias is missing",
+    "an extra weight": r"extra is \(3,\), expected absent",
+    "integer weights": r"weight 'scale' is not a finite float tensor",
+    "infinite weight": r"weight 'encoder_head.weight' is not a finite float tensor",
+    "training scores 2D": r"training scores are not a finite 1D array",
+    "training scores NaN": r"training scores are not a finite 1D array",
+    "not a dict": r"not a state dict of tensors",
+}
 
 
 @pytest.mark.parametrize("case", list(TAMPERED_WEIGHTS))
@@ -216,7 +254,7 @@ def test_tampered_weights_are_refused(case, model, tmp_path):
     buffer = io.BytesIO()
     torch.save([1, 2] if case == "not a dict" else state, buffer)
     members["weights.pt"] = buffer.getvalue()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=TAMPERED_WEIGHTS_MESSAGES[case]):
         skvae.load(_write(tmp_path / "w.skvae", members))
 
 
@@ -241,7 +279,7 @@ def test_absurd_architecture_is_refused_before_allocating(model, tmp_path):
 
     path = _with_meta(model, tmp_path, huge)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="do not fit the architecture"):
         skvae.load(path)
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
 
@@ -250,7 +288,7 @@ def test_absurd_architecture_is_refused_before_allocating(model, tmp_path):
 def test_truncated_files(cut, model, tmp_path):
     data = model[1].read_bytes()
     (tmp_path / "t.skvae").write_bytes(data[: int(len(data) * cut)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"not a skvae model file \(not a zip archive\)"):
         skvae.load(tmp_path / "t.skvae")
 
 
@@ -360,7 +398,7 @@ def test_unsaveable_detector_leaves_the_previous_file(model, tmp_path):
     path.write_bytes(good.read_bytes())
     bad = skvae.load(good)
     bad.history_ = {"train_loss": [object()]}  # cannot be stored
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="history"):
         bad.save(path)
     assert path.read_bytes() == good.read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["keep.skvae"]
