@@ -13,7 +13,6 @@ rewritten, as an attacker can) loads as a valid model or fails.
 import hashlib
 import io
 import json
-import os
 import pickle
 import resource
 import zipfile
@@ -418,111 +417,6 @@ def test_interrupted_command_line_exits_130_and_leaves_nothing(
     assert main(["score", str(good), str(tmp_path / "x.npy"), "--output", str(out)]) == 130
     assert capsys.readouterr().err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
-
-
-# ------------------------------------------------------------- the command line
-CLI_CASES = {
-    "garbage model": (["score", "{garbage}", "{x}"], "not a skvae model file"),
-    "wrong kind of model": (["score", "{x}", "{x}"], "not a skvae model file"),
-    "0-d data": (["score", "{good}", "{zero_d}"], "2D array"),
-    "1-d data": (["score", "{good}", "{one_d}"], "2D array"),
-    "missing output folder": (["score", "{good}", "{x}", "--output", "{missing}/s.npy"], "folder"),
-    "output under a file": (["score", "{good}", "{x}", "--output", "{x}/s.npy"], "folder"),
-    "unsupported output": (["score", "{good}", "{x}", "--output", "{tmp}/s.json"], "extension"),
-    "hidden_dims an int": (["train", "--config", "{cfg_hidden}"], "hidden_dims"),
-    "val_ratio a string": (["train", "--config", "{cfg_val}"], "val_ratio"),
-    "yaml aliases": (["train", "--config", "{cfg_alias}"], "aliases"),
-    "lr negative": (["train", "--config", "{cfg_lr}"], "lr"),
-    "lr zero": (["train", "--config", "{cfg_lr0}"], "key lr in"),
-    "unknown key": (["train", "--config", "{cfg_unknown}"], "unknown key"),
-    "constant data": (
-        ["train", "--data-path", "{const}", "--model-save-path", "{tmp}/c.pkl"],
-        ".skvae",
-    ),
-    "minari episode missing a key": (["train", "--task", "minari:broken/set-v0"], "missing key"),
-    "scalar terminals": (["train", "--data-path", "{scalar}"], "terminals"),
-    "no transitions": (["train", "--data-path", "{empty}"], "no transitions"),
-    "cuda without cuda": (
-        ["train", "--data-path", "{const}", "--device", "cuda:7"],
-        "--device cpu",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(CLI_CASES))
-def test_command_line_errors_are_one_line(case, model, tmp_path, capsys, monkeypatch):
-    import h5py
-    import yaml
-
-    det, good, X = model
-    np.save(tmp_path / "x.npy", X)
-    np.save(tmp_path / "zero_d.npy", np.float64(3))
-    np.save(tmp_path / "one_d.npy", X[0])
-    (tmp_path / "garbage.skvae").write_bytes(os.urandom(300))
-    configs = {
-        "cfg_hidden": "task: x-v2\nhidden_dims: 16\n",
-        "cfg_val": "task: x-v2\nval_ratio: '0.2'\n",
-        "cfg_alias": "a: &a [1, 2]\nhidden_dims: *a\n",
-        "cfg_lr": "task: x-v2\nlr: -1\n",
-        "cfg_lr0": "task: x-v2\nlr: 0\n",
-        "cfg_unknown": "task: x-v2\nlearning_rate: 1\n",
-    }
-    for name, text in configs.items():
-        (tmp_path / f"{name}.yaml").write_text(text)
-    n = 50
-    np.savez(tmp_path / "const.npz", observations=np.ones((n, 3)), actions=np.ones((n, 1)))
-    with h5py.File(tmp_path / "scalar.hdf5", "w") as f:
-        f["observations"], f["actions"], f["terminals"] = np.ones((n, 3)), np.ones((n, 1)), 1
-    np.savez(tmp_path / "empty.npz", observations=np.ones((1, 3)), actions=np.ones((1, 1)))
-    minari = tmp_path / "minari" / "broken" / "set-v0" / "data"
-    minari.mkdir(parents=True)
-    with h5py.File(minari / "main_data.hdf5", "w") as f:
-        f.create_group("episode_0")["observations"] = np.ones((3, 2))
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    names = {
-        "good": str(good),
-        "x": str(tmp_path / "x.npy"),
-        "zero_d": str(tmp_path / "zero_d.npy"),
-        "one_d": str(tmp_path / "one_d.npy"),
-        "garbage": str(tmp_path / "garbage.skvae"),
-        "missing": str(tmp_path / "missing"),
-        "tmp": str(tmp_path),
-        "const": str(tmp_path / "const.npz"),
-        "scalar": str(tmp_path / "scalar.hdf5"),
-        "empty": str(tmp_path / "empty.npz"),
-        **{k: str(tmp_path / f"{k}.yaml") for k in configs},
-    }
-    argv, expected = CLI_CASES[case]
-    monkeypatch.chdir(tmp_path)
-    assert main([a.format(**names) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("skvae: error:") and err.count("\n") == 1, err
-    assert "Traceback" not in err and expected in err, err
-    assert yaml  # imported for the configs' sake
-
-
-def test_constant_data_trains_and_scores(tmp_path, capsys):
-    n = 120
-    np.savez(tmp_path / "c.npz", observations=np.ones((n, 3)), actions=np.zeros((n, 1)))
-    assert (
-        main(
-            [
-                "train",
-                "--data-path",
-                str(tmp_path / "c.npz"),
-                "--model-save-path",
-                str(tmp_path / "c"),
-                "--epochs",
-                "2",
-                "--device",
-                "cpu",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    assert main(["score", str(tmp_path / "c.skvae"), str(tmp_path / "c.npz")]) == 0
 
 
 # ------------------------------------------------------------- loaders and edges

@@ -163,75 +163,6 @@ def test_train_without_save_path_saves_where_it_says(hopper, tmp_path, monkeypat
     assert not (tmp_path / "saved_models").exists()  # not the shipped config's path
 
 
-def test_user_errors_are_one_line(tmp_path, d4rl_dir, trained, capsys):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("task: hopper-generated-v2\nlearning_rate: 0.1\n")
-    assert main(["train", "--config", str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("skvae: error:") and "learning_rate" in err and "\n" not in err
-
-    assert main(["train", "--task", "hopper-absent-v2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "hopper_absent-v2.hdf5" in err and "\n" not in err
-
-    for value in ("0", "-1", "'5'"):  # decoder_df: a positive number or null
-        bad.write_text(f"task: hopper-generated-v2\ndecoder_df: {value}\n")
-        assert main(["train", "--config", str(bad), "--quiet"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert "decoder_df" in err and "\n" not in err
-
-    cfg = tmp_path / "dim.yaml"
-    cfg.write_text(f"data_path: {d4rl_dir / 'hopper_generated-v2.hdf5'}\ninput_dim: 20\n")
-    assert main(["train", "--config", str(cfg), "--quiet"]) == 2
-    assert "input_dim=20" in capsys.readouterr().err
-
-    assert main(["score", str(tmp_path / "none.skvae"), "x.npy"]) == 2
-    err = capsys.readouterr().err
-    assert "model file not found" in err.lower() and "also looked" not in err  # named in full
-    assert main(["score", str(tmp_path / "none"), "x.npy"]) == 2  # a stem: where it looked
-    assert "also looked for none.skvae and the pair none_model.pth" in capsys.readouterr().err
-    np.save(tmp_path / "wrong.npy", np.zeros((3, 5)))
-    assert main(["score", str(trained), str(tmp_path / "wrong.npy")]) == 2
-    assert "5 features" in capsys.readouterr().err
-    np.save(tmp_path / "flat.npy", np.zeros(14))
-    assert main(["score", str(trained), str(tmp_path / "flat.npy")]) == 2
-    assert "2D array" in capsys.readouterr().err
-    (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    (tmp_path / "junk.csv").write_text("1,2,x\n")
-    for name in ("junk.npy", "junk.csv"):
-        assert main(["score", str(trained), str(tmp_path / name)]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith(f"skvae: error: {tmp_path / name}: ") and "\n" not in err
-        assert "allow_pickle" not in err
-    # a pickle is refused without the opt-in, and its payload never runs
-    import joblib
-
-    joblib.dump({"not": "a model"}, tmp_path / "m.joblib")
-    assert main(["score", str(tmp_path / "m.joblib"), str(tmp_path / "wrong.npy")]) == 2
-    assert "allow-code-execution" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "argv, expected",
-    [
-        (["train", "--epochs", "abc"], "skvae train: error: argument --epochs: invalid int"),
-        (["evaluate", "m.skvae"], "skvae evaluate: error: the following arguments are required"),
-        (["info"], "skvae: error: argument command: invalid choice: 'info'"),
-        ([], "skvae: error: the following arguments are required: command"),
-        (  # checked before the model is read or anything printed
-            ["thresholds", "m.skvae", "x.npy", "--percentiles", "5", "150"],
-            "skvae thresholds: error: argument --percentiles: '150' is not a percentile",
-        ),
-    ],
-)
-def test_usage_mistakes_are_one_line(argv, expected, capsys):
-    assert main(argv) == 2  # returned, not raised: main() reports every error the same way
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith(expected) and captured.err.count("\n") == 1
-    assert "usage:" not in captured.err and "--help" in captured.err
-
-
 def test_help_and_version_return_zero(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("skvae ")
@@ -252,34 +183,6 @@ def test_console_entry_points(tmp_path):
     assert out.returncode == 0 and "thresholds" in out.stdout
 
 
-@pytest.mark.parametrize(
-    "line, message",
-    [
-        # wrong values of estimator keys are named as written, with their file, before
-        # any work (they failed later, naming contamination, or trained on one row)
-        ("max_samples: 1", "config key max_samples in {cfg} must be"),
-        ("max_samples: 0", "config key max_samples in {cfg} must be"),
-        ("anomaly_fraction: 0", "config key anomaly_fraction in {cfg} must be"),
-        ("score_type: bogus", "config key score_type in {cfg} must be a str among"),
-        ("epochs: true", "config key epochs in {cfg} must be a number, not true or false"),
-        ("hidden_dims: [64, 0]", "config key hidden_dims in {cfg} must be a list of positive"),
-        ("obs_dim: [11, 3]", "config key obs_dim in {cfg} must be a positive integer or a list"),
-        ("shuffle: 1", "config key shuffle in {cfg} must be an instance of 'bool'"),
-    ],
-)
-def test_config_values_are_checked_by_one_schema(tmp_path, capsys, line, message):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"task: hopper-generated-v2\n{line}\n")
-    assert main(["train", "--config", str(cfg), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"skvae: error: {message.format(cfg=cfg)}") and "\n" not in err
-
-
-def test_flags_are_checked_by_the_same_schema(capsys):
-    assert main(["train", "--task", "hopper-generated-v2", "--epochs", "0"]) == 2
-    assert capsys.readouterr().err.startswith("skvae: error: --epochs must be an int in the range")
-
-
 def test_gormpos_sparse_configs_train_unchanged(tmp_path, d4rl_dir):
     # GORMPO's configs/vae/*_sparse_3.yaml write obs_dim as a list, as its --obs_dim takes
     config = {
@@ -297,3 +200,219 @@ def test_gormpos_sparse_configs_train_unchanged(tmp_path, d4rl_dir):
     (tmp_path / "sparse.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "--config", str(tmp_path / "sparse.yaml"), "--quiet"]) == 0
     assert (tmp_path / "vae_0.skvae").is_file()
+
+
+# ------------------------------------------------------------- every error is one line
+# case: (arguments, what the line says (a regular expression), what it must not say).
+# Names in braces are files the fixture below makes.
+CLI_ERRORS = {
+    # usage mistakes: argparse's, in one line that names --help
+    "flag value not an int": (
+        ["train", "--epochs", "abc"],
+        r"^skvae train: error: argument --epochs: invalid int",
+        None,
+    ),
+    "required argument missing": (
+        ["evaluate", "m.skvae"],
+        r"^skvae evaluate: error: the following arguments are required",
+        None,
+    ),
+    "unknown command": (["info"], r"^skvae: error: argument command: invalid choice: 'info'", None),
+    "no command": ([], r"^skvae: error: the following arguments are required: command", None),
+    "percentile out of range": (  # checked before the model is read or anything printed
+        ["thresholds", "m.skvae", "x.npy", "--percentiles", "5", "150"],
+        r"^skvae thresholds: error: argument --percentiles: '150' is not a percentile",
+        None,
+    ),
+    # config files: one schema, the key named as written with its file
+    "unknown key": (
+        ["train", "--config", "{cfg_unknown}"],
+        r"unknown key\(s\) learning_rate",
+        None,
+    ),
+    "yaml aliases": (["train", "--config", "{cfg_alias}"], "aliases", None),
+    "hidden_dims an int": (["train", "--config", "{cfg_hidden}"], "key hidden_dims in", None),
+    "hidden_dims with a zero": (
+        ["train", "--config", "{cfg_hidden0}"],
+        "key hidden_dims in .* must be a list of positive",
+        None,
+    ),
+    "val_ratio a string": (["train", "--config", "{cfg_val}"], "key val_ratio in", None),
+    "lr negative": (["train", "--config", "{cfg_lr}"], "key lr in", None),
+    "lr zero": (["train", "--config", "{cfg_lr0}"], "key lr in", None),
+    "decoder_df zero": (["train", "--config", "{cfg_df0}"], "key decoder_df in", None),
+    "decoder_df negative": (["train", "--config", "{cfg_df_neg}"], "key decoder_df in", None),
+    "decoder_df a string": (["train", "--config", "{cfg_df_str}"], "key decoder_df in", None),
+    "max_samples one row": (["train", "--config", "{cfg_ms1}"], "key max_samples in", None),
+    "max_samples zero": (["train", "--config", "{cfg_ms0}"], "key max_samples in", None),
+    "anomaly_fraction zero": (["train", "--config", "{cfg_af0}"], "key anomaly_fraction in", None),
+    "score_type unknown": (
+        ["train", "--config", "{cfg_score}"],
+        "key score_type in .* must be a str among",
+        None,
+    ),
+    "epochs true": (
+        ["train", "--config", "{cfg_epochs}"],
+        "key epochs in .* must be a number, not true or false",
+        None,
+    ),
+    "obs_dim two values": (
+        ["train", "--config", "{cfg_obs}"],
+        "key obs_dim in .* must be a positive integer or a list of one",
+        None,
+    ),
+    "shuffle an int": (
+        ["train", "--config", "{cfg_shuffle}"],
+        "key shuffle in .* must be an instance of 'bool'",
+        None,
+    ),
+    "flag out of range": (
+        ["train", "--task", "hopper-generated-v2", "--epochs", "0"],
+        "^skvae: error: --epochs must be an int in the range",
+        None,
+    ),
+    # data and devices
+    "task without its file": (
+        ["train", "--task", "hopper-absent-v2"],
+        "hopper_absent-v2.hdf5",
+        None,
+    ),
+    "input_dim against the data": (
+        ["train", "--config", "{cfg_dim}", "--quiet"],
+        "input_dim=20",
+        None,
+    ),
+    "minari episode missing a key": (
+        ["train", "--task", "minari:broken/set-v0"],
+        "missing key",
+        None,
+    ),
+    "scalar terminals": (["train", "--data-path", "{scalar}"], "terminals", None),
+    "no transitions": (["train", "--data-path", "{empty}"], "no transitions", None),
+    "a pickle name to save to": (
+        ["train", "--data-path", "{const}", "--model-save-path", "{tmp}/c.pkl"],
+        r"\.skvae",
+        None,
+    ),
+    "cuda without cuda": (
+        ["train", "--data-path", "{const}", "--device", "cuda:7"],
+        "--device cpu",
+        None,
+    ),
+    # model files
+    "model named in full, absent": (
+        ["score", "{tmp}/none.skvae", "{x}"],
+        "[Mm]odel file not found",
+        "also looked",
+    ),
+    "model stem, absent": (
+        ["score", "{tmp}/none", "{x}"],
+        "also looked for none.skvae and the pair none_model.pth",
+        None,
+    ),
+    "garbage model": (["score", "{garbage}", "{x}"], "not a skvae model file", None),
+    "wrong kind of model": (["score", "{x}", "{x}"], "not a skvae model file", None),
+    "a pickle without the opt-in": (["score", "{joblib}", "{x}"], "allow-code-execution", None),
+    # data to score, and outputs
+    "wrong number of features": (["score", "{good}", "{wrong}"], "5 features", None),
+    "0-d data": (["score", "{good}", "{zero_d}"], "2D array", None),
+    "1-d data": (["score", "{good}", "{one_d}"], "2D array", None),
+    "junk .npy": (["score", "{good}", "{junk_npy}"], "^skvae: error: {junk_npy}: ", "allow_pickle"),
+    "junk .csv": (["score", "{good}", "{junk_csv}"], "^skvae: error: {junk_csv}: ", "allow_pickle"),
+    "missing output folder": (
+        ["score", "{good}", "{x}", "--output", "{tmp}/missing/s.npy"],
+        "folder",
+        None,
+    ),
+    "output under a file": (["score", "{good}", "{x}", "--output", "{x}/s.npy"], "folder", None),
+    "unsupported output": (
+        ["score", "{good}", "{x}", "--output", "{tmp}/s.json"],
+        "extension",
+        None,
+    ),
+}
+CLI_ERROR_CONFIGS = {
+    "cfg_unknown": "task: x-v2\nlearning_rate: 1\n",
+    "cfg_alias": "a: &a [1, 2]\nhidden_dims: *a\n",
+    "cfg_hidden": "task: x-v2\nhidden_dims: 16\n",
+    "cfg_hidden0": "task: x-v2\nhidden_dims: [64, 0]\n",
+    "cfg_val": "task: x-v2\nval_ratio: '0.2'\n",
+    "cfg_lr": "task: x-v2\nlr: -1\n",
+    "cfg_lr0": "task: x-v2\nlr: 0\n",
+    "cfg_df0": "task: x-v2\ndecoder_df: 0\n",
+    "cfg_df_neg": "task: x-v2\ndecoder_df: -1\n",
+    "cfg_df_str": "task: x-v2\ndecoder_df: '5'\n",
+    "cfg_ms1": "task: x-v2\nmax_samples: 1\n",
+    "cfg_ms0": "task: x-v2\nmax_samples: 0\n",
+    "cfg_af0": "task: x-v2\nanomaly_fraction: 0\n",
+    "cfg_score": "task: x-v2\nscore_type: bogus\n",
+    "cfg_epochs": "task: x-v2\nepochs: true\n",
+    "cfg_obs": "task: x-v2\nobs_dim: [11, 3]\n",
+    "cfg_shuffle": "task: x-v2\nshuffle: 1\n",
+}
+
+
+@pytest.fixture(scope="module")
+def error_files(d4rl_dir, tmp_path_factory):
+    """The files the CLI_ERRORS cases name, made once."""
+    import h5py
+    import joblib
+
+    tmp = tmp_path_factory.mktemp("errors")
+    X = np.random.RandomState(0).normal(size=(200, 4))
+    det = VAEOutlierDetector(epochs=3, hidden_dims=(8, 4), random_state=0).fit(X)
+    names = {"tmp": str(tmp), "good": str(det.save(tmp / "good.skvae"))}
+    arrays = {"x": X, "wrong": np.zeros((3, 5)), "zero_d": np.float64(3), "one_d": X[0]}
+    for name, array in arrays.items():
+        np.save(tmp / f"{name}.npy", array)
+        names[name] = str(tmp / f"{name}.npy")
+    (tmp / "junk.npy").write_bytes(b"not numpy")
+    (tmp / "junk.csv").write_text("1,2,x\n")
+    (tmp / "garbage.skvae").write_bytes(np.random.RandomState(1).bytes(300))
+    joblib.dump({"not": "a model"}, tmp / "m.joblib")
+    names.update(
+        junk_npy=str(tmp / "junk.npy"),
+        junk_csv=str(tmp / "junk.csv"),
+        garbage=str(tmp / "garbage.skvae"),
+        joblib=str(tmp / "m.joblib"),
+    )
+    configs = dict(
+        CLI_ERROR_CONFIGS,
+        cfg_dim=f"data_path: {d4rl_dir / 'hopper_generated-v2.hdf5'}\ninput_dim: 20\n",
+    )
+    for name, text in configs.items():
+        (tmp / f"{name}.yaml").write_text(text)
+        names[name] = str(tmp / f"{name}.yaml")
+    n = 50
+    np.savez(tmp / "const.npz", observations=np.ones((n, 3)), actions=np.ones((n, 1)))
+    with h5py.File(tmp / "scalar.hdf5", "w") as f:
+        f["observations"], f["actions"], f["terminals"] = np.ones((n, 3)), np.ones((n, 1)), 1
+    np.savez(tmp / "empty.npz", observations=np.ones((1, 3)), actions=np.ones((1, 1)))
+    minari = tmp / "minari" / "broken" / "set-v0" / "data"
+    minari.mkdir(parents=True)
+    with h5py.File(minari / "main_data.hdf5", "w") as f:
+        f.create_group("episode_0")["observations"] = np.ones((3, 2))
+    for name in ("const.npz", "scalar.hdf5", "empty.npz"):
+        names[name.split(".")[0]] = str(tmp / name)
+    return tmp, names
+
+
+@pytest.mark.parametrize("case", list(CLI_ERRORS))
+def test_every_error_is_one_line_that_says_what_is_wrong(case, error_files, capsys, monkeypatch):
+    import re
+
+    import torch
+
+    tmp, names = error_files
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp / "minari"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp)
+    argv, expected, absent = CLI_ERRORS[case]
+    assert main([a.format(**names) for a in argv]) == 2  # returned, never raised
+    err = capsys.readouterr().err
+    assert re.match(r"skvae( \w+)?: error: ", err) and err.count("\n") == 1, err
+    assert re.search(expected.format(**names) if "{" in expected else expected, err), err
+    assert absent is None or absent not in err, err
+    assert "usage:" not in err  # no usage block, and no traceback
+    if "argument" in expected:  # usage mistakes name the command's help
+        assert "--help" in err

@@ -262,13 +262,6 @@ def test_old_names_and_signatures_exist():
     assert model.decoder(z).shape == (5, 2)
 
 
-def test_device_cuda_without_cuda_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["train", "--task", "hopper-medium-v2", "--device", "cuda"]) == 2
-    err = capsys.readouterr().err
-    assert "--device cpu" in err and len(err.strip().splitlines()) == 1
-
-
 def test_a_configs_cuda_falls_back_to_the_cpu_with_one_warning(rl, capsys, monkeypatch):
     # every GORMPO config says device: cuda; its command line fell back to the CPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
