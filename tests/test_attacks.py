@@ -257,6 +257,7 @@ def test_tampered_weights_are_refused(case, model, tmp_path):
         skvae.load(_write(tmp_path / "w.skvae", members))
 
 
+@pytest.mark.slow
 def test_zip_bomb_is_refused_before_it_inflates(model, tmp_path):
     members = _members(model[1])
     meta = json.loads(members["metadata.json"])
@@ -429,6 +430,7 @@ def test_split_and_penalty_edges():
         split_indices(some, val_ratio=float("nan"))
 
 
+@pytest.mark.slow
 def test_score_of_int64_input_is_not_copied_whole(model):
     import tracemalloc
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # each runs a whole script
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 # the ODDS and ADBench sets shipped beside the repository (../shared/data), or higher up

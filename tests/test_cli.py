@@ -170,6 +170,7 @@ def test_help_and_version_return_zero(capsys):
     assert "--pvalues" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_entry_points(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "skvae", "train", "--task", "hopper-absent-v2"],

@@ -26,6 +26,7 @@ def auc(estimator, X, y):
     return roc_auc_score(y, -estimator.score_samples(X))
 
 
+@pytest.mark.slow
 def test_grid_search_under_joblib_dask_backend(client):
     from joblib import parallel_backend
 

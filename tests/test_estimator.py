@@ -54,7 +54,9 @@ def fitted(data):
 
 
 @pytest.mark.parametrize("score_type", SCORE_TYPES)
-@pytest.mark.parametrize("make", [gaussian_with_outliers, manifold_with_outliers])
+@pytest.mark.parametrize(
+    "make", [gaussian_with_outliers, pytest.param(manifold_with_outliers, marks=pytest.mark.slow)]
+)
 def test_finds_anomalies(score_type, make):
     X, y = make()
     # a curved manifold takes more optimisation steps than the default budget

@@ -102,6 +102,7 @@ def test_evaluate_with_plot(model_and_data):
     assert len(report.figure.axes) == 3
 
 
+@pytest.mark.slow
 def test_package_imports_without_matplotlib():
     import subprocess
     import sys

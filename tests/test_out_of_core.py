@@ -35,6 +35,7 @@ def test_memmap_and_h5py_give_the_same_model(tmp_path):
     assert det_m.n_features_in_ == 6 and np.isfinite(s).all()
 
 
+@pytest.mark.slow
 def test_fit_memory_is_not_proportional_to_the_data(tmp_path):
     n, d = 400_000, 10
     X = _memmap(tmp_path / "big.npy", n, d)

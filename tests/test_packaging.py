@@ -22,12 +22,14 @@ def wheel(tmp_path_factory):
     return file
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_configs(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for config in ("hopper", "walker2d", "halfcheetah"):
         assert f"skvae/configs/{config}.yaml" in names
 
 
+@pytest.mark.slow
 def test_wheel_requires_what_the_cli_imports(wheel):
     with zipfile.ZipFile(wheel) as zf:
         (meta,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]

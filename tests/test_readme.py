@@ -17,6 +17,7 @@ def test_readme_has_snippets():
     assert len(snippets()) >= 3
 
 
+@pytest.mark.slow
 def test_readme_snippets_run(tmp_path, monkeypatch):
     pytest.importorskip("mujoco")  # the offline-RL snippet runs the Hopper simulator
     monkeypatch.chdir(tmp_path)
