@@ -1009,7 +1009,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state.setdefault("decoder_df", None)  # pickled before the Student-t decoder
+        state.setdefault("decoder_df", None)  # pickles of 0.1.0 had a Gaussian decoder
         module_state = state.get("module_")
         if isinstance(module_state, dict):
             config = dict(module_state["config"])

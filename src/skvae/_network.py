@@ -41,10 +41,9 @@ T_TARGET_CLIP = 1e4
 # Rows per forward pass when scoring: small enough that a chunk's activations stay in
 # the CPU's cache, large enough that the matrix products run at full speed.
 CHUNK_ROWS = 2048
-# The same on a GPU, where a 2,048-row pass is mostly kernel launches and transfers:
-# on an H100, 65,536 rows per pass scored device tensors 19x faster (36.8M rows/s
-# against 1.9M; benchmarks/RESULTS.md, "A real GPU"). A call with fewer rows pays for
-# one whole pass (about 2 ms there).
+# The same on a GPU, where a 2,048-row pass is mostly kernel launches and transfers
+# (the measurement behind the number: benchmarks/RESULTS.md, "A real GPU"). A call with
+# fewer rows pays for one whole pass.
 CUDA_CHUNK_ROWS = 65536
 # Outside training, layer outputs are padded to a multiple of this many columns: the
 # CPU's matrix kernels for narrow outputs (e.g. 5 or 10 columns) vectorise over rows,

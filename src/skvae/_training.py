@@ -120,8 +120,9 @@ def train(
     )
     module.train()  # (the validation loss puts it back after each check)
     # One Adam update for all the parameters and gradients written by hand
-    # (VAEEnsemble.loss_gradient): on small data a step is mostly operator
-    # overhead, and autograd's and per-parameter updates were a third of it.
+    # (VAEEnsemble.loss_gradient): on small data a step is mostly operator overhead,
+    # which autograd's graph and per-parameter updates add to (benchmarks/RESULTS.md,
+    # "What made the step cheaper").
     with flat_parameters(module) as flat, contextlib.closing(progress):
         optimizer = torch.optim.Adam(
             [flat], lr=schedule.lr, weight_decay=schedule.weight_decay, **_fused_adam(device)
