@@ -118,3 +118,38 @@ def test_package_imports_without_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "skvae[plot]" in out.stdout
+
+
+def test_model_selection_in_one_line_with_either_label_convention():
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+
+    from skvae import outlier_scorer
+
+    X, y = make_synthetic(500, 4, anomaly_type="local", magnitude=1.5, random_state=0)
+    det = VAEOutlierDetector(epochs=20, random_state=0).fit(X)
+    expected = roc_auc_score(y, -det.score_samples(X))
+    scorer = outlier_scorer()
+    assert scorer(det, X, y) == scorer(det, X, np.where(y == 1, -1, 1)) == expected
+    # the trap it avoids: scikit-learn's 'roc_auc' ranks by decision_function
+    cv = StratifiedKFold(2, shuffle=True, random_state=0)
+    ours = cross_val_score(det, X, y, scoring=scorer, cv=cv)
+    theirs = cross_val_score(det, X, y, scoring="roc_auc", cv=cv)
+    np.testing.assert_allclose(ours, 1 - theirs)
+    ap = outlier_scorer("average_precision")(det, X, y)
+    assert 0 < ap <= 1
+    # without scoring, GridSearchCV maximises score(): the mean ELBO of held-out rows
+    search = GridSearchCV(det, {"latent_dim": [1, 2]}, cv=2).fit(X[y == 0])
+    assert np.isfinite(search.best_score_)
+    assert det.score(X) == pytest.approx(det.score_samples(X).mean())
+    with pytest.raises(ValueError, match="'metric' parameter"):
+        outlier_scorer("accuracy")
+
+
+def test_predict_proba_is_one_minus_the_pvalue_in_pyods_column_order():
+    X, _ = make_synthetic(400, 4, random_state=0)
+    det = VAEOutlierDetector(epochs=10, random_state=0).fit(X)
+    proba = det.predict_proba(X[:50])
+    assert proba.shape == (50, 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_allclose(proba[:, 1], 1 - det.pvalues(X[:50]))

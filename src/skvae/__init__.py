@@ -3,7 +3,12 @@
 __version__ = "0.2.0"  # first: the modules below read it
 
 from ._estimator import VAEOutlierDetector, load, save
-from .evaluation import evaluate_anomaly_detection, evaluate_labelled, make_synthetic
+from .evaluation import (
+    evaluate_anomaly_detection,
+    evaluate_labelled,
+    make_synthetic,
+    outlier_scorer,
+)
 from .penalty import RewardPenalty
 
 __all__ = [
@@ -12,6 +17,7 @@ __all__ = [
     "evaluate_anomaly_detection",
     "evaluate_labelled",
     "make_synthetic",
+    "outlier_scorer",
     "save",
     "load",
     "__version__",

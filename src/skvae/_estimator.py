@@ -761,14 +761,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         >>> bool(p[0] > 0.1 and p[1] < 0.01)
         True
         """
-        check_is_fitted(self)
+        scores = self.score_samples(X)  # checks X first
         if not len(self.calibration_scores_):
             raise ValueError(
                 "This model has no calibration rows for p-values: fit it with "
                 "max_samples below 1 or a validation split (validation_fraction > 0 or "
                 "validation_data)."
             )
-        scores = self.score_samples(X)
         if isinstance(scores, torch.Tensor):
             p = conformal_pvalues(self.calibration_scores_, scores.cpu().double().numpy())
             return torch.as_tensor(p, device=scores.device)
@@ -806,6 +805,64 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if isinstance(decision, torch.Tensor):
             decision = decision.cpu().numpy()
         return np.where(decision < 0, -1, 1)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """How unusual each sample is, as PyOD's ``predict_proba`` is shaped:
+        ``[[1 - u, u], ...]`` with ``u = 1 - pvalues(X)``.
+
+        ``u`` is the share of calibration rows (held-out training rows) that score as
+        more normal than the sample: about 0.5 for a typical inlier, near 1 far out. It
+        is a rank against the training data, not a posterior probability of being an
+        outlier; flag at a false-alarm rate with ``pvalues`` or ``alpha=``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to rate.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2)
+            Column 0 for inliers, column 1 for outliers (PyOD's order); rows sum to 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEOutlierDetector
+        >>> rng = np.random.RandomState(0)
+        >>> det = VAEOutlierDetector(epochs=20, random_state=0).fit(rng.normal(size=(1000, 3)))
+        >>> det.predict_proba(np.array([[8.0, 8.0, 8.0]]))[:, 1] > 0.99
+        array([ True])
+        """
+        p = self.pvalues(X)
+        if isinstance(p, torch.Tensor):
+            p = p.cpu().numpy()
+        return np.column_stack([p, 1.0 - p])
+
+    def score(self, X, y=None) -> float:
+        """Mean score of the samples: with ``score_type='elbo'``, the mean evidence lower
+        bound per row, a log-likelihood bound (higher: the model explains the rows better).
+
+        What ``GridSearchCV`` and ``cross_val_score`` maximise when no ``scoring`` is
+        given, as for scikit-learn's density estimators (``KernelDensity``,
+        ``GaussianMixture``): held-out rows explained best. Scores of different
+        ``score_type`` or ``scaling`` are in different units; compare settings of one.
+        To select by detection on labelled data, use :func:`skvae.outlier_scorer`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples, assumed mostly normal.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+            ``score_samples(X).mean()``.
+        """
+        s = self.score_samples(X)
+        return float(s.mean())
 
     # ------------------------------------------------------------------ generative side
     def encode(self, X, member: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -180,6 +180,53 @@ def evaluate_anomaly_detection(
 
 
 @validate_params(
+    {"metric": [StrOptions({"roc_auc", "average_precision"})]},
+    prefer_skip_nested_validation=True,
+)
+def outlier_scorer(metric: str = "roc_auc"):
+    """A scorer for model selection on labelled data in either outlier convention.
+
+    ``GridSearchCV(..., scoring="roc_auc")`` passes ``decision_function`` (higher for
+    normal rows) to the metric, so with labels 1 = anomaly it rewards the worst
+    detector. This scorer ranks by ``-score_samples(X)`` and reads the labels as
+    1 = anomaly / 0 = normal, or as ``predict``'s +1 = normal / -1 = anomaly.
+
+    Parameters
+    ----------
+    metric : {'roc_auc', 'average_precision'}, default='roc_auc'
+        The metric of anomalies against normal rows.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> float``, higher for better detection, for
+        ``scoring=`` of ``GridSearchCV``, ``cross_val_score`` and friends.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    >>> from skvae import VAEOutlierDetector, make_synthetic, outlier_scorer
+    >>> X, y = make_synthetic(600, 4, anomaly_type="cluster", random_state=0)
+    >>> search = GridSearchCV(
+    ...     VAEOutlierDetector(epochs=20, random_state=0), {"beta": [0.5, 1.0]},
+    ...     scoring=outlier_scorer(), cv=StratifiedKFold(2, shuffle=True, random_state=0),
+    ... ).fit(X, y)  # every fold needs anomalies: stratify
+    >>> bool(search.best_score_ > 0.8)
+    True
+    """
+    metrics = {"roc_auc": roc_auc_score, "average_precision": average_precision_score}
+
+    def scorer(estimator, X, y) -> float:
+        y = np.asarray(y).ravel()
+        values = set(np.unique(y).tolist())
+        is_anomaly = y == -1 if values <= {-1, 1} and -1 in values else check_labels(y, len(y))
+        return float(metrics[metric](is_anomaly, -np.asarray(estimator.score_samples(X))))
+
+    scorer.__name__ = f"outlier_{metric}"
+    return scorer
+
+
+@validate_params(
     {
         "n_samples": [Interval(Integral, 2, None, closed="left")],
         "n_features": [Interval(Integral, 2, None, closed="left")],
