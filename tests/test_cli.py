@@ -318,6 +318,11 @@ CLI_ERRORS = {
     "wrong number of features": (["score", "{good}", "{wrong}"], "5 features", None),
     "0-d data": (["score", "{good}", "{zero_d}"], "2D array", None),
     "1-d data": (["score", "{good}", "{one_d}"], "2D array", None),
+    "unknown feature layout": (
+        ["score", "{good}", "{x}", "--features", "bogus"],
+        "--features bogus is not a feature layout: use one of next_obs_action",
+        None,
+    ),
     "junk .npy": (["score", "{good}", "{junk_npy}"], "^skvae: error: {junk_npy}: ", "allow_pickle"),
     "junk .csv": (["score", "{good}", "{junk_csv}"], "^skvae: error: {junk_csv}: ", "allow_pickle"),
     "missing output folder": (
@@ -417,3 +422,15 @@ def test_every_error_is_one_line_that_says_what_is_wrong(case, error_files, caps
     assert "usage:" not in err  # no usage block, and no traceback
     if "argument" in expected:  # usage mistakes name the command's help
         assert "--help" in err
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from skvae.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing = [a.dest for a in sub._actions if not a.help]
+                assert not missing, (name, missing)

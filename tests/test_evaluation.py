@@ -153,3 +153,12 @@ def test_predict_proba_is_one_minus_the_pvalue_in_pyods_column_order():
     assert proba.shape == (50, 2)
     np.testing.assert_allclose(proba.sum(1), 1.0)
     np.testing.assert_allclose(proba[:, 1], 1 - det.pvalues(X[:50]))
+
+
+def test_a_plot_path_saves_the_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    X, y = make_synthetic(300, 4, random_state=0)
+    det = VAEOutlierDetector(epochs=5, random_state=0).fit(X)
+    report = evaluate_anomaly_detection(det, X[y == 0], X[y == 1], plot=tmp_path / "eval.png")
+    assert report.figure is not None
+    assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -209,3 +209,14 @@ def test_cli_explain_and_pvalues(hopper, tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), det.pvalues(X))
     assert main(["score", model, str(data), "--explain", str(tmp_path / "c.npy")]) == 2
     assert ".csv" in capsys.readouterr().err
+
+
+def test_feature_contributions_of_a_dataframe_keep_its_columns():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"], index=range(5, 205))
+    det = VAEOutlierDetector(epochs=5, random_state=0).fit(X)
+    c, latent = det.feature_contributions(X.iloc[:10], return_latent=True)
+    assert list(c.columns) == ["a", "b", "c"] and list(c.index) == list(range(5, 15))
+    assert latent.name == "latent" and list(latent.index) == list(range(5, 15))
+    np.testing.assert_allclose(c.sum(axis=1) + latent, det.score_samples(X.iloc[:10]))

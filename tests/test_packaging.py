@@ -60,7 +60,7 @@ IMPORTS = {
     "_estimator": {*HELPERS, "_network", "_training"},
     "datasets": {"_inputs", "_persistence"},
     "plotting": {"_inputs"},
-    "evaluation": {"_inputs", "plotting"},
+    "evaluation": {"_inputs", "_persistence", "plotting"},
     "penalty": {"_inputs", "_thresholds"},
     "cli": {"__version__", "_estimator", *HELPERS, "datasets", "evaluation", "plotting"},
     "compat": {"_estimator", "_network", "datasets", "evaluation", "plotting"}

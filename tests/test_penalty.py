@@ -191,3 +191,15 @@ def test_penalize_names_a_rewards_length_mismatch(rl_model):
             pen.penalize(rewards, X)
     assert pen.penalize(np.ones((4, 1)), X).shape == (4, 1)
     assert pen.penalize(torch.ones(4), torch.as_tensor(X)).shape == (4,)
+
+
+def test_penalize_keeps_float_rewards_dtype_and_does_not_truncate_integers(rl_model):
+    det, X_in, _ = rl_model
+    pen = RewardPenalty(det, "hinge", coef=0.5)
+    X = X_in[:20]
+    assert pen.penalize(np.ones(20, np.float32), X).dtype == np.float32
+    assert pen.penalize(torch.ones(20, dtype=torch.float32), X).dtype == torch.float32
+    ints = np.full(20, -171)
+    p = pen.penalty(X)
+    np.testing.assert_allclose(pen.penalize(ints, X), -171 - 0.5 * p)
+    np.testing.assert_allclose(pen.penalize(torch.as_tensor(ints), X).numpy(), -171 - 0.5 * p)

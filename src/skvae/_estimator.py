@@ -707,10 +707,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         contributions : ndarray of shape (n_samples, n_features), or torch.Tensor
             Per-feature parts of the score (a tensor on the input's device for tensor
-            input). Column ``j`` belongs to ``feature_names_in_[j]`` when the detector
-            was fitted on a DataFrame.
+            input; a DataFrame with ``X``'s columns and index for a DataFrame).
         latent : ndarray of shape (n_samples,), or torch.Tensor
-            Only with ``return_latent=True``.
+            Only with ``return_latent=True`` (a Series named ``'latent'`` for a
+            DataFrame).
 
         Examples
         --------
@@ -727,6 +727,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         """
         out = self._forward(self.module_, self._validate_X(X), "contributions")
         contributions, latent = out[:, :-1], out[:, -1]
+        if hasattr(X, "columns") and hasattr(X, "index"):  # a DataFrame in, a DataFrame out
+            contributions = type(X)(contributions, index=X.index, columns=X.columns)
+            latent = type(X.iloc[:, 0])(latent, index=X.index, name="latent")
         return (contributions, latent) if return_latent else contributions
 
     def pvalues(self, X):

@@ -33,6 +33,7 @@ from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, threshold_candidates
 from .datasets import (
     FEATURE_LAYOUTS,
+    TRANSITION_KEYS,
     feature_names,
     load_dataset,
     make_features,
@@ -497,6 +498,14 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
     if not file.is_file():
         raise CLIError(f"data file not found: {file}")
     recorded = info.get("features")
+    if args.features is not None and args.features not in FEATURE_LAYOUTS:
+        unknown = [k for k in args.features.split(",") if k not in TRANSITION_KEYS]
+        if unknown:
+            raise CLIError(
+                f"--features {args.features} is not a feature layout: use one of "
+                f"{', '.join(sorted(FEATURE_LAYOUTS))}, or dataset keys joined by commas "
+                f"({', '.join(TRANSITION_KEYS)})"
+            )
     if args.features is not None and recorded is not None:
         asked = list(FEATURE_LAYOUTS.get(args.features, args.features.split(",")))
         if asked != list(recorded):
@@ -672,14 +681,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data-path", "--data_path", dest="data_path", help="dataset file (.hdf5/.npz/.pkl)"
     )
-    train.add_argument("--epochs", type=int)
+    train.add_argument("--epochs", type=int, help="passes over the training rows (config: epochs)")
     train.add_argument(
         "--device",
         help="cpu, cuda, cuda:N or auto; a CUDA device this machine lacks is an error here, "
         "while a config's falls back to the CPU with a warning",
     )
-    train.add_argument("--seed", type=int)
-    train.add_argument("--latent-dim", "--latent_dim", dest="latent_dim", type=int)
+    train.add_argument("--seed", type=int, help="seeds the split, the weights and the batches")
+    train.add_argument(
+        "--latent-dim", "--latent_dim", dest="latent_dim", type=int, help="size of the latent space"
+    )
     for flag in ("obs_dim", "action_dim"):
         train.add_argument(
             f"--{flag.replace('_', '-')}",
@@ -742,14 +753,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_cmd_score)
 
     evaluate = model_command("evaluate", "ROC AUC and accuracy on labelled data")
-    evaluate.add_argument("--normal", required=True)
-    evaluate.add_argument("--anomaly", required=True)
+    evaluate.add_argument("--normal", required=True, help="file of normal rows (label 0)")
+    evaluate.add_argument("--anomaly", required=True, help="file of anomalous rows (label 1)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     thresholds = model_command("thresholds", "threshold candidates at percentiles")
-    thresholds.add_argument("data")
+    thresholds.add_argument("data", help=".npy/.csv feature array or a transitions file")
     thresholds.add_argument(
-        "--percentiles", type=_percentile, nargs="+", default=list(THRESHOLD_PERCENTILES)
+        "--percentiles",
+        type=_percentile,
+        nargs="+",
+        default=list(THRESHOLD_PERCENTILES),
+        help="percentiles of the scores to print (default: 1 5 10 15 20)",
     )
     thresholds.set_defaults(func=_cmd_thresholds)
     return parser

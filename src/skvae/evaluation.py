@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -19,6 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._inputs import check_labels
+from ._persistence import atomic_write
 from .plotting import plot_evaluation
 
 ANOMALY_TYPES = ("outlier", "cluster", "local", "noise")
@@ -75,7 +77,9 @@ class AnomalyDetectionReport:
         return asdict(self)
 
 
-def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionReport:
+def evaluate_labelled(
+    detector, X, y, plot: bool | str | os.PathLike = False
+) -> AnomalyDetectionReport:
     """Evaluate a fitted detector on ``X`` with labels ``y`` (1 = anomaly, 0 = normal).
 
     Parameters
@@ -87,9 +91,10 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
         Samples.
     y : array-like of shape (n_samples,)
         1 for anomalies, 0 for normal samples; both classes must be present.
-    plot : bool, default=False
-        Also draw the score histogram, ROC and precision-recall curves
-        (needs matplotlib); the figure is attached as ``report.figure``.
+    plot : bool or path-like, default=False
+        Also draw the score histogram, ROC and precision-recall curves (needs
+        matplotlib): the figure is ``report.figure`` (a script shows it with
+        ``matplotlib.pyplot.show()``); a path also saves it there as PNG.
 
     Returns
     -------
@@ -130,13 +135,15 @@ def evaluate_labelled(detector, X, y, plot: bool = False) -> AnomalyDetectionRep
         n_normal=int(len(normal)),
         n_anomaly=int(len(anomaly)),
     )
-    if plot:
+    if plot is not False:
         report.figure = plot_evaluation(scores, y, threshold=float(detector.offset_))
+        if plot is not True:
+            atomic_write(plot, lambda fh: report.figure.savefig(fh, format="png", dpi=100))
     return report
 
 
 def evaluate_anomaly_detection(
-    detector, X_normal, X_anomaly, plot: bool = False
+    detector, X_normal, X_anomaly, plot: bool | str | os.PathLike = False
 ) -> AnomalyDetectionReport:
     """Evaluate a fitted detector on separate normal and anomalous samples.
 
@@ -148,8 +155,9 @@ def evaluate_anomaly_detection(
         Normal samples.
     X_anomaly : array-like of shape (n_anomaly, n_features)
         Anomalous samples.
-    plot : bool, default=False
-        Also draw the evaluation figure (``report.figure``).
+    plot : bool or path-like, default=False
+        Also draw the evaluation figure (``report.figure``); a path also saves it
+        there (see :func:`evaluate_labelled`).
 
     Returns
     -------

@@ -188,17 +188,22 @@ class RewardPenalty:
         Returns
         -------
         rewards : ndarray or torch.Tensor
-            Penalised rewards, shaped like ``rewards``.
+            Penalised rewards, shaped like ``rewards``, in their float dtype (float64
+            for integer rewards, which are not truncated).
         """
         p = self.penalty(X)
         n_rewards = rewards.numel() if isinstance(rewards, torch.Tensor) else np.size(rewards)
         if n_rewards != p.shape[0]:
             raise ValueError(f"rewards has {n_rewards} values but X has {p.shape[0]} rows.")
         if isinstance(rewards, torch.Tensor):
+            if not rewards.is_floating_point():  # integer rewards: not truncated
+                rewards = rewards.to(torch.float64)
             p = torch.as_tensor(p, device=rewards.device, dtype=rewards.dtype)
             return rewards - self.coef * p.reshape(rewards.shape)
         rewards = np.asarray(rewards)
-        return rewards - self.coef * np.asarray(p).reshape(rewards.shape)
+        # float rewards keep their dtype; integer rewards become float64 (not truncated)
+        dtype = rewards.dtype if rewards.dtype.kind == "f" else np.float64
+        return (rewards - self.coef * np.asarray(p).reshape(rewards.shape)).astype(dtype)
 
 
 def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.ndarray:
