@@ -434,3 +434,27 @@ def test_every_option_has_help():
             for name, sub in action.choices.items():
                 missing = [a.dest for a in sub._actions if not a.help]
                 assert not missing, (name, missing)
+
+
+def test_train_and_score_plain_feature_files(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    X, y = skvae.make_synthetic(600, 4, random_state=0)
+    frame = pd.DataFrame(X, columns=["speed", "load", "temp", "rpm"])
+    frame.to_csv(tmp_path / "train.csv")  # pandas' default: a header and an index column
+    np.save(tmp_path / "train.npy", X)
+    for name in ("train.csv", "train.npy"):
+        args = ["train", "--data-path", str(tmp_path / name), "--epochs", "3", "--quiet"]
+        assert main([*args, "--model-save-path", str(tmp_path / name)]) == 0
+    det, info = skvae.load(tmp_path / "train.csv.skvae", return_info=True)
+    assert info["feature_names"] == ["speed", "load", "temp", "rpm"]
+    assert det.n_features_in_ == 4 and info["features"] is None
+    assert skvae.load(tmp_path / "train.npy.skvae", return_info=True)[1]["feature_names"] is None
+    capsys.readouterr()
+    out = tmp_path / "s.npy"
+    model = str(tmp_path / "train.csv.skvae")
+    assert main(["score", model, str(tmp_path / "train.csv"), "--output", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), det.score_samples(X))
+    # columns that are not the model's are named
+    frame.rename(columns={"rpm": "torque"}).to_csv(tmp_path / "other.csv", index=False)
+    assert main(["score", model, str(tmp_path / "other.csv")]) == 2
+    assert "are not the model's" in capsys.readouterr().err

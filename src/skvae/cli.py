@@ -27,15 +27,16 @@ from sklearn.utils._param_validation import (
 from . import __version__
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
-from ._inputs import numpy_file_errors
 from ._persistence import SUFFIX, atomic_write, model_path
 from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, threshold_candidates
 from .datasets import (
+    FEATURE_FILE_SUFFIXES,
     FEATURE_LAYOUTS,
     TRANSITION_KEYS,
     feature_names,
     load_dataset,
+    load_feature_file,
     make_features,
     split_indices,
 )
@@ -344,13 +345,24 @@ def _cmd_train(args) -> int:
     label = _label(config)
     save = model_path(config["model_save_path"] or label)
     _config_device(config, from_command_line=args.device is not None)
-    data = load_dataset(
-        task=config["task"],
-        data_path=config["data_path"],
-        next_observations=config["next_observations"],
-        allow_code_execution=args.allow_code_execution,
+    plain = config["data_path"] is not None and (
+        Path(str(config["data_path"])).suffix.lower() in FEATURE_FILE_SUFFIXES
     )
-    X = make_features(data, config["features"])
+    if plain:  # a tabular feature file: each row is its own "episode"
+        X, names = load_feature_file(config["data_path"])
+        if X.ndim != 2:
+            raise CLIError(f"{config['data_path']}: the features must be a 2D array of rows")
+        ends = np.ones(len(X), dtype=bool)
+        data = {"observations": X, "terminals": ends, "timeouts": np.zeros_like(ends)}
+    else:
+        data = load_dataset(
+            task=config["task"],
+            data_path=config["data_path"],
+            next_observations=config["next_observations"],
+            allow_code_execution=args.allow_code_execution,
+        )
+        X = make_features(data, config["features"])
+        names = feature_names(data, config["features"])
     if config["input_dim"] is not None and int(config["input_dim"]) != X.shape[1]:
         raise CLIError(
             f"config input_dim={config['input_dim']} but the data has {X.shape[1]} "
@@ -370,10 +382,10 @@ def _cmd_train(args) -> int:
         return _compute_thresholds_only(save, X, val, train)
     verbose = 0 if args.quiet or not config["verbose"] else 1
     detector = _detector_from_config(config, verbose=verbose)
-    print(f"training {label} ({len(X)} transitions); the model will be written to {save}")
+    print(f"training {label} ({len(X)} rows); the model will be written to {save}")
     detector.fit(X[train], validation_data=X[val] if len(val) else None)
     print(
-        f"trained on {len(train)} transitions ({X.shape[1]} features): "
+        f"trained on {len(train)} rows ({X.shape[1]} features): "
         f"{detector.n_epochs_} epochs, kept epoch {detector.best_epoch_}"
     )
     held_out = X[val] if len(val) else X[train]
@@ -396,8 +408,8 @@ def _cmd_train(args) -> int:
         "label": label,
         "task": config["task"],
         "data_path": None if config["data_path"] is None else str(config["data_path"]),
-        "features": list(FEATURE_LAYOUTS.get(layout, layout)),
-        "feature_names": feature_names(data, layout),
+        "features": None if plain else list(FEATURE_LAYOUTS.get(layout, layout)),
+        "feature_names": names,
         "splits": {
             "n_train": int(len(train)),
             "n_val": int(len(val)),
@@ -512,11 +524,15 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
             raise CLIError(
                 f"--features {args.features} does not match the model's feature layout {recorded}"
             )
-    if file.suffix in (".npy", ".csv"):
-        with open(file, "rb") as fh, numpy_file_errors(file):
-            if file.suffix == ".npy":
-                return np.load(fh, allow_pickle=False)
-            return np.loadtxt(fh, delimiter=",", ndmin=2)
+    if file.suffix.lower() in FEATURE_FILE_SUFFIXES:
+        X, names = load_feature_file(file)
+        recorded_names = info.get("feature_names")
+        if names is not None and recorded_names is not None and names != recorded_names:
+            raise CLIError(
+                f"the columns of {file} ({', '.join(names)}) are not the model's "
+                f"({', '.join(recorded_names)})"
+            )
+        return X
     layout = tuple(recorded) if recorded is not None else (args.features or "next_obs_action")
     data = load_dataset(data_path=file, allow_code_execution=args.allow_code_execution)
     return make_features(data, layout)
@@ -672,14 +688,18 @@ def build_parser() -> argparse.ArgumentParser:
         "unpickling runs the code they hold; only for files from a source you trust",
     }
 
-    train = sub.add_parser("train", help="train on an offline-RL dataset")
+    train = sub.add_parser("train", help="train on an offline-RL dataset or a feature file")
     train.add_argument(
         "--config",
         help=f"YAML config: a path, or the name of a shipped one ({', '.join(shipped_configs())})",
     )
     train.add_argument("--task", help="D4RL task or minari:<dataset id>")
     train.add_argument(
-        "--data-path", "--data_path", dest="data_path", help="dataset file (.hdf5/.npz/.pkl)"
+        "--data-path",
+        "--data_path",
+        dest="data_path",
+        help="transitions (.hdf5/.npz/.pkl) or a plain feature array (.npy, or .csv with or "
+        "without a header row)",
     )
     train.add_argument("--epochs", type=int, help="passes over the training rows (config: epochs)")
     train.add_argument(

@@ -12,6 +12,7 @@ simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -363,6 +364,63 @@ def load_transitions(
     else:
         raise ValueError(f"Unsupported dataset file type {suffix!r}: use .pkl, .npz or .hdf5.")
     return _check_transitions(data, str(file))
+
+
+FEATURE_FILE_SUFFIXES = (".npy", ".csv")
+
+
+def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
+    """A plain feature array: a ``.npy`` file, or a ``.csv`` file with or without a
+    header row, as pandas' ``to_csv`` writes it by default (its unnamed first column,
+    the index, is left out).
+
+    Parameters
+    ----------
+    path : path-like
+        The file; ``.npy`` (read without unpickling) or ``.csv`` (comma-separated).
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+        The rows (a ``.npy`` file of another shape is returned as it is).
+    names : list of str or None
+        The header's column names, or None.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "x.csv")
+    >>> _ = open(f, "w").write("speed,load\\n1.0,2.0\\n3.0,4.0\\n")
+    >>> X, names = load_feature_file(f)
+    >>> X.shape, names
+    ((2, 2), ['speed', 'load'])
+    """
+    file = Path(path)
+    if file.suffix.lower() not in FEATURE_FILE_SUFFIXES:
+        raise ValueError(f"{file}: a feature file is .npy or .csv; got {file.suffix!r}.")
+    with open(file, "rb") as fh, numpy_file_errors(file):
+        if file.suffix.lower() == ".npy":
+            return np.load(fh, allow_pickle=False), None
+        first = fh.readline().decode("utf-8", errors="replace").strip()
+        fields = [f.strip().strip('"') for f in first.split(",")]
+        try:
+            [float(f) for f in fields]
+            names = None
+        except ValueError:
+            names = fields
+        fh.seek(0)
+        with warnings.catch_warnings():  # an empty file is reported below, in one line
+            warnings.simplefilter("ignore", UserWarning)
+            X = np.loadtxt(fh, delimiter=",", ndmin=2, skiprows=0 if names is None else 1)
+    if X.size == 0:
+        raise ValueError(f"{file}: no rows of numbers.")
+    if names is not None and X.shape[1] != len(names):
+        raise ValueError(
+            f"{file}: the header names {len(names)} columns but the rows have {X.shape[1]}."
+        )
+    if names is not None and names[0] == "":  # pandas' index column, written unnamed
+        X, names = X[:, 1:], names[1:]
+    return X, names
 
 
 def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
