@@ -477,7 +477,10 @@ def _save_figures(detector: VAEOutlierDetector, X_held_out, folder: Path, save: 
 
         matplotlib.use("Agg")
     except ImportError:
-        print("figures skipped: plotting needs matplotlib (pip install 'skvae[plot]')")
+        print(
+            "figures skipped: plotting needs matplotlib (pip install 'skvae[plot]', or "
+            "pip install -e '.[plot]' in a checkout)"
+        )
         return
     folder.mkdir(parents=True, exist_ok=True)
     stem = save.name.removesuffix(SUFFIX)

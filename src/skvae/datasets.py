@@ -745,7 +745,9 @@ def collect_transitions(
     try:
         import gymnasium as gym
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("collect_transitions needs gymnasium: pip install 'skvae[rl]'") from exc
+        raise ImportError(
+            "collect_transitions needs gymnasium: pip install 'skvae[rl]', or pip install -e '.[rl]' in a checkout"
+        ) from exc
     own = isinstance(env, str)
     if own:
         kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}

@@ -17,7 +17,9 @@ def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("Plotting needs matplotlib: pip install 'skvae[plot]'") from exc
+        raise ImportError(
+            "Plotting needs matplotlib: pip install 'skvae[plot]', or pip install -e '.[plot]' in a checkout"
+        ) from exc
     return plt
 
 
