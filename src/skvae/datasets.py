@@ -746,7 +746,8 @@ def collect_transitions(
         import gymnasium as gym
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "collect_transitions needs gymnasium: pip install 'skvae[rl]', or pip install -e '.[rl]' in a checkout"
+            "collect_transitions needs gymnasium: pip install 'skvae[rl]', or "
+            "pip install -e '.[rl]' in a checkout"
         ) from exc
     own = isinstance(env, str)
     if own:

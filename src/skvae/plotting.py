@@ -18,7 +18,8 @@ def _pyplot():
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "Plotting needs matplotlib: pip install 'skvae[plot]', or pip install -e '.[plot]' in a checkout"
+            "Plotting needs matplotlib: pip install 'skvae[plot]', or "
+            "pip install -e '.[plot]' in a checkout"
         ) from exc
     return plt
 
