@@ -600,13 +600,6 @@ def test_interrupted_refit_on_other_features_keeps_the_old_model(fitted, data, m
     np.testing.assert_array_equal(det.score_samples(X), before)
 
 
-def test_verbose_shows_progress(data, capsys):
-    X, _ = data
-    VAEOutlierDetector(epochs=2, verbose=1, random_state=0).fit(X)
-    err = capsys.readouterr().err
-    assert "epoch" in err and "train_loss" in err
-
-
 def test_extreme_but_finite_input_gives_finite_scores():
     rng = np.random.RandomState(0)
     X = rng.normal(size=(100, 3))
@@ -690,3 +683,25 @@ def test_threads_follow_n_jobs_and_the_process_setting_is_restored(monkeypatch):
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="n_jobs"):
         VAEOutlierDetector(n_jobs="all").fit(X)
+
+
+def test_progress_counts_steps_with_their_rate_and_verbose_2_adds_checks(data, capsys):
+    import io
+
+    from skvae._training import Progress
+
+    X, _ = data
+    VAEOutlierDetector(epochs=2, verbose=1, random_state=0).fit(X)
+    err = capsys.readouterr().err  # not a terminal: plain lines, no carriage returns
+    assert "\r" not in err and "step 2/2" in err and "steps/s" in err and "train_loss" in err
+    VAEOutlierDetector(epochs=40, verbose=2, random_state=0).fit(X)
+    lines = capsys.readouterr().err.splitlines()
+    assert sum("check after epoch" in line for line in lines) == 2  # checks every 20 steps
+    # on a terminal, tqdm's bar in steps
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    progress = Progress(5, 1, terminal)
+    for _ in range(5):
+        progress.step()
+    progress.close()
+    assert "5/5" in terminal.getvalue() and "step/s" in terminal.getvalue()

@@ -176,7 +176,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Seeds the weights, subsamples, batches and noise. With an int, fits on the CPU
         are reproducible.
     verbose : int, default=0
-        Show a progress bar over the epochs, with the losses of the last check, when > 0.
+        ``1``: progress in optimisation steps with their rate and the losses of the last
+        check (a bar on a terminal, a plain line every 10 s in a log file); ``2``: also
+        the losses of every check, one line each.
 
     Attributes
     ----------

@@ -10,8 +10,11 @@ step and the restored best weights is here.
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 import warnings
 from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -26,6 +29,71 @@ AUTO_STEPS = 100
 CHECK_STEPS = 20
 # Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
 VALIDATION_CHUNK = 2048
+# Seconds between progress lines when standard error is not a terminal (a log file).
+PROGRESS_LINE_SECONDS = 10.0
+
+
+class Progress:
+    """Progress of a fit in optimisation steps, with their rate.
+
+    ``verbose`` 0 shows nothing; 1 shows tqdm's bar on a terminal (redrawn at most
+    twice a second) and, when ``stream`` is not a terminal (a log file), a plain line
+    every :data:`PROGRESS_LINE_SECONDS` and at the end; 2 also writes the losses of
+    every check on a line of their own.
+    """
+
+    def __init__(self, total_steps: int, verbose: int, stream: TextIO | None = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.verbose, self.done = total_steps, int(verbose), 0
+        self.start = self.last_line = time.perf_counter()
+        self.losses: dict[str, float] = {}
+        terminal = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = (
+            tqdm(
+                total=total_steps,
+                desc="VAEOutlierDetector.fit",
+                unit="step",
+                mininterval=0.5,
+                file=self.stream,
+            )
+            if self.verbose and terminal
+            else None
+        )
+
+    def step(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.verbose and time.perf_counter() - self.last_line >= PROGRESS_LINE_SECONDS:
+            self._line()
+
+    def check(self, epoch: int, losses: dict[str, float]) -> None:
+        self.losses = losses
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
+        if self.verbose >= 2:
+            text = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+            self._write(f"VAEOutlierDetector.fit: check after epoch {epoch}: {text}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.verbose:
+            self._line()
+
+    def _line(self) -> None:
+        self.last_line = time.perf_counter()
+        rate = self.done / max(self.last_line - self.start, 1e-9)
+        losses = "".join(f", {k} {v:.4g}" for k, v in self.losses.items())
+        self._write(
+            f"VAEOutlierDetector.fit: step {self.done}/{self.total} ({rate:.1f} steps/s{losses})"
+        )
+
+    def _write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
 
 
 @dataclass(frozen=True)
@@ -115,9 +183,7 @@ def train(
     # When one batch covers each member's rows (the defaults), the order of the rows
     # in it does not matter: the batch is gathered once.
     whole = Z[subsets] if batch_size >= n_rows else None
-    progress = tqdm(
-        total=epochs, desc="VAEOutlierDetector.fit", unit="epoch", disable=not schedule.verbose
-    )
+    progress = Progress(epochs * -(-n_rows // batch_size), schedule.verbose)
     module.train()  # (the validation loss puts it back after each check)
     # One Adam update for all the parameters and gradients written by hand
     # (VAEEnsemble.loss_gradient): on small data a step is mostly operator overhead,
@@ -143,7 +209,7 @@ def train(
                 )
                 recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
                 optimizer.step()
-            progress.update(1)
+                progress.step()
             # Checks run once at least CHECK_STEPS steps have passed, at epoch ends,
             # and after the last epoch: on small data an epoch is a single step.
             if len(recorded) < CHECK_STEPS and epoch < epochs:
@@ -155,7 +221,7 @@ def train(
             history["epoch"].append(epoch)
             for key, value in zip(keys, values):
                 history[key].append(value)
-            progress.set_postfix({k: f"{v:.4g}" for k, v in zip(keys, values)})
+            progress.check(epoch, dict(zip(keys, values)))
             if not np.isfinite(values).all():
                 _diverged(epoch, dict(zip(keys, values)), best_epoch, best_state is None)
                 break

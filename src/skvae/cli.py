@@ -332,8 +332,6 @@ def _cmd_train(args) -> int:
         if value is not None:
             check_config_value(key, value, None)
             config[key] = value
-    if args.verbose:
-        config["verbose"] = True
     if shipped and args.data_path is not None:
         # a shipped config with the user's own data: the model is named after the data
         if args.task is None:
@@ -380,7 +378,8 @@ def _cmd_train(args) -> int:
         raise CLIError(f"config keys val_ratio and test_ratio must be numbers: {exc}") from exc
     if args.compute_thresholds_only:
         return _compute_thresholds_only(save, X, val, train)
-    verbose = 0 if args.quiet or not config["verbose"] else 1
+    # progress unless --quiet or 'verbose: false'; --verbose adds the losses of each check
+    verbose = 0 if args.quiet or not config["verbose"] else 2 if args.verbose else 1
     detector = _detector_from_config(config, verbose=verbose)
     print(f"training {label} ({len(X)} rows); the model will be written to {save}")
     detector.fit(X[train], validation_data=X[val] if len(val) else None)
@@ -728,7 +727,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="fig_save_path",
         help="folder for the training-curve and score-distribution figures",
     )
-    train.add_argument("--verbose", action="store_true", help="show the progress bar")
+    train.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the losses of every check (progress is shown unless --quiet)",
+    )
     train.add_argument(
         "--compute-thresholds-only",
         "--compute_thresholds_only",
@@ -744,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to write the model ({SUFFIX} is appended unless given); default: "
         "the config's, else <task or data file name>.skvae here",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true", help="no progress")
     train.add_argument("--allow-code-execution", **unsafe)
     train.set_defaults(func=_cmd_train)
 
