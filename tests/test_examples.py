@@ -1,5 +1,6 @@
 """Every example runs and prints the result it promises, so examples never rot."""
 
+import functools
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ pytestmark = pytest.mark.slow  # each runs a whole script
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@functools.cache
 def run(name: str) -> str:
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120
@@ -72,3 +74,80 @@ def test_explain_and_calibrate(tmp_path):
     rate = float(re.search(r"alpha=0.05: ([0-9.]+)", text).group(1))
     assert rate < 0.07
     assert figure.stat().st_size > 10_000
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+# Every number the docs quote from an example, against what the example prints:
+# (page, the quote with its numbers as groups, example, the printed numbers as groups in
+# the same order, tolerance). A tolerance below 1 is absolute, above 1 a ratio.
+QUOTES = [
+    (
+        "user_guide.md",
+        r"ELBO ≈ ([0-9.]+), reconstruction ≈ ([0-9.]+), reconstruction probability ≈ ([0-9.]+)",
+        "choosing_a_score.py",
+        r"noise\s+elbo=([0-9.]+)\s+reconstruction=([0-9.]+)\s+reconstruction_probability=([0-9.]+)",
+        0.03,
+    ),
+    (
+        "user_guide.md",
+        r"are found by all three \(ROC AUC ≈ ([0-9.]+)\)",
+        "choosing_a_score.py",
+        r"cluster\s+elbo=([0-9.]+)",
+        0.01,
+    ),
+    (
+        "user_guide.md",
+        r"inside its range by none of them \(≈ ([0-9.]+)\)",
+        "choosing_a_score.py",
+        r"local\s+elbo=([0-9.]+)",
+        0.03,
+    ),
+    (
+        "user_guide.md",
+        r"end with a KL of ≈ ([0-9.]+), ([0-9.]+) and ([0-9.]+)",
+        "beta_vae.py",
+        r"final KL\s+([0-9.]+).*\n.*final KL\s+([0-9.]+).*\n.*final KL\s+([0-9.]+)",
+        1.25,
+    ),
+    (
+        "user_guide.md",
+        r"ROC AUC ≈ ([0-9.]+), ([0-9.]+) and ([0-9.]+), since",
+        "beta_vae.py",
+        r"ROC AUC ([0-9.]+)\n.*ROC AUC ([0-9.]+)\n.*ROC AUC ([0-9.]+)",
+        0.03,
+    ),
+    (
+        "offline_rl.md",
+        r"held-out transitions \(≈ ([0-9.]+)\), on a uniform random policy \(≈ ([0-9.]+),"
+        r" ROC AUC ([0-9.]+)\) and under motors three times stronger \(≈ ([0-9.]+), ROC AUC"
+        r" ([0-9.]+)\)",
+        "offline_rl_penalty.py",
+        r"behaviour policy: ([0-9.]+)\n.*random policy: ([0-9.]+)\s+\(ROC AUC in vs out: ([0-9.]+)"
+        r"\)\n.*stronger: ([0-9.]+)\s+\(ROC AUC in vs out: ([0-9.]+)\)",
+        1.3,
+    ),
+]
+
+
+@pytest.mark.parametrize("page, quoted, example, printed, tolerance", QUOTES)
+def test_docs_quote_what_the_examples_print(page, quoted, example, printed, tolerance):
+    if example == "offline_rl_penalty.py":
+        pytest.importorskip("mujoco")
+    text = " ".join((DOCS / page).read_text().split())
+    said = re.search(quoted, text)
+    assert said, f"{page} no longer quotes {quoted!r}"
+    shown = re.search(printed, run(example))
+    assert shown, f"{example} no longer prints {printed!r}"
+    for doc, out in zip(map(float, said.groups()), map(float, shown.groups())):
+        if tolerance < 1:
+            assert abs(doc - out) <= tolerance, (page, doc, example, out)
+        else:
+            assert max(doc, out) <= tolerance * max(min(doc, out), 1e-9), (page, doc, out)
+
+
+def test_examples_compare_something():
+    """The comparisons the examples print are not all ties."""
+    scores = re.findall(r"=([0-9.]+)", run("choosing_a_score.py"))
+    assert len(set(scores)) > 4 and min(map(float, scores)) < 0.9
+    aucs = [float(a) for a in re.findall(r"ROC AUC ([0-9.]+)", run("beta_vae.py"))]
+    assert max(aucs) - min(aucs) > 0.05
