@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_examples import run as run_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +62,72 @@ def test_page_snippets_run_in_order(page, tmp_path, monkeypatch):
             exec(compile(code, str(page), "exec"), namespace)
             ran += 1
     assert ran or all(reason for _, reason in snippets(page))
+
+
+# Every number the docs quote from an example, against what the example prints:
+# (page, the quote with its numbers as groups, example, the printed numbers as groups in
+# the same order, tolerance). A tolerance below 1 is absolute, above 1 a ratio.
+QUOTES = [
+    (
+        "user_guide.md",
+        r"ELBO ≈ ([0-9.]+), reconstruction ≈ ([0-9.]+), reconstruction probability ≈ ([0-9.]+)",
+        "choosing_a_score.py",
+        r"noise\s+elbo=([0-9.]+)\s+reconstruction=([0-9.]+)\s+reconstruction_probability=([0-9.]+)",
+        0.03,
+    ),
+    (
+        "user_guide.md",
+        r"are found by all three \(ROC AUC ≈ ([0-9.]+)\)",
+        "choosing_a_score.py",
+        r"cluster\s+elbo=([0-9.]+)",
+        0.01,
+    ),
+    (
+        "user_guide.md",
+        r"inside its range by none of them \(≈ ([0-9.]+)\)",
+        "choosing_a_score.py",
+        r"local\s+elbo=([0-9.]+)",
+        0.03,
+    ),
+    (
+        "user_guide.md",
+        r"end with a KL of ≈ ([0-9.]+), ([0-9.]+) and ([0-9.]+)",
+        "beta_vae.py",
+        r"final KL\s+([0-9.]+).*\n.*final KL\s+([0-9.]+).*\n.*final KL\s+([0-9.]+)",
+        1.25,
+    ),
+    (
+        "user_guide.md",
+        r"ROC AUC ≈ ([0-9.]+), ([0-9.]+) and ([0-9.]+), since",
+        "beta_vae.py",
+        r"ROC AUC ([0-9.]+)\n.*ROC AUC ([0-9.]+)\n.*ROC AUC ([0-9.]+)",
+        0.03,
+    ),
+    (
+        "offline_rl.md",
+        r"held-out transitions \(≈ ([0-9.]+)\), on a uniform random policy \(≈ ([0-9.]+),"
+        r" ROC AUC ([0-9.]+)\) and under motors three times stronger \(≈ ([0-9.]+), ROC AUC"
+        r" ([0-9.]+)\)",
+        "offline_rl_penalty.py",
+        r"behaviour policy: ([0-9.]+)\n.*random policy: ([0-9.]+)\s+\(ROC AUC in vs out: ([0-9.]+)"
+        r"\)\n.*stronger: ([0-9.]+)\s+\(ROC AUC in vs out: ([0-9.]+)\)",
+        1.3,
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, quoted, example, printed, tolerance", QUOTES)
+def test_docs_quote_what_the_examples_print(page, quoted, example, printed, tolerance):
+    if example == "offline_rl_penalty.py":
+        pytest.importorskip("mujoco")
+    text = " ".join((ROOT / "docs" / page).read_text().split())
+    said = re.search(quoted, text)
+    assert said, f"{page} no longer quotes {quoted!r}"
+    shown = re.search(printed, run_example(example))
+    assert shown, f"{example} no longer prints {printed!r}"
+    for doc, out in zip(map(float, said.groups()), map(float, shown.groups())):
+        if tolerance < 1:
+            assert abs(doc - out) <= tolerance, (page, doc, example, out)
+        else:
+            assert max(doc, out) <= tolerance * max(min(doc, out), 1e-9), (page, doc, out)
