@@ -121,7 +121,8 @@ def _config_text(name_or_path: str | Path) -> tuple[str, str, bool]:
         resource = resources.files("skvae") / "configs" / f"{name}.yaml"
         return resource.read_text(), f"skvae's shipped config {name!r}", True
     raise CLIError(
-        f"config file not found: {file} (shipped configs, by name: {', '.join(shipped_configs())})"
+        f"there is no config file {file} (the shipped configs, given by name, are "
+        f"{', '.join(shipped_configs())})"
     )
 
 
@@ -157,7 +158,7 @@ def _read_config(path) -> tuple[dict[str, Any], bool]:
 
     text, source, shipped = _config_text(path)
     if len(text) > MAX_CONFIG_BYTES:
-        raise CLIError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes: not a config")
+        raise CLIError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes, too large for a config")
     try:
         loaded = yaml.load(text, Loader=_no_aliases_loader()) or {}
     except yaml.YAMLError as exc:
@@ -375,7 +376,7 @@ def _cmd_train(args) -> int:
             random_state=config["seed"],
         )
     except TypeError as exc:
-        raise CLIError(f"config keys val_ratio and test_ratio must be numbers: {exc}") from exc
+        raise CLIError(f"config keys val_ratio and test_ratio must be numbers ({exc})") from exc
     if args.compute_thresholds_only:
         return _compute_thresholds_only(save, X, val, train)
     # progress unless --quiet or 'verbose: false'; --verbose adds the losses of each check
@@ -510,7 +511,7 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
     the layout the model was trained on."""
     file = Path(path)
     if not file.is_file():
-        raise CLIError(f"data file not found: {file}")
+        raise CLIError(f"there is no data file {file}")
     recorded = info.get("features")
     if args.features is not None and args.features not in FEATURE_LAYOUTS:
         unknown = [k for k in args.features.split(",") if k not in TRANSITION_KEYS]
