@@ -278,6 +278,12 @@ CLI_ERRORS = {
         "hopper_absent-v2.hdf5",
         None,
     ),
+    "config file absent": (
+        ["train", "--config", "{tmp}/none.yaml"],
+        "there is no config file",
+        None,
+    ),
+    "data file absent": (["score", "{good}", "{tmp}/none.npy"], "there is no data file", None),
     "input_dim against the data": (
         ["train", "--config", "{cfg_dim}", "--quiet"],
         "input_dim=20",
