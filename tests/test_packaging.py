@@ -62,7 +62,8 @@ IMPORTS = {
     "plotting": {"_inputs"},
     "evaluation": {"_inputs", "_persistence", "plotting"},
     "penalty": {"_inputs", "_thresholds"},
-    "cli": {"__version__", "_estimator", *HELPERS, "datasets", "evaluation", "plotting"},
+    "cli": {"__version__", "_estimator", "datasets", "evaluation", "plotting"}
+    | (HELPERS - {"_inputs"}),
     "compat": {"_estimator", "_network", "datasets", "evaluation", "plotting"}
     | (HELPERS - {"_inputs"}),
 }
