@@ -117,7 +117,11 @@ QUOTES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page, quoted, example, printed, tolerance", QUOTES)
+@pytest.mark.parametrize(
+    "page, quoted, example, printed, tolerance",
+    QUOTES,
+    ids=[f"{q[0]}-{q[2]}-{i}" for i, q in enumerate(QUOTES)],
+)
 def test_docs_quote_what_the_examples_print(page, quoted, example, printed, tolerance):
     if example == "offline_rl_penalty.py":
         pytest.importorskip("mujoco")
