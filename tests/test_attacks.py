@@ -153,6 +153,9 @@ def test_code_runs_only_with_the_explicit_opt_in(model, tmp_path):
 TAMPERED = {
     "offset NaN": lambda m: m["fitted"].update(offset=float("nan")),
     "offset 1e308": lambda m: m["fitted"].update(offset=1e308),
+    "offset 9000 sd out": lambda m: m["fitted"].update(
+        offset=m["fitted"]["score_mean"] - 9000 * m["fitted"]["score_std"]
+    ),
     "offset a string": lambda m: m["fitted"].update(offset="0"),
     "score_std negative": lambda m: m["fitted"].update(score_std=-1.0),
     "score_mean infinite": lambda m: m["fitted"].update(score_mean=float("inf")),
@@ -178,7 +181,8 @@ TAMPERED = {
 # wrong error.
 TAMPERED_MESSAGES = {
     "offset NaN": r"'fitted.offset' is missing or not finite",
-    "offset 1e308": r"'fitted.offset' lies more than 10000 standard deviations",
+    "offset 1e308": r"'fitted.offset' lies more than 1000 standard deviations",
+    "offset 9000 sd out": r"'fitted.offset' lies more than 1000 standard deviations",
     "offset a string": r"'fitted.offset' is missing or not finite",
     "score_std negative": r"'fitted.score_std' is negative",
     "score_mean infinite": r"'fitted.score_mean' is missing or not finite",

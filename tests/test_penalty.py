@@ -203,3 +203,13 @@ def test_penalize_keeps_float_rewards_dtype_and_does_not_truncate_integers(rl_mo
     p = pen.penalty(X)
     np.testing.assert_allclose(pen.penalize(ints, X), -171 - 0.5 * p)
     np.testing.assert_allclose(pen.penalize(torch.as_tensor(ints), X).numpy(), -171 - 0.5 * p)
+
+
+def test_inverse_penalty_is_never_infinite(rl_model):
+    det, X_in, _ = rl_model
+    for thr in (80.0, 800.0):
+        pen = RewardPenalty(det, "inverse", thr=thr)
+        s = np.array([-1e6, 0.0, thr + 1])
+        assert np.isfinite(pen.from_normalized(s)).all()
+        for dtype in (torch.float32, torch.float64):
+            assert torch.isfinite(pen.from_normalized(torch.as_tensor(s, dtype=dtype))).all()

@@ -48,7 +48,7 @@ import torch
 from . import __version__
 from ._inputs import finite_number
 from ._network import state_shapes
-from ._thresholds import normalize
+from ._thresholds import normalize, safe_std
 
 FORMAT_NAME = "skvae-model"
 FORMAT_VERSION = 3
@@ -477,8 +477,9 @@ def _is_count(value, low: int = 1) -> bool:
 
 
 # A threshold this many standard deviations from the mean training score is refused
-# (a tampered file that would flag everything or nothing).
-MAX_OFFSET_STDS = 1e4
+# (a tampered file that would flag everything or nothing, and whose penalties would
+# overflow); thresholds of fitted models lie a few standard deviations out.
+MAX_OFFSET_STDS = 1000
 # Architectures larger than this are refused before anything is allocated.
 MAX_NETWORK = {"n_features": 2**20, "latent_dim": 2**16, "n_members": 4096, "width": 2**16}
 
@@ -573,7 +574,7 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
             raise ValueError(f"{path}: metadata field 'fitted.{key}' is missing or not finite")
     if fitted.score_std < 0:
         raise ValueError(f"{path}: metadata field 'fitted.score_std' is negative")
-    spread = MAX_OFFSET_STDS * max(fitted.score_std, 1.0)
+    spread = MAX_OFFSET_STDS * safe_std(fitted.score_std)
     if abs(fitted.offset - fitted.score_mean) > spread:
         raise ValueError(
             f"{path}: metadata field 'fitted.offset' lies more than {MAX_OFFSET_STDS:g} "

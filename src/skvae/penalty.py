@@ -23,6 +23,7 @@ from ._thresholds import conformal_offset, normalize, safe_std
 OFFLINE_RL_KINDS = ("tanh", "linear", "inverse", "tanh_reg")
 SKVAE_KINDS = ("hinge", "hinge_tanh", "softplus", "nll")
 PENALTY_KINDS = OFFLINE_RL_KINDS + SKVAE_KINDS
+LOG_1E_6 = float(np.log(1e-6))  # the 'inverse' type's 1e-6, in log space
 
 
 class RewardPenalty:
@@ -35,7 +36,8 @@ class RewardPenalty:
     - ``'tanh'``: ``clip(tanh(0.1 * (t - s)), 0, None)`` (its configs' choice);
     - ``'linear'``: ``w = t - s``, clipped to ``[0, q3 + 1.5 (q3 - q1)]`` with ``q1``,
       ``q3`` the quartiles of ``w`` over the batch;
-    - ``'inverse'``: ``exp(t) / (exp(s) + 1e-6)`` where ``s < t``, else 0;
+    - ``'inverse'``: ``exp(t) / (exp(s) + 1e-6)`` where ``s < t``, else 0 (capped at the
+      largest finite value of its dtype: never inf);
     - ``'tanh_reg'``: ``tanh(0.1 * (t - s))`` (negative in distribution: a bonus);
 
     and skvae's own shapes (``scale`` stretches the distance ``t - s``):
@@ -213,8 +215,10 @@ def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.nda
         w = thr - s
         q1, q3 = np.percentile(w, [25, 75])
         return np.clip(w, 0, q3 + 1.5 * (q3 - q1))
-    if kind == "inverse":
-        return np.where(s < thr, np.exp(thr) / (np.exp(s) + 1e-6), 0)
+    if kind == "inverse":  # GORMPO's formula in log space, capped at float64's max
+        with np.errstate(over="ignore"):
+            p = np.exp(thr - np.logaddexp(s, LOG_1E_6))
+        return np.where(s < thr, np.minimum(p, np.finfo(np.float64).max), 0.0)
     if kind == "tanh_reg":
         return np.tanh(0.1 * (thr - s))
     return _penalty_torch(kind, torch.from_numpy(s), thr, scale).numpy()
@@ -227,8 +231,10 @@ def _penalty_torch(kind: str, s: torch.Tensor, thr: float, scale: float) -> torc
         w = thr - s
         q1, q3 = torch.quantile(w, torch.tensor([0.25, 0.75], dtype=w.dtype, device=w.device))
         return torch.minimum(w.clamp(min=0), q3 + 1.5 * (q3 - q1))
-    if kind == "inverse":
-        return torch.where(s < thr, np.exp(thr) / (torch.exp(s) + 1e-6), torch.zeros_like(s))
+    if kind == "inverse":  # in log space, capped at the dtype's largest finite value
+        log_p = thr - torch.logaddexp(s, torch.full_like(s, LOG_1E_6))
+        p = torch.exp(log_p).clamp(max=torch.finfo(s.dtype).max)
+        return torch.where(s < thr, p, torch.zeros_like(s))
     if kind == "tanh_reg":
         return torch.tanh(0.1 * (thr - s))
     if kind == "nll":
