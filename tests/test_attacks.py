@@ -283,7 +283,7 @@ def test_absurd_architecture_is_refused_before_allocating(model, tmp_path):
 
     path = _with_meta(model, tmp_path, huge)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ValueError, match="do not fit the architecture"):
+    with pytest.raises(ValueError, match="parameters, over the limit"):
         skvae.load(path)
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
 
@@ -471,3 +471,56 @@ def test_huge_values_scale_instead_of_collapsing():
     s = big.score_samples(X * 1e300)
     assert np.unique(s).size == 200
     np.testing.assert_allclose(s, small.score_samples(X), rtol=1e-6)
+
+
+# ------------------------------------------------------------- memory follows the file
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_expanded_weights_are_refused_before_they_cost_memory(model, tmp_path):
+    """A small file whose tensors claim many values they do not store (stride 0)."""
+
+    def wide(meta):
+        meta["network"]["hidden_dims"] = [4096, 4096]  # 100M parameters, under the limit
+
+    path = _with_meta(model, tmp_path, wide)
+    members = _members(path)
+    meta = json.loads(members["metadata.json"])
+    from skvae._network import state_shapes
+
+    state = {
+        k: torch.zeros(
+            1, dtype=torch.float64 if k in ("center", "scale") else torch.float32
+        ).expand(*shape)
+        for k, shape in state_shapes(meta["network"]).items()
+    }
+    state["scale"] = torch.ones(1, dtype=torch.float64).expand(meta["network"]["n_features"])
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    members["weights.pt"] = buffer.getvalue()
+    file = _write(tmp_path / "expanded.skvae", members)
+    before = _rss_mib()
+    with pytest.raises(ValueError, match="not a dense, contiguous tensor"):
+        skvae.load(file)
+    assert _rss_mib() - before < 10 * file.stat().st_size / 2**20 + 50
+
+
+def test_a_member_inflating_past_ten_times_its_size_is_refused(model, tmp_path):
+    members = _members(model[1])
+    members["metadata.json"] = members["metadata.json"] + b" " * (40 * 2**20)  # 40 MiB
+    file = _write(tmp_path / "inflating.skvae", members)
+    assert file.stat().st_size < 2**20
+    with pytest.raises(ValueError, match="inflates past the limit|over the limit"):
+        skvae.load(file)
+
+
+def test_weights_beyond_float32_are_refused_not_blamed_on_x(model, tmp_path):
+    members = _members(model[1])
+    state = torch.load(io.BytesIO(members["weights.pt"]), weights_only=True)
+    state["encoder_head.weight"] = state["encoder_head.weight"].double().fill_(1e300)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    members["weights.pt"] = buffer.getvalue()
+    with pytest.raises(ValueError, match=r"'encoder_head.weight' is not a finite float tensor"):
+        skvae.load(_write(tmp_path / "big.skvae", members))

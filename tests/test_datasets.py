@@ -223,3 +223,28 @@ def test_collect_transitions_checks_its_arguments_first():
         collect_transitions("Hopper-v5", n_steps=0)
     with pytest.raises(ValueError, match="'policy' parameter"):
         collect_transitions("Hopper-v5", policy="greedy")
+
+
+def test_numpy_files_claiming_more_than_they_hold_are_named(tmp_path):
+    import zipfile
+
+    from numpy.lib import format as fmt
+
+    from skvae.datasets import load_dataset, load_feature_file
+
+    for shape in [(10**11, 4), (10**8, 4)]:  # MemoryError and a 3 GB request, before
+        with open(tmp_path / "x.npy", "wb") as fh:
+            fmt.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            fh.write(b"\0" * 64)
+        with pytest.raises(ValueError, match=r"x\.npy: the array claims \d+ bytes"):
+            load_feature_file(tmp_path / "x.npy")
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("observations.npy", "w", force_zip64=True) as member:
+            fmt.write_array_header_1_0(
+                member, {"descr": "<f8", "fortran_order": False, "shape": (2**22, 8)}
+            )
+            chunk = b"\0" * 2**20
+            for _ in range(2**8):  # 256 MiB of zeros, about 250 KB compressed
+                member.write(chunk)
+    with pytest.raises(ValueError, match=r"bomb\.npz: observations\.npy inflates"):
+        load_dataset(data_path=tmp_path / "bomb.npz")

@@ -62,8 +62,7 @@ IMPORTS = {
     "plotting": {"_inputs"},
     "evaluation": {"_inputs", "_persistence", "plotting"},
     "penalty": {"_inputs", "_thresholds"},
-    "cli": {"__version__", "_estimator", "datasets", "evaluation", "plotting"}
-    | (HELPERS - {"_inputs"}),
+    "cli": {"__version__", "_estimator", *HELPERS, "datasets", "evaluation", "plotting"},
     "compat": {"_estimator", "_network", "datasets", "evaluation", "plotting"}
     | (HELPERS - {"_inputs"}),
 }

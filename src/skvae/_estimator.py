@@ -14,8 +14,17 @@ from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, scoring_dtype, torch_threads
-from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core
-from ._network import SCORE_TYPES, VAEEnsemble, forward_rows, rebuild
+from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core, short_repr
+from ._network import (
+    MAX_DECODER_DF,
+    MAX_NETWORK,
+    MAX_PARAMETERS,
+    SCORE_TYPES,
+    VAEEnsemble,
+    forward_rows,
+    n_parameters,
+    rebuild,
+)
 from ._persistence import FORMAT_VERSION, Fitted, ModelRecord, locate, read_model, write_model
 from ._scaling import fit_scaling, to_float32
 from ._thresholds import (
@@ -34,6 +43,8 @@ _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 MAX_VALIDATION_ROWS = 1024
 # Out-of-bag rows (trained on by no member) preferred for calibrating p-values, at least.
 MIN_OUT_OF_BAG = 50
+# Memory one call of ``sample`` may ask for (every member decodes every draw).
+MAX_SAMPLE_BYTES = 2**31
 # Calibration scores kept, at most (a random subset keeps them exchangeable; p-values
 # then resolve 1e-5, and the model file stays small for large data).
 MAX_CALIBRATION_ROWS = 100_000
@@ -249,7 +260,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "latent_dim": [Interval(Integral, 1, MAX_NETWORK["latent_dim"], closed="both"), None],
         "hidden_dims": ["array-like", None],
         "beta": [Interval(Real, 0, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -259,7 +270,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "trim_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
-        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "n_estimators": [Interval(Integral, 1, MAX_NETWORK["n_members"], closed="both")],
         "max_samples": [
             StrOptions({"auto"}),
             Interval(Integral, 2, None, closed="left"),  # rows (one row is no data to model)
@@ -268,9 +279,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "alpha": [Interval(Real, 0, 1, closed="neither"), None],
         "score_type": [StrOptions(set(SCORE_TYPES))],
-        "n_score_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_score_samples": [Interval(Integral, 1, MAX_NETWORK["n_score_samples"], closed="both")],
         "decoder_variance": [StrOptions({"feature", "sample"})],
-        "decoder_df": [Interval(Real, 0, None, closed="neither"), None],
+        "decoder_df": [Interval(Real, 0, MAX_DECODER_DF, closed="right"), None],
         "scaling": [StrOptions({"robust", "standard"}), None],
         "precision": [StrOptions({"auto", "float32", "float64"})],
         "device": [str],
@@ -400,6 +411,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
         hidden = hidden_dims if hidden_dims is not None else default_hidden_dims(n_features)
+        architecture = {
+            "n_features": n_features,
+            "latent_dim": latent_dim,
+            "hidden_dims": hidden,
+            "n_members": self.n_estimators,
+            "n_score_samples": self.n_score_samples,
+            "decoder_variance": self.decoder_variance,
+        }
+        if n_parameters(architecture) > MAX_PARAMETERS:  # before allocating it
+            raise ValueError(
+                f"This architecture has {n_parameters(architecture)} parameters, over the "
+                f"limit of {MAX_PARAMETERS}: lower latent_dim, hidden_dims or n_estimators."
+            )
         module = VAEEnsemble(
             n_features,
             latent_dim,
@@ -567,12 +591,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if self.hidden_dims is None:
             return None
         dims = tuple(np.asarray(self.hidden_dims).ravel().tolist())
-        if len(dims) == 0 or not all(
-            isinstance(h, Integral) and not isinstance(h, bool) and h >= 1 for h in dims
+        if not 0 < len(dims) <= MAX_NETWORK["n_hidden"] or not all(
+            isinstance(h, Integral) and not isinstance(h, bool) and 1 <= h <= MAX_NETWORK["width"]
+            for h in dims
         ):
             raise ValueError(
-                "hidden_dims must be a non-empty sequence of positive integers; "
-                f"got {self.hidden_dims!r}."
+                f"hidden_dims must be 1 to {MAX_NETWORK['n_hidden']} positive integers of at "
+                f"most {MAX_NETWORK['width']}; got {short_repr(self.hidden_dims)}."
             )
         return dims
 
@@ -927,6 +952,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        widest = max(*self.hidden_dims_, self.n_features_in_, self.latent_dim_)
+        if n_samples * self.module_.n_members * widest * 8 > MAX_SAMPLE_BYTES:
+            raise ValueError(
+                f"n_samples={n_samples} would need more than {MAX_SAMPLE_BYTES >> 30} GiB at "
+                "once; draw fewer per call (each call draws independent samples)."
+            )
         rng = check_random_state(random_state)
         member = rng.randint(self.module_.n_members, size=n_samples)
         z = rng.standard_normal((n_samples, self.latent_dim_))
@@ -1088,7 +1119,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
 def _from_tensor(X):
     """A torch tensor (even one that requires grad) as a numpy array; anything else as is."""
-    return X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+    if not isinstance(X, torch.Tensor):
+        return X
+    if X.layout != torch.strided or X.is_quantized or X.device.type == "meta":
+        raise TypeError(f"Cannot fit on a {X.layout} tensor on {X.device}: pass a dense tensor.")
+    return X.detach().cpu().numpy()
 
 
 def save(

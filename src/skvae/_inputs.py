@@ -25,6 +25,12 @@ def is_out_of_core(X) -> bool:
     return h5py is not None and isinstance(X, h5py.Dataset)
 
 
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages (a value can be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def finite_number(value, name: str) -> float:
     """``value`` as a finite float, else a ValueError naming ``name``."""
     try:
@@ -32,7 +38,7 @@ def finite_number(value, name: str) -> float:
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
         out = float("nan")
     if not np.isfinite(out):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
+        raise ValueError(f"{name} must be a finite number; got {short_repr(value)}")
     return out
 
 
@@ -60,6 +66,9 @@ def check_out_of_core(X) -> tuple[int, int]:
 
 def check_tensor(X: torch.Tensor, n_features: int, owner: str) -> torch.Tensor:
     """A 2D real tensor of ``n_features`` columns, detached from any autograd graph."""
+    if X.layout != torch.strided or X.is_quantized or X.device.type == "meta":
+        kind = "a meta" if X.device.type == "meta" else f"a {X.layout} or quantized"
+        raise TypeError(f"Cannot score {kind} tensor: pass a dense tensor with values.")
     if X.dim() != 2:
         raise ValueError(f"Expected a 2D tensor, got a {X.dim()}D tensor.")
     if X.shape[1] != n_features:
@@ -83,6 +92,49 @@ def gather_rows(X, rows: np.ndarray) -> np.ndarray:
         lo, hi = np.searchsorted(rows, [block.start, block.stop])
         parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
     return np.concatenate(parts)
+
+
+# A member of an .npz archive may inflate to this many times its compressed size, plus
+# the allowance: generous for datasets (constant columns and flags compress well), and
+# still proportional to the file, where a zip bomb inflates a million times.
+NPZ_MAX_INFLATION = 100
+NPZ_INFLATION_ALLOWANCE = 64 * 2**20
+
+
+def check_numpy_claims(fh, file) -> None:
+    """Refuse a ``.npy`` or ``.npz`` file (open as ``fh``, at its start) whose headers
+    claim more data than the file holds, before NumPy allocates for the claim."""
+    start = fh.tell()
+    if zipfile.is_zipfile(fh):
+        fh.seek(start)
+        with zipfile.ZipFile(fh) as zf:
+            for info in zf.infolist():
+                if (
+                    info.file_size
+                    > NPZ_MAX_INFLATION * info.compress_size + NPZ_INFLATION_ALLOWANCE
+                ):
+                    raise ValueError(
+                        f"{info.filename} inflates to {info.file_size} bytes (a zip bomb?)"
+                    )
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as member:
+                        _check_npy_header(member, info.file_size, info.filename)
+    else:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell() - start
+        fh.seek(start)
+        _check_npy_header(fh, size, "the array")
+    fh.seek(start)
+
+
+def _check_npy_header(fh, size: int, what: str) -> None:
+    fmt = np.lib.format
+    version = fmt.read_magic(fh)
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = read(fh)  # the header only, checked by NumPy; no data read
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > size:
+        raise ValueError(f"{what} claims {claimed} bytes of data; the file holds {size}")
 
 
 def check_labels(
@@ -118,7 +170,7 @@ def numpy_file_errors(file: str | os.PathLike) -> Iterator[None]:
     NumPy's at all, suggests unpickling it)."""
     try:
         yield
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
         text = str(exc)
         if "pickle" in text or "Object arrays" in text:
             text = (

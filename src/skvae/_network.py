@@ -581,6 +581,28 @@ def flat_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
 
 
 # ---------------------------------------------------------------------------- rebuilding
+# The largest architecture skvae builds or reads: a fit asking for more, or a model file
+# claiming more, is refused before anything is allocated.
+MAX_NETWORK = {
+    "n_features": 2**20,
+    "latent_dim": 2**16,
+    "n_members": 4096,
+    "n_score_samples": 2**16,
+    "width": 2**16,
+    "n_hidden": 64,
+}
+# Numbers in a network's state dict, at most (1 GiB in float32).
+MAX_PARAMETERS = 2**28
+# Beyond this many degrees of freedom a Student-t is a Gaussian to float64 precision,
+# and larger values overflow the likelihood's constants.
+MAX_DECODER_DF = 1e6
+
+
+def n_parameters(config: dict) -> int:
+    """Numbers in the state dict of a :class:`VAEEnsemble` with architecture ``config``."""
+    return sum(math.prod(shape) for shape in state_shapes(config).values())
+
+
 def state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """The state dict shapes of a :class:`VAEEnsemble` with architecture ``config``,
     computed without building it (so a file's claims are checked before allocating)."""

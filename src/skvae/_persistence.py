@@ -33,6 +33,7 @@ import json
 import math
 import os
 import pickle
+import stat
 import tempfile
 import warnings
 import zipfile
@@ -47,7 +48,7 @@ import torch
 
 from . import __version__
 from ._inputs import finite_number
-from ._network import state_shapes
+from ._network import MAX_DECODER_DF, MAX_NETWORK, MAX_PARAMETERS, n_parameters, state_shapes
 from ._thresholds import normalize, safe_std
 
 FORMAT_NAME = "skvae-model"
@@ -65,6 +66,10 @@ MEMBERS = ("metadata.json", "weights.pt", "SHA256SUMS")
 MAX_METADATA_BYTES = 16 * 2**20
 MAX_WEIGHTS_BYTES = 2 * 2**30
 MAX_PAIR_METADATA_BYTES = 16 * 2**20
+# A member may inflate to this many times its compressed size, plus the allowance: model
+# weights and scores compress little, so only a zip bomb goes beyond.
+MAX_INFLATION = 10
+INFLATION_ALLOWANCE = 16 * 2**20
 
 
 @dataclass
@@ -117,20 +122,40 @@ class ModelRecord:
 
 
 # ---------------------------------------------------------------------------- writing
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[io.BufferedWriter], None],
+    check: Callable[[Path], None] | None = None,
+) -> Path:
     """Write a file through a temporary file in the same folder, flushed and fsynced,
     then moved into place with ``os.replace``: a failed or interrupted write leaves the
-    previous file intact and no partial file."""
+    previous file intact and no partial file.
+
+    ``check(temporary_path)``, when given, runs on the written file before it replaces
+    anything (and raises to keep the previous file). The file keeps the mode of the
+    file it replaces, or gets the mode a new file gets (``0666`` less the umask); a
+    path that names something other than a regular file is refused. Errors name
+    ``path``, not the temporary file.
+    """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file in it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} exists and is not a regular file; refusing to replace it")
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -139,6 +164,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -163,7 +195,9 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
-    """Write ``record`` as a ``.skvae`` file at ``path`` (taken literally), atomically."""
+    """Write ``record`` as a ``.skvae`` file at ``path`` (taken literally), atomically:
+    the file is read back with the reader's checks before it replaces anything, so a
+    record that ``load`` would refuse is never written."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         # every reader takes such a name for a pickle and refuses it by default
@@ -208,7 +242,18 @@ def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
             zf.writestr("weights.pt", weights)
             zf.writestr("SHA256SUMS", sums)
 
-    return atomic_write(path, write)
+    def readable(tmp: Path) -> None:  # one validator: the reader's, before the replace
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                _read_skvae(tmp)
+        except ValueError as exc:
+            reason = str(exc).replace(str(tmp), str(path))
+            raise ValueError(
+                f"refusing to write {path}: skvae could not read it back ({reason})"
+            ) from None
+
+    return atomic_write(path, write, check=readable)
 
 
 # ---------------------------------------------------------------------------- locating
@@ -352,8 +397,11 @@ def _with_edited_candidates(record: ModelRecord, skvae_file: Path) -> ModelRecor
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
-    """One member, refused when it is (or inflates to) more than ``limit`` bytes."""
+    """One member, refused when it is (or inflates to) more than ``limit`` bytes, or
+    more than :data:`MAX_INFLATION` times its compressed size plus
+    :data:`INFLATION_ALLOWANCE` (memory follows the file, not its claims)."""
     info = zf.getinfo(name)
+    limit = min(limit, MAX_INFLATION * info.compress_size + INFLATION_ALLOWANCE)
     if info.file_size > limit:
         raise ValueError(f"{path}: member {name} is {info.file_size} bytes, over the limit")
     with zf.open(info) as fh:
@@ -388,6 +436,8 @@ def _read_skvae(path: Path) -> ModelRecord:
         meta = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"corrupted skvae model file {path}: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: the metadata is nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ValueError(f"not a skvae model file: {path}")
     version = meta.get("format_version")
@@ -429,6 +479,7 @@ def _read_skvae(path: Path) -> ModelRecord:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ValueError(f"{path}: the weights member is not a state dict of tensors")
+    _check_tensor_memory(state, len(weights), path)
     decision_scores = state.pop(DECISION_SCORES_KEY, torch.zeros(0))
     calibration_scores = state.pop(CALIBRATION_SCORES_KEY, torch.zeros(0))
     state.update(moved_to_state)
@@ -469,7 +520,12 @@ def _field(meta: dict, key: str, kind: type, path) -> Any:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _is_count(value, low: int = 1) -> bool:
@@ -480,8 +536,6 @@ def _is_count(value, low: int = 1) -> bool:
 # (a tampered file that would flag everything or nothing, and whose penalties would
 # overflow); thresholds of fitted models lie a few standard deviations out.
 MAX_OFFSET_STDS = 1000
-# Architectures larger than this are refused before anything is allocated.
-MAX_NETWORK = {"n_features": 2**20, "latent_dim": 2**16, "n_members": 4096, "width": 2**16}
 
 
 def _gaussian_decoder(params: dict, network: dict) -> None:
@@ -529,14 +583,14 @@ def _check_network(network: dict, path) -> None:
     if set(network) != expected:
         raise ValueError(f"{path}: metadata field 'network' must have exactly {sorted(expected)}")
     for key in ("n_features", "latent_dim", "n_members", "n_score_samples"):
-        limit = MAX_NETWORK.get(key, 2**16)
+        limit = MAX_NETWORK[key]
         if not _is_count(network[key]) or network[key] > limit:
             raise ValueError(f"{path}: metadata field 'network.{key}' is invalid")
     hidden = network["hidden_dims"]
     if (
         not isinstance(hidden, list)
         or not hidden
-        or len(hidden) > 64
+        or len(hidden) > MAX_NETWORK["n_hidden"]
         or not all(_is_count(h) and h <= MAX_NETWORK["width"] for h in hidden)
     ):
         raise ValueError(f"{path}: metadata field 'network.hidden_dims' is invalid")
@@ -545,8 +599,36 @@ def _check_network(network: dict, path) -> None:
     if not isinstance(network["clip"], bool):
         raise ValueError(f"{path}: metadata field 'network.clip' is invalid")
     df = network["decoder_df"]
-    if df is not None and not (_is_number(df) and 0 < df < math.inf):
+    if df is not None and not (_is_number(df) and 0 < df <= MAX_DECODER_DF):
         raise ValueError(f"{path}: metadata field 'network.decoder_df' is invalid")
+    if n_parameters(network) > MAX_PARAMETERS:
+        raise ValueError(
+            f"{path}: metadata field 'network' claims {n_parameters(network)} parameters, "
+            f"over the limit of {MAX_PARAMETERS}"
+        )
+
+
+def _check_tensor_memory(tensors: dict[str, torch.Tensor], n_bytes: int, path) -> None:
+    """Refuse tensors whose values are not all in the file: sparse, quantized, meta or
+    non-contiguous ones (an expanded tensor claims far more values than it stores), and
+    tensors that claim more bytes in all than the ``n_bytes`` they were read from."""
+    claimed = 0
+    for key, tensor in tensors.items():
+        if (
+            tensor.layout != torch.strided
+            or tensor.is_quantized
+            or tensor.device.type != "cpu"
+            or not tensor.is_contiguous()
+        ):
+            raise ValueError(f"{path}: weight {key!r} is not a dense, contiguous tensor of values")
+        size = tensor.numel() * tensor.element_size()
+        if tensor.untyped_storage().nbytes() < size:
+            raise ValueError(f"{path}: weight {key!r} claims more values than it stores")
+        claimed += size
+    if claimed > n_bytes:
+        raise ValueError(
+            f"{path}: the weights claim {claimed} bytes, more than the {n_bytes} the file holds"
+        )
 
 
 def validate_record(record: ModelRecord, path) -> ModelRecord:
@@ -563,9 +645,13 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
             f"{path}: the weights do not fit the architecture: {wrong[0]} is "
             f"{got.get(wrong[0], 'missing')}, expected {shapes.get(wrong[0], 'absent')}"
         )
+    # finite in the dtype each is used in: the scaling in float64, the network in its
+    # scoring precision (float32 unless precision='float64')
+    used = torch.float64 if record.params.get("precision") == "float64" else torch.float32
     for key, tensor in record.state.items():
-        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
-            raise ValueError(f"{path}: weight {key!r} is not a finite float tensor")
+        dtype = torch.float64 if key in ("center", "scale") else used
+        if not tensor.is_floating_point() or not torch.isfinite(tensor.to(dtype)).all():
+            raise ValueError(f"{path}: weight {key!r} is not a finite float tensor (in {dtype})")
     if not bool((record.state["scale"] > 0).all()):
         raise ValueError(f"{path}: weight 'scale' must be positive")
     fitted = record.fitted
@@ -696,6 +782,7 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ValueError(f"{weights_file}: not a state dict of tensors")
+    _check_tensor_memory(state, weights_file.stat().st_size, weights_file)
     try:
         if meta.get("format") == COMPAT_V1:
             record = _record_from_compat_v1(meta, state, meta_file)

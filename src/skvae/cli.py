@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import (
 from . import __version__
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
+from ._inputs import short_repr
 from ._persistence import SUFFIX, atomic_write, model_path
 from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, threshold_candidates
@@ -163,6 +164,8 @@ def _read_config(path) -> tuple[dict[str, Any], bool]:
         loaded = yaml.load(text, Loader=_no_aliases_loader()) or {}
     except yaml.YAMLError as exc:
         raise CLIError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError:
+        raise CLIError(f"{source} is nested too deeply to be a config") from None
     if not isinstance(loaded, dict):
         raise CLIError(f"{source} must hold a mapping of keys to values")
     unknown = sorted(set(map(str, loaded)) - set(CONFIG_KEYS))
@@ -270,7 +273,10 @@ def check_config_value(key: str, value, source: str | None = "the config") -> No
         constraints = VAEOutlierDetector._parameter_constraints[ESTIMATOR_KEYS[key]]
     else:
         constraints = CLI_KEY_CONSTRAINTS[key]
-    what = _constraint_text(constraints, value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        what = "a number of a sensible size"  # e.g. 10**400, beyond float range
+    else:
+        what = _constraint_text(constraints, value)
     if what is None and isinstance(value, bool) and "boolean" not in constraints:
         what = "a number, not true or false"  # bool is an int to Python, not to YAML
     if what is None and key == "hidden_dims" and value is not None:
@@ -283,7 +289,7 @@ def check_config_value(key: str, value, source: str | None = "the config") -> No
             what = "a positive integer or a list of one"
     if what is not None:
         name = f"--{key.replace('_', '-')}" if source is None else f"config key {key} in {source}"
-        raise CLIError(f"{name} must be {what}; got {value!r}")
+        raise CLIError(f"{name} must be {what}; got {short_repr(value)}")
 
 
 def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDetector:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._inputs import numpy_file_errors
+from ._inputs import check_numpy_claims, numpy_file_errors
 from ._persistence import load_plain_pickle
 
 TRANSITION_KEYS = (
@@ -357,6 +357,7 @@ def load_transitions(
     elif suffix == ".npz":
         # the handle is ours, so a damaged archive does not leak it
         with open(file, "rb") as fh, numpy_file_errors(file):
+            check_numpy_claims(fh, file)
             with np.load(fh, allow_pickle=False) as npz:
                 data = {k: npz[k] for k in TRANSITION_KEYS if k in npz.files}
     elif suffix in (".hdf5", ".h5"):
@@ -400,6 +401,7 @@ def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | 
         raise ValueError(f"{file}: a feature file is .npy or .csv; got {file.suffix!r}.")
     with open(file, "rb") as fh, numpy_file_errors(file):
         if file.suffix.lower() == ".npy":
+            check_numpy_claims(fh, file)
             return np.load(fh, allow_pickle=False), None
         first = fh.readline().decode("utf-8", errors="replace").strip()
         fields = [f.strip().strip('"') for f in first.split(",")]
