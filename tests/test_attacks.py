@@ -524,3 +524,23 @@ def test_weights_beyond_float32_are_refused_not_blamed_on_x(model, tmp_path):
     members["weights.pt"] = buffer.getvalue()
     with pytest.raises(ValueError, match=r"'encoder_head.weight' is not a finite float tensor"):
         skvae.load(_write(tmp_path / "big.skvae", members))
+
+
+def test_the_plain_data_unpickler_allocates_only_what_the_file_holds(tmp_path):
+    from skvae._persistence import load_plain_pickle
+
+    class Reconstructed:  # 300 bytes that would ask NumPy for 16 GiB
+        def __reduce__(self):
+            core = np._core if hasattr(np, "_core") else np.core
+            return (core.multiarray._reconstruct, (np.ndarray, (2**34,), b"b"))
+
+    (tmp_path / "huge.pkl").write_bytes(pickle.dumps({"observations": Reconstructed()}, 4))
+    before = _rss_mib()
+    with pytest.raises(ValueError, match="reconstructed with a shape"):
+        load_plain_pickle(tmp_path / "huge.pkl")
+    assert _rss_mib() - before < 50
+    data = {"a": np.arange(5.0), "b": np.ones((2, 3), np.float32)}
+    for protocol in (2, 4, 5):  # plain arrays still load, whatever the protocol
+        (tmp_path / "ok.pkl").write_bytes(pickle.dumps(data, protocol))
+        back = load_plain_pickle(tmp_path / "ok.pkl")
+        np.testing.assert_array_equal(back["b"], data["b"])

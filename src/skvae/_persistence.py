@@ -732,6 +732,9 @@ class _PlainDataUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"),
+        # protocol 5's arrays: frombuffer on bytes the file holds, reshaped (sizes checked)
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("builtins", "complex"),
         ("builtins", "set"),
         ("builtins", "frozenset"),
@@ -740,6 +743,8 @@ class _PlainDataUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str):
+        if name == "_reconstruct" and (module, name) in self._ALLOWED:
+            return _empty_reconstruct
         if (
             (module, name) in self._ALLOWED
             or (module == "numpy" and name.endswith("DType"))
@@ -747,6 +752,15 @@ class _PlainDataUnpickler(pickle.Unpickler):
         ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not plain data")
+
+
+def _empty_reconstruct(subtype, shape, dtype):
+    """NumPy's ``_reconstruct`` as a pickle of an array calls it: for an empty array,
+    whose values ``__setstate__`` then sets from data the file holds (and NumPy checks
+    their size). Any other shape would allocate what the file only claims."""
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or any(shape):
+        raise pickle.UnpicklingError("refusing an array reconstructed with a shape")
+    return np.ndarray.__new__(np.ndarray, (0,), dtype)
 
 
 def load_plain_pickle(path: str | os.PathLike) -> Any:
