@@ -544,3 +544,13 @@ def test_the_plain_data_unpickler_allocates_only_what_the_file_holds(tmp_path):
         (tmp_path / "ok.pkl").write_bytes(pickle.dumps(data, protocol))
         back = load_plain_pickle(tmp_path / "ok.pkl")
         np.testing.assert_array_equal(back["b"], data["b"])
+
+
+def test_numbers_beyond_float_range_and_deep_nesting_in_a_model_file(model, tmp_path):
+    path = _with_meta(model, tmp_path, lambda m: m["fitted"].update(score_std=10**400))
+    with pytest.raises(ValueError, match="'fitted.score_std' is missing or not finite"):
+        skvae.load(path)
+    members = _members(model[1])
+    members["metadata.json"] = b"[" * 2000 + b"]" * 2000
+    with pytest.raises(ValueError, match="nested too deeply|not a skvae model file"):
+        skvae.load(_write(tmp_path / "deep.skvae", members))

@@ -337,6 +337,27 @@ CLI_ERRORS = {
         None,
     ),
     "output under a file": (["score", "{good}", "{x}", "--output", "{x}/s.npy"], "folder", None),
+    "output over the data": (
+        ["score", "{good}", "{x}", "--output", "{x}"],
+        "--output .* is the data",
+        None,
+    ),
+    "output over the model": (
+        ["score", "{model_txt}", "{x}", "--output", "{model_txt}"],
+        "--output .* is the model",
+        None,
+    ),
+    "two outputs on one path": (
+        ["score", "{good}", "{x}", "--output", "{tmp}/s.npy", "--pvalues", "{tmp}/s.npy"],
+        "--pvalues .* is --output",
+        None,
+    ),
+    "config value beyond float range": (
+        ["train", "--config", "{cfg_huge}"],
+        "key epochs in .* must be a number of a sensible size; got 1000",
+        None,
+    ),
+    "config nested 2000 deep": (["train", "--config", "{cfg_deep}"], "nested too deeply", None),
     "unsupported output": (
         ["score", "{good}", "{x}", "--output", "{tmp}/s.json"],
         "extension",
@@ -361,6 +382,8 @@ CLI_ERROR_CONFIGS = {
     "cfg_epochs": "task: x-v2\nepochs: true\n",
     "cfg_obs": "task: x-v2\nobs_dim: [11, 3]\n",
     "cfg_shuffle": "task: x-v2\nshuffle: 1\n",
+    "cfg_huge": f"task: x-v2\nepochs: {10**400}\n",
+    "cfg_deep": "a: " + "[" * 2000 + "]" * 2000 + "\n",
 }
 
 
@@ -374,6 +397,7 @@ def error_files(d4rl_dir, tmp_path_factory):
     X = np.random.RandomState(0).normal(size=(200, 4))
     det = VAEOutlierDetector(epochs=3, hidden_dims=(8, 4), random_state=0).fit(X)
     names = {"tmp": str(tmp), "good": str(det.save(tmp / "good.skvae"))}
+    names["model_txt"] = str(det.save(tmp / "model.txt"))  # any name but a pickle's
     arrays = {"x": X, "wrong": np.zeros((3, 5)), "zero_d": np.float64(3), "one_d": X[0]}
     for name, array in arrays.items():
         np.save(tmp / f"{name}.npy", array)
@@ -464,3 +488,23 @@ def test_train_and_score_plain_feature_files(tmp_path, capsys):
     frame.rename(columns={"rpm": "torque"}).to_csv(tmp_path / "other.csv", index=False)
     assert main(["score", model, str(tmp_path / "other.csv")]) == 2
     assert "are not the model's" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_command_imports_exits_130_without_a_traceback():
+    import signal
+    import time
+
+    for delay in (0.3, 0.6):  # PyTorch takes longer than this to import
+        process = subprocess.Popen(
+            [sys.executable, "-m", "skvae", "--version"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+        if process.returncode == 0:  # the import won the race: nothing to test
+            continue
+        assert process.returncode == 130 and "Traceback" not in err, err

@@ -273,3 +273,16 @@ def test_one_episode_leaves_empty_splits_with_a_warning_and_fit_names_them(tmp_p
     model = VAE(input_dim=dim, latent_dim=2, hidden_dims=[8])
     with pytest.raises(ValueError, match="val_data has no rows"):
         model.fit(train, val, epochs=1, verbose=False)
+
+
+def test_plot_training_curves_writes_atomically(tmp_path):
+    pytest.importorskip("matplotlib")
+    from skvae.compat import plot_training_curves
+
+    target = tmp_path / "figs" / "curves.png"
+    plot_training_curves({"train_loss": [3.0, 2.0], "val_loss": [3.1, 2.5]}, save_path=target)
+    assert target.read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in target.parent.iterdir()] == ["curves.png"]
+    target.chmod(0o640)
+    plot_training_curves({"train_loss": [3.0, 2.0]}, save_path=target)
+    assert target.stat().st_mode & 0o777 == 0o640  # the mode of the file it replaced

@@ -705,3 +705,31 @@ def test_progress_counts_steps_with_their_rate_and_verbose_2_adds_checks(data, c
         progress.step()
     progress.close()
     assert "5/5" in terminal.getvalue() and "step/s" in terminal.getvalue()
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"latent_dim": 10**9}, "'latent_dim' parameter"),
+        ({"hidden_dims": (2,) * 10**5}, "hidden_dims must be 1 to 64"),
+        ({"hidden_dims": (65537,)}, "hidden_dims must be 1 to 64"),
+        ({"n_estimators": 10**7}, "'n_estimators' parameter"),
+        ({"decoder_df": 1e308}, "'decoder_df' parameter"),
+        ({"hidden_dims": (2**16, 2**16), "n_estimators": 4096}, "parameters, over the limit"),
+    ],
+)
+def test_architectures_too_large_are_refused_before_allocating(params, match):
+    X = np.random.RandomState(0).normal(size=(50, 3))
+    with pytest.raises(ValueError, match=match):
+        VAEOutlierDetector(epochs=1, **params).fit(X)
+
+
+def test_sample_too_large_and_sparse_or_meta_tensors_are_named_errors(fitted):
+    with pytest.raises(ValueError, match="draw fewer per call"):
+        fitted.sample(10**9)
+    X = torch.randn(5, fitted.n_features_in_)
+    for tensor in (X.to_sparse(), torch.empty(5, fitted.n_features_in_, device="meta")):
+        with pytest.raises(TypeError, match="dense"):
+            fitted.score_samples(tensor)
+        with pytest.raises(TypeError, match="dense"):
+            VAEOutlierDetector(epochs=1).fit(tensor)

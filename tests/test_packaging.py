@@ -41,15 +41,16 @@ def test_wheel_requires_what_the_cli_imports(wheel):
     ]
     assert {"pyyaml", "h5py", "torch", "scikit-learn"} <= set(required)
     entry = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("entry_points.txt")]
-    assert entry and "skvae = skvae.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+    assert entry and "skvae = skvae._entry:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
 
 
 # The import paragraph of docs/architecture.md, as data: what each module imports of
 # skvae (helpers: the private modules the estimator builds on).
 HELPERS = {"_device", "_inputs", "_persistence", "_scaling", "_thresholds"}
 IMPORTS = {
-    "__init__": {"_estimator", "evaluation", "penalty"},
-    "__main__": {"cli"},
+    "__init__": set(),  # its names are imported when first used
+    "__main__": {"_entry"},
+    "_entry": set(),  # imports cli inside main, to answer Ctrl-C during the import
     "_device": set(),
     "_inputs": set(),
     "_thresholds": set(),
@@ -85,7 +86,8 @@ def test_architecture_documents_the_imports():
             for node in ast.walk(function)
             if isinstance(node, ast.ImportFrom) and node.level == 1
         ]
-        assert not inner, f"{file.name} imports {inner} inside a function"
+        if file.stem != "_entry":
+            assert not inner, f"{file.name} imports {inner} inside a function"
         modules[file.stem] = top
     assert modules == IMPORTS
     text = (ROOT / "docs" / "architecture.md").read_text()

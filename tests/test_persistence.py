@@ -433,3 +433,52 @@ def test_one_definition_of_the_fitted_fields_and_one_table_of_migrations(fitted,
             zf.writestr(name, data)
     with pytest.raises(ValueError, match="'fitted.offset' is missing"):
         skvae.load(tmp_path / "bad.skvae")
+
+
+def test_save_writes_only_what_load_accepts_and_keeps_the_previous_file(fitted, tmp_path):
+    det, _ = fitted
+    path = det.save(tmp_path / "m.skvae")
+    good = path.read_bytes()
+    for info, reason in (
+        ({"threshold_candidates": {5: float("nan")}}, "threshold_candidates"),
+        ({"blob": "x" * (17 * 2**20)}, "over the l"),
+    ):
+        with pytest.raises(ValueError, match=f"refusing to write .*{reason}"):
+            det.save(path, info=info)
+        assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skvae"]
+
+
+def test_atomic_writes_keep_the_mode_and_replace_only_regular_files(fitted, tmp_path):
+    import os
+    import stat
+
+    det, _ = fitted
+    path = det.save(tmp_path / "m.skvae")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # a new file's mode
+    os.chmod(path, 0o640)
+    det.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # kept, not 0600
+    fifo = tmp_path / "pipe.skvae"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        det.save(fifo)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anyway
+            pytest.skip("this user can write to a read-only folder")
+        with pytest.raises(OSError, match=f"cannot write {locked / 'm.skvae'}"):
+            det.save(locked / "m.skvae")
+    finally:
+        os.chmod(locked, 0o700)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -560,6 +560,10 @@ def _cmd_score(args) -> int:
     output = None if args.output is None else _score_output(args.output)
     explain = None if args.explain is None else _score_output(args.explain, (".csv",))
     pvalues = None if args.pvalues is None else _score_output(args.pvalues)
+    _refuse_clobbering(
+        {"the data": args.data, "the model": args.model},
+        {"--output": output, "--explain": explain, "--pvalues": pvalues},
+    )
     model, info, X, s = _model_and_scores(args, args.data)
     print(
         f"{len(s)} rows: mean score {s.mean():.4f}, std {s.std():.4f}, "
@@ -591,6 +595,23 @@ def _cmd_score(args) -> int:
         atomic_write(explain, write)
         print(f"feature contributions written to {explain}")
     return 0
+
+
+def _refuse_clobbering(inputs: dict[str, str], outputs: dict[str, Path | None]) -> None:
+    """Refuse an output path that is an input or another output (checked before any
+    work, so nothing is overwritten)."""
+    seen: dict[Path, str] = {}
+    for name, path in inputs.items():
+        for candidate in (Path(path), Path(f"{path}{SUFFIX}")):
+            if candidate.exists():
+                seen[candidate.resolve()] = name
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        where = path.resolve()
+        if where in seen:
+            raise CLIError(f"{flag} {path} is {seen[where]}; give another file")
+        seen[where] = flag
 
 
 def _score_output(path: str, suffixes=SCORE_OUTPUT_SUFFIXES) -> Path:

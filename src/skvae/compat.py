@@ -49,7 +49,7 @@ from torch import nn
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._network import VAEEnsemble
-from ._persistence import model_path, write_vae_module_metadata
+from ._persistence import atomic_write, model_path, write_vae_module_metadata
 from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, offset_from_scores, safe_std
 from .datasets import _check_transitions, episode_ids, load_dataset, make_features, split_indices
@@ -664,7 +664,6 @@ def plot_training_curves(history: dict, save_path: str | os.PathLike | None = No
     history = {k: v for k, v in history.items() if not k.startswith("test_")}
     ax = plot_training_history(history)
     fig = ax.figure
-    if save_path is not None:
-        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_path, dpi=100)
+    if save_path is not None:  # written atomically, as every skvae writer does
+        atomic_write(save_path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     return fig
