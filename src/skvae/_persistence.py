@@ -769,7 +769,15 @@ def load_plain_pickle(path: str | os.PathLike) -> Any:
     try:
         with open(path, "rb") as fh:
             return _PlainDataUnpickler(fh).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        RecursionError,  # nested deeper than Python's stack
+        ValueError,  # NumPy's, for arrays whose data do not match their shape
+    ) as exc:
         raise ValueError(
             f"{path}: not a pickle of plain data ({exc}). Only if you trust its source, "
             "pass allow_code_execution=True (--allow-code-execution)."
