@@ -464,16 +464,19 @@ def test_atomic_writes_keep_the_mode_and_replace_only_regular_files(fitted, tmp_
     with pytest.raises(ValueError, match="not a regular file"):
         det.save(fifo)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    os.chmod(locked, 0o500)
-    try:
-        if os.access(locked, os.W_OK):  # root writes anyway
-            pytest.skip("this user can write to a read-only folder")
-        with pytest.raises(OSError, match=f"cannot write {locked / 'm.skvae'}"):
-            det.save(locked / "m.skvae")
-    finally:
-        os.chmod(locked, 0o700)
+
+
+def test_an_unwritable_folder_is_named_not_the_temporary_file(fitted, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def refused(*args, **kwargs):  # as a read-only folder answers (root writes anyway)
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".m.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    det, _ = fitted
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'm.skvae'}: Permission denied"):
+        det.save(tmp_path / "m.skvae")
 
 
 def _umask() -> int:
