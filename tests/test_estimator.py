@@ -274,7 +274,7 @@ def test_no_validation_split():
 def test_defaults_choose_architecture_from_data():
     rng = np.random.RandomState(0)
     det = VAEOutlierDetector(epochs=1, random_state=0).fit(rng.normal(size=(50, 100)))
-    assert det.hidden_dims_ == (128, 64) and det.latent_dim_ == 16
+    assert det.hidden_dims_ == (64, 32) and det.latent_dim_ == 16
     det = VAEOutlierDetector(epochs=1, hidden_dims=[16], latent_dim=3).fit(rng.normal(size=(50, 5)))
     assert det.hidden_dims_ == (16,) and det.latent_dim_ == 3
 
@@ -650,7 +650,9 @@ def test_bad_validation_data_is_named(bad, match):
 
 
 def test_threads_follow_n_jobs_and_the_process_setting_is_restored(monkeypatch):
-    from skvae._device import n_threads
+    import threadpoolctl
+
+    from skvae._device import WORK_PER_THREAD, n_threads
 
     seen = []
     import skvae._estimator
@@ -674,9 +676,17 @@ def test_threads_follow_n_jobs_and_the_process_setting_is_restored(monkeypatch):
         assert set(seen) == {1} and torch.get_num_threads() == 2  # None: one thread
         seen.clear()
         with joblib.parallel_config(n_jobs=2):  # None follows joblib's context
-            det.score_samples(X)
+            det.score_samples(X)  # (too little work for a second thread)
+            det.score_samples(np.tile(X, (20, 1)))
+        assert seen[0] == 1
+        seen.pop(0)
         assert seen == [min(2, os.cpu_count())] and torch.get_num_threads() == 2
-        assert n_threads(-1) == os.cpu_count() and n_threads(1) == 1
+        assert n_threads(-1) == min(os.cpu_count(), 2) and n_threads(1) == 1
+        # small work gets one thread, whatever n_jobs says; enough work gets them all
+        assert n_threads(-1, work=WORK_PER_THREAD - 1) == 1
+        assert n_threads(-1, work=1e12) == min(os.cpu_count(), 2)
+        with threadpoolctl.threadpool_limits(1):  # a limit the process set is kept
+            assert n_threads(-1, work=1e12) == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what joblib's workers are given
         assert n_threads(-1) == 1
     finally:

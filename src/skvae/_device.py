@@ -68,25 +68,38 @@ def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     return torch.float64 if precision == "float64" else torch.float32
 
 
-def n_threads(n_jobs: int | None) -> int:
+# Multiply-adds of one pass (a training step's forward pass, or one scoring chunk) per
+# thread, at least: below this a second thread costs more in synchronisation than it
+# saves (benchmarks/RESULTS.md, "Threads chosen by the work": on 2 idle cores a default
+# step of 4.6 M ran 0.90x as fast on two threads, steps of 19-20 M 1.23-1.32x).
+WORK_PER_THREAD = 8_000_000
+
+
+def n_threads(n_jobs: int | None, work: float | None = None) -> int:
     """PyTorch intra-op threads for ``n_jobs``, with scikit-learn's meaning: ``None`` is
     1 unless a ``joblib.parallel_config`` (or ``parallel_backend``) context says
-    otherwise, ``-1`` all cores, ``-2`` all but one; never more than ``OMP_NUM_THREADS``
-    where that is set (joblib's workers set it to their share of the cores)."""
+    otherwise, ``-1`` all cores, ``-2`` all but one. Never more than PyTorch's current
+    setting (which ``OMP_NUM_THREADS``, ``torch.set_num_threads`` and threadpoolctl's
+    ``threadpool_limits`` set; joblib's workers get their share of the cores) nor
+    ``OMP_NUM_THREADS`` where set, and, given the ``work`` of one pass in multiply-adds,
+    no more than one thread per :data:`WORK_PER_THREAD`."""
     from joblib import effective_n_jobs
 
     n = max(1, int(effective_n_jobs(n_jobs)))
     limit = os.environ.get("OMP_NUM_THREADS", "")
     if limit.isdigit() and int(limit) > 0:
         n = min(n, int(limit))
-    return min(n, os.cpu_count() or 1)
+    n = min(n, torch.get_num_threads(), os.cpu_count() or 1)
+    if work is not None:
+        n = min(n, max(1, int(work // WORK_PER_THREAD)))
+    return n
 
 
 @contextlib.contextmanager
-def torch_threads(n_jobs: int | None) -> Iterator[int]:
+def torch_threads(n_jobs: int | None, work: float | None = None) -> Iterator[int]:
     """Run the block with :func:`n_threads` intra-op threads, then restore the process's
     setting (nothing process-wide is left changed)."""
-    n, before = n_threads(n_jobs), torch.get_num_threads()
+    n, before = n_threads(n_jobs, work), torch.get_num_threads()
     if n == before:
         yield n
         return

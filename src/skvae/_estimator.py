@@ -21,6 +21,7 @@ from ._network import (
     MAX_PARAMETERS,
     SCORE_TYPES,
     VAEEnsemble,
+    chunk_rows,
     forward_rows,
     n_parameters,
     rebuild,
@@ -58,10 +59,16 @@ def default_latent_dim(n_features: int) -> int:
 
 
 def default_hidden_dims(n_features: int) -> tuple[int, int]:
-    """Hidden sizes used when ``hidden_dims=None``: ``(h, h // 2)``, h a power of two in
-    [64, 256] that is at least ``n_features``."""
-    width = int(np.clip(2 ** int(np.ceil(np.log2(max(n_features, 1)))), 64, 256))
-    return width, width // 2
+    """Hidden sizes used when ``hidden_dims=None``: ``(64, 32)`` whatever the number of
+    features.
+
+    The latent size (at most 16) bounds what the network can represent, and each member
+    trains on 128 rows by default, so a first layer wider than 64 adds parameters (and
+    cost that grows with the features) rather than capacity the data can fill: on the
+    two wide benchmark sets, widths up to 256 (the rule before 0.3) ranked the same
+    and fitted 2.6x slower (benchmarks/RESULTS.md, "Network width for wide data").
+    """
+    return 64, 32
 
 
 class VAEOutlierDetector(OutlierMixin, BaseEstimator):
@@ -78,8 +85,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         clipped to [2, 16] (1 for a single feature).
     hidden_dims : tuple of int or None, default=None
         Widths of the encoder's hidden layers; the decoder mirrors them. ``None`` uses
-        ``(h, h // 2)`` with ``h`` the power of two in [64, 256] closest above the
-        number of features.
+        ``(64, 32)`` for any number of features.
     beta : float, default=1.0
         Weight of the KL term in the training loss (1 is a VAE, > 1 a beta-VAE).
     trim_fraction : float in [0, 0.5), default=0.1
@@ -451,23 +457,25 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         module.reset_parameters(torch.Generator().manual_seed(seed))
         module.to(device, torch.float32)
         subsets = torch.as_tensor(subsets, dtype=torch.long, device=device)
-        history, n_epochs, best_epoch = train(
-            module,
-            Z,
-            subsets,
-            Z_val,
-            Schedule(
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                weight_decay=self.weight_decay,
-                beta=float(self.beta),
-                trim_fraction=float(self.trim_fraction),
-                patience=self.patience,
-                verbose=self.verbose,
-            ),
-            seed=seed,
-        )
+        step_rows = min(self.batch_size, subsets.shape[1])
+        with torch_threads(self.n_jobs, work=step_rows * module.row_macs()):
+            history, n_epochs, best_epoch = train(
+                module,
+                Z,
+                subsets,
+                Z_val,
+                Schedule(
+                    epochs=self.epochs,
+                    batch_size=self.batch_size,
+                    lr=self.lr,
+                    weight_decay=self.weight_decay,
+                    beta=float(self.beta),
+                    trim_fraction=float(self.trim_fraction),
+                    patience=self.patience,
+                    verbose=self.verbose,
+                ),
+                seed=seed,
+            )
         module.eval()
         if len(Z_val) > MAX_VALIDATION_ROWS:  # a user's validation set: evenly spaced rows
             picked = torch.linspace(0, len(Z_val) - 1, MAX_VALIDATION_ROWS, device=device)
@@ -644,7 +652,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0):
         """The one inference path: ``what`` is ``'score'``, ``'contributions'``,
         ``'encode'`` or ``'reconstruct'``; ``X`` already validated."""
-        with torch_threads(getattr(self, "n_jobs", None)):  # pickles of 0.1 lack it
+        # a pass has the rows of one chunk at most (pickles of 0.1 lack n_jobs)
+        work = min(X.shape[0], chunk_rows(module)) * module.row_macs()
+        with torch_threads(getattr(self, "n_jobs", None), work=work):
             return self._forward_rows(module, X, what, member)
 
     def _forward_rows(self, module: VAEEnsemble, X, what: str, member: int = 0):

@@ -208,6 +208,11 @@ class VAEEnsemble(nn.Module):
         """The inverse of :meth:`scale_input` (without the clipping)."""
         return z * self.scale.to(z.dtype) + self.center.to(z.dtype)
 
+    def row_macs(self) -> int:
+        """Multiply-adds of one row's forward pass through every member."""
+        layers = [*self.encoder_layers, self.encoder_head, *self.decoder_layers]
+        return sum(layer.weight.numel() for layer in [*layers, self.decoder_head])
+
     def row_bytes(self) -> int:
         """Approximate working memory one scored row needs (for chunk sizes): every
         layer's output for every member, in float64. The reconstruction probability
@@ -547,8 +552,8 @@ def _affine_backward(
         if i == 0 and not input_grad:
             return None
         grad = torch.bmm(grad, layer.weight.transpose(1, 2))
-        if i > 0:  # through the ReLU whose output ``inp`` is (>= 0)
-            grad.mul_(torch.sign(inp))
+        if i > 0:  # through the ReLU whose output ``inp`` is (zero where it cut)
+            grad = torch.ops.aten.threshold_backward(grad, inp, 0.0)
     return grad
 
 
