@@ -255,7 +255,18 @@ def test_readme_headline_table_is_the_recorded_runs(row_start, quality, fit):
 
 def test_training_benchmark(tmp_path):
     out = tmp_path / "training.json"
-    run("training_benchmark.py", "--rows", "300", "--repeats", "1", "--out", str(out))
-    modes = json.loads(out.read_text())["modes"]
+    run("training_benchmark.py", "--quick", "--out", str(out))
+    parts = json.loads(out.read_text())["parts"]
+    modes = parts["busy"]["modes"]
     assert modes["busy"]["busy_processes"] > 0 and modes["idle"]["busy_processes"] == 0
     assert len(modes["busy"]["seconds"]["skvae n_jobs=None (1 thread)"]) == 1
+    rl = parts["rl"]
+    assert rl["gemm_flops_per_s_1_thread"] > 0 and rl["flops_per_row"] > 0
+    assert set(rl["validation_loss"]) == {"skvae.compat (1 thread)", "plain loop (1 thread)"}
+    for terms in rl["validation_loss"].values():
+        assert set(terms) == {"negative_elbo", "squared_error", "kl", "old_loss"}
+        assert np.isfinite(list(terms.values())).all()
+        assert terms["old_loss"] == pytest.approx(terms["squared_error"] + terms["kl"], rel=1e-4)
+    shapes = parts["shapes"]
+    assert [(f["rows"], f["features"]) for f in shapes["fits"]] == [(300, 6), (300, 50)]
+    assert shapes["total_seconds"]["IsolationForest"] > 0
