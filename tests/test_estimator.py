@@ -423,7 +423,8 @@ def test_pandas_feature_names():
 @pytest.mark.parametrize(
     "X, match",
     [
-        (np.array([[1.0, np.nan], [2.0, 3.0]]), "NaN"),
+        (np.array([[np.nan, np.nan], [2.0, 3.0]]), "every value missing"),
+        (np.array([[1.0, np.nan], [2.0, np.nan]]), "features with every value missing"),
         (np.array([[1.0, np.inf], [2.0, 3.0]]), "infinity"),
         (np.empty((0, 3)), "0 sample"),
         (np.array([1.0, 2.0, 3.0]), "2D array"),
@@ -639,7 +640,11 @@ def test_divergence_message_names_the_loss_that_went_non_finite(monkeypatch):
     "bad, match",
     [
         (lambda X: X[:10, :3], "validation_data: X has 3 features, but .* expecting 4"),
-        (lambda X: np.full((10, 4), np.nan), "validation_data: Input X contains NaN"),
+        (
+            lambda X: np.full((10, 4), np.nan),
+            "validation_data: X has rows with every value missing",
+        ),
+        (lambda X: np.full((10, 4), np.inf), "validation_data: Input X contains infinity"),
         (lambda X: X[:0], r"validation_data: Found array with 0 sample\(s\)"),
     ],
 )

@@ -79,21 +79,37 @@ def test_constant_columns_and_duplicated_rows(n, d, constant_cols, duplicate, tr
 @SETTINGS
 @given(
     shape=shapes,
-    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    bad=st.sampled_from([np.inf, -np.inf]),
     where=st.sampled_from(["fit", "score"]),
     data=st.data(),
 )
-def test_nan_and_inf_are_rejected_clearly(shape, bad, where, data):
+def test_inf_and_all_missing_rows_are_rejected_clearly(shape, bad, where, data):
     X = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-10, 10)))
-    X_bad = X.copy()
     i = data.draw(st.integers(0, shape[0] - 1))
     j = data.draw(st.integers(0, shape[1] - 1))
-    X_bad[i, j] = bad
-    with pytest.raises(ValueError, match="NaN|infinity"):
-        if where == "fit":
-            _fit_score(X_bad)
-        else:
-            _fit_score(X, X_bad)
+    X_inf, X_empty = X.copy(), X.copy()
+    X_inf[i, j] = bad
+    X_empty[i] = np.nan
+    for X_bad, match in ((X_inf, "infinity"), (X_empty, f"every value missing.*row {i}")):
+        with pytest.raises(ValueError, match=match):
+            if where == "fit":
+                _fit_score(X_bad)
+            else:
+                _fit_score(X, X_bad)
+
+
+@SETTINGS
+@given(shape=shapes, fraction=st.floats(0.05, 0.6), data=st.data())
+def test_missing_values_give_finite_scores(shape, fraction, data):
+    X = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-10, 10)))
+    seed = data.draw(st.integers(0, 2**16))
+    X_nan = X.copy()
+    X_nan[np.random.RandomState(seed).rand(*shape) < fraction] = np.nan
+    X_nan[np.isnan(X_nan).all(1), 0] = 1.0  # no row entirely missing
+    if np.isnan(X_nan).all(0).any():  # nor a feature in training
+        X_nan[0, np.isnan(X_nan).all(0)] = 1.0
+    assert np.isfinite(_fit_score(X_nan)).all()  # fitted on missing values
+    assert np.isfinite(_fit_score(X, X_nan)).all()  # fitted on complete rows
 
 
 @SETTINGS

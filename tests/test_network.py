@@ -98,6 +98,62 @@ def test_loss_gradient_is_autograd_s(decoder_variance, hidden_dims, beta, trim_f
     assert expected["encoder_head.weight"].abs().max() > 0
 
 
+@pytest.mark.parametrize("decoder_variance", ["feature", "sample"])
+@pytest.mark.parametrize("df", [None, 4.0])
+def test_loss_gradient_with_missing_and_hidden_values_is_autograd_s(decoder_variance, df):
+    """With missing values the likelihood covers the observed ones (weighted by
+    observed_weights) while the encoder sees fewer (``seen``): autograd agrees."""
+    gen = torch.Generator().manual_seed(3)
+    module = VAEEnsemble(
+        5, 3, (8,), n_members=2, decoder_variance=decoder_variance, decoder_df=df, mask_input=True
+    )
+    module.reset_parameters(gen)
+    module.double().train()
+    x = torch.randn(2, 30, 5, generator=gen, dtype=torch.float64)
+    mask = (torch.rand(x.shape, generator=gen) > 0.3).double()
+    mask[:, :, 0] = 1.0  # every row has an observed value
+    seen = mask * (torch.rand(x.shape, generator=gen) > 0.3).double()
+    x = x * mask  # missing values arrive as 0
+    noise = torch.randn(2, 30, 3, generator=gen, dtype=torch.float64)
+
+    mu, logvar = module.encode(x, mask=seen)
+    mean, dec_logvar = module.decode(mu + torch.exp(0.5 * logvar) * noise)
+    density = module.log_density(x, mean, dec_logvar) * module.observed_weights(mask)
+    nll, kl = -density.sum(-1), module.kl_divergence(mu, logvar)
+    weights = VAEEnsemble.trim_weights((nll + kl).detach(), 0.1)
+    expected_loss = ((nll + kl) * weights).sum(1)
+    expected_loss.sum().backward()
+    expected = {name: p.grad.clone() for name, p in module.named_parameters()}
+
+    loss, nll_, _ = module.loss_gradient(x, noise, 1.0, 0.1, mask, seen)
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nll_, nll.detach(), rtol=1e-12, atol=1e-12)
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-10, atol=1e-12, msg=name)
+    # the encoder's mask inputs got a gradient: it learns from what it was shown
+    assert module.encoder_layers[0].weight.grad[:, 5:].abs().max() > 0
+
+
+def test_missing_values_leave_complete_rows_alone_and_keep_one_scale():
+    module = make_module().double().eval()
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        complete = module.scores(x, "elbo")
+        features, latent = module.score_terms(x, "elbo")
+        partial = x.clone()
+        partial[0, 1] = partial[3, :2] = float("nan")
+        terms, latent_nan = module.score_terms(partial, "elbo")
+        scores = module.scores(partial, "elbo")
+    assert torch.isfinite(scores).all()
+    torch.testing.assert_close(scores[[1, 2, 4, 5]], complete[[1, 2, 4, 5]], rtol=0, atol=0)
+    assert (terms[:, 0, 1] == 0).all() and (terms[:, 3, :2] == 0).all()
+    # a row's observed terms count n_features / n_observed times
+    x_seen = x.clone()
+    x_seen[0, 1] = 0.0  # what the encoder sees in place of the missing value
+    f0, _ = module.score_terms(x_seen[:1], "elbo")
+    torch.testing.assert_close(terms[:, 0, [0, 2]], f0[:, 0, [0, 2]] * 1.5)
+
+
 def test_loss_gradient_takes_one_batch_per_member():
     module = make_module().train()
     with pytest.raises(ValueError, match="one batch per member"):

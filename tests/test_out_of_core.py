@@ -56,10 +56,18 @@ def test_out_of_core_bad_input(tmp_path):
         tmp_path / "bad.npy", mode="w+", dtype=np.float64, shape=(1000, 3)
     )
     bad[:] = 1.0
-    bad[700, 1] = np.nan
+    bad[700, 1] = np.inf
+    bad[800] = np.nan
     bad.flush()
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="infinity"):
         VAEOutlierDetector(epochs=1).fit(np.load(tmp_path / "bad.npy", mmap_mode="r"))
+    bad[700, 1] = np.nan  # a missing value is fine, a row with nothing observed is not
+    bad.flush()
+    with pytest.raises(ValueError, match="every value missing.*row 800"):
+        VAEOutlierDetector(epochs=1).fit(np.load(tmp_path / "bad.npy", mmap_mode="r"))
+    det = VAEOutlierDetector(epochs=1).fit(X)
+    with pytest.raises(ValueError, match="every value missing.*row 800"):
+        det.score_samples(np.load(tmp_path / "bad.npy", mmap_mode="r"))
     det = VAEOutlierDetector(epochs=1).fit(X)
     with pytest.raises(ValueError, match="features"):
         det.score_samples(_memmap(tmp_path / "y.npy", 10, 4))

@@ -282,14 +282,50 @@ def test_files_of_format_2_load_with_a_gaussian_decoder(fitted, tmp_path):
 
     def format_2(m):
         meta = json.loads(m)
-        assert meta["format_version"] == 3 and meta["network"]["decoder_df"] is None
+        assert meta["format_version"] == 4 and meta["network"]["decoder_df"] is None
         meta["format_version"] = 2
         del meta["network"]["decoder_df"], meta["params"]["decoder_df"]
+        del meta["network"]["mask_input"]
         return json.dumps(meta)
 
     loaded = skvae.load(_rewrite(path, tmp_path / "v2.skvae", metadata=format_2))
     assert loaded.decoder_df is None
     np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+
+
+def test_files_of_format_3_load_with_an_encoder_that_sees_no_mask(fitted, tmp_path):
+    det, X = fitted
+    path = det.save(tmp_path / "det.skvae")
+
+    def format_3(m):
+        meta = json.loads(m)
+        assert meta["network"]["mask_input"] is False
+        meta["format_version"] = 3
+        del meta["network"]["mask_input"]
+        return json.dumps(meta)
+
+    loaded = skvae.load(_rewrite(path, tmp_path / "v3.skvae", metadata=format_3))
+    assert loaded.module_.config["mask_input"] is False
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+
+
+def test_a_model_fitted_with_missing_values_round_trips(tmp_path):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 4))
+    X[rng.rand(*X.shape) < 0.2] = np.nan
+    det = VAEOutlierDetector(epochs=5, random_state=0).fit(X)
+    assert det.module_.config["mask_input"] is True
+    loaded = skvae.load(det.save(tmp_path / "nan.skvae"))
+    assert loaded.module_.config["mask_input"] is True
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+
+    def bad(m):
+        meta = json.loads(m)
+        meta["network"]["mask_input"] = "yes"
+        return json.dumps(meta)
+
+    with pytest.raises(ValueError, match="network.mask_input"):
+        skvae.load(_rewrite(det.save(tmp_path / "b.skvae"), tmp_path / "bad.skvae", metadata=bad))
 
 
 @pytest.mark.parametrize("network_df, params_df", [(0.0, 0.0), ("5", 5.0), (None, 5.0), (5.0, 4.0)])

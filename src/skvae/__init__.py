@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The public names, imported when first used: ``import skvae`` itself is cheap, so the
 # command line can answer Ctrl-C while PyTorch is still loading (skvae._entry).

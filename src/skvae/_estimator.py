@@ -14,7 +14,14 @@ from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, scoring_dtype, torch_threads
-from ._inputs import check_out_of_core, check_tensor, gather_rows, is_out_of_core, short_repr
+from ._inputs import (
+    check_out_of_core,
+    check_tensor,
+    check_values,
+    gather_rows,
+    is_out_of_core,
+    short_repr,
+)
 from ._network import (
     MAX_DECODER_DF,
     MAX_NETWORK,
@@ -36,6 +43,8 @@ from ._thresholds import (
 )
 from ._training import Schedule, train
 
+# NaN is a missing value (scored on the observed values); infinity is an error.
+ALLOW_NAN = "allow-nan"
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
 # Attributes that input validation sets at the start of fit.
@@ -389,7 +398,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if out_of_core:
             X = self._validate_out_of_core(X, reset=True)
         else:
-            X = validate_data(self, X, dtype=[np.float64, np.float32])
+            X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite=ALLOW_NAN)
+            check_values(X)
         hidden_dims = self._check_hidden_dims()
         device = resolve_device(self.device)
         n_samples, n_features = X.shape
@@ -414,6 +424,19 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             subsets, val_idx = np.searchsorted(rows, subsets), np.searchsorted(rows, val_idx)
         else:
             X_fit = X
+        missing = np.isnan(X_fit)
+        if missing.all(0).any():
+            names = getattr(self, "feature_names_in_", None)
+            empty = np.flatnonzero(missing.all(0))[:5]
+            shown = [str(names[j]) if names is not None else str(j) for j in empty]
+            raise ValueError(
+                f"X has features with every value missing (NaN) in the training rows: "
+                f"{', '.join(shown)}; drop them or fill them."
+            )
+        # with missing values the encoder also sees the mask, and training hides observed
+        # values from it as often as values are missing (at most half of them)
+        hide_rate = min(float(missing.mean()), 0.5)
+        del missing
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
         hidden = hidden_dims if hidden_dims is not None else default_hidden_dims(n_features)
@@ -424,6 +447,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             "n_members": self.n_estimators,
             "n_score_samples": self.n_score_samples,
             "decoder_variance": self.decoder_variance,
+            "mask_input": hide_rate > 0,
         }
         if n_parameters(architecture) > MAX_PARAMETERS:  # before allocating it
             raise ValueError(
@@ -439,6 +463,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.decoder_variance,
             clip=self.scaling is not None,
             decoder_df=self.decoder_df,
+            mask_input=hide_rate > 0,
         )
         module.set_scaling(*fit_scaling(X_fit, self.scaling))
         # Both tensors are scaled while the module (its scaling) is still on the CPU.
@@ -447,8 +472,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         if validation_data is not None:
             try:
                 X_val = validate_data(
-                    self, validation_data, dtype=[np.float64, np.float32], reset=False
+                    self,
+                    validation_data,
+                    dtype=[np.float64, np.float32],
+                    reset=False,
+                    ensure_all_finite=ALLOW_NAN,
                 )
+                check_values(X_val)
             except ValueError as exc:  # scikit-learn's message says X
                 raise ValueError(f"validation_data: {exc}") from None
             Z_val = self._training_tensor(module, X_val, device)
@@ -473,6 +503,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     trim_fraction=float(self.trim_fraction),
                     patience=self.patience,
                     verbose=self.verbose,
+                    hide_rate=hide_rate,
                 ),
                 seed=seed,
             )
@@ -647,7 +678,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             return check_tensor(X, self.n_features_in_, type(self).__name__)
         if is_out_of_core(X):
             return self._validate_out_of_core(X, reset=False)
-        return validate_data(self, X, dtype="numeric", reset=False)
+        return validate_data(self, X, dtype="numeric", reset=False, ensure_all_finite=ALLOW_NAN)
 
     def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0):
         """The one inference path: ``what`` is ``'score'``, ``'contributions'``,
@@ -980,6 +1011,11 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             picked = mean[which, torch.arange(n_samples, device=mean.device)]
             out = module.unscale_output(picked)
         return out.double().cpu().numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are scored on what is observed
+        return tags
 
     def __sklearn_is_fitted__(self) -> bool:
         # n_features_in_ is set as soon as fit validates X; only a finished fit sets module_

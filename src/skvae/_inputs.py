@@ -42,11 +42,28 @@ def finite_number(value, name: str) -> float:
     return out
 
 
-def check_finite(chunk: np.ndarray) -> None:
-    """Raise ValueError when a float ``chunk`` holds NaN or infinity."""
-    if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-        kind = "NaN" if np.isnan(chunk).any() else "infinity"
-        raise ValueError(f"Input X contains {kind}.")
+def check_values(chunk: np.ndarray | torch.Tensor, first_row: int = 0) -> None:
+    """Raise ValueError when rows ``chunk`` (an array or tensor; its first row is row
+    ``first_row`` of X) hold infinity or a row with no observed value: NaN is a
+    missing value, but a row needs one that is not."""
+    if isinstance(chunk, torch.Tensor):
+        if not chunk.is_floating_point():
+            return
+        infinite, empty = bool(torch.isinf(chunk).any()), torch.isnan(chunk).all(1)
+        empty = empty.nonzero().flatten().cpu().numpy() if bool(empty.any()) else []
+    else:
+        if chunk.dtype.kind not in "fc":
+            return
+        infinite, empty = bool(np.isinf(chunk).any()), np.flatnonzero(np.isnan(chunk).all(1))
+    if infinite:
+        raise ValueError("Input X contains infinity.")
+    if len(empty):
+        rows = ", ".join(str(first_row + int(i)) for i in empty[:5])
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        raise ValueError(
+            f"X has rows with every value missing (NaN): row {rows}{more}. A row needs at "
+            "least one observed value to be scored."
+        )
 
 
 def check_out_of_core(X) -> tuple[int, int]:
@@ -88,7 +105,7 @@ def gather_rows(X, rows: np.ndarray) -> np.ndarray:
     parts = []
     for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
         chunk = np.asarray(X[block])
-        check_finite(chunk)
+        check_values(chunk, block.start)
         lo, hi = np.searchsorted(rows, [block.start, block.stop])
         parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
     return np.concatenate(parts)

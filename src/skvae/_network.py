@@ -26,7 +26,7 @@ from sklearn.utils._chunking import get_chunk_n_rows
 from torch import nn
 
 from ._device import restore_device, scoring_dtype
-from ._inputs import check_finite, is_out_of_core
+from ._inputs import check_values
 
 LOG_2PI = math.log(2.0 * math.pi)
 # Scaled inputs are clipped to +-CLIP (when the module clips) before the encoder sees
@@ -114,6 +114,10 @@ class VAEEnsemble(nn.Module):
     reconstruction probability of An & Cho (2015) needs). p(x|z) is a product over
     features of Gaussians, or with ``decoder_df`` of Student-t densities with that
     location and squared scale.
+
+    Missing values are NaN in the scaled rows: a missing feature is left out of the
+    row's likelihood, and the encoder sees 0 in its place; with ``mask_input`` it also
+    sees the mask (1 where observed), as its second ``n_features`` inputs.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class VAEEnsemble(nn.Module):
         decoder_variance: str = "feature",
         clip: bool = True,
         decoder_df: float | None = None,
+        mask_input: bool = False,
     ) -> None:
         super().__init__()
         self.config = {
@@ -137,11 +142,12 @@ class VAEEnsemble(nn.Module):
             "decoder_variance": decoder_variance,
             "clip": bool(clip),
             "decoder_df": None if decoder_df is None else float(decoder_df),
+            "mask_input": bool(mask_input),
         }
         # Input scaling (set by the estimator at fit time): x -> (x - center) / scale.
         self.register_buffer("center", torch.zeros(n_features, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
-        enc_sizes = [n_features, *hidden_dims]
+        enc_sizes = [(2 if mask_input else 1) * n_features, *hidden_dims]
         dec_sizes = [latent_dim, *reversed(tuple(hidden_dims))]
         self.encoder_layers = nn.ModuleList(
             EnsembleLinear(n_members, a, b) for a, b in zip(enc_sizes[:-1], enc_sizes[1:])
@@ -193,7 +199,7 @@ class VAEEnsemble(nn.Module):
         z = (x - self.center.to(x.dtype)) / self.scale.to(x.dtype)
         bound = self.target_clip
         if bound is not None:
-            z = torch.nan_to_num(z, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)
+            z = z.clamp(-bound, bound)  # (NaN, a missing value, stays NaN)
         return z
 
     @property
@@ -233,18 +239,44 @@ class VAEEnsemble(nn.Module):
             self.encoder_head.bias[..., self.latent_dim :] += INIT_ENC_LOGVAR
 
     # -- building blocks -------------------------------------------------------------
+    @staticmethod
+    def observed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled rows with their missing values (NaN) set to 0, and the mask of the
+        observed ones (1, else 0; in ``x``'s dtype), or None when all are observed."""
+        missing = torch.isnan(x)
+        if not bool(missing.any()):
+            return x, None
+        return x.masked_fill(missing, 0.0), (~missing).to(x.dtype)
+
+    @staticmethod
+    def observed_weights(mask: torch.Tensor) -> torch.Tensor:
+        """Per-element weights of the feature terms of rows with ``mask``: 0 where a
+        value is missing, ``n_features / n_observed`` where observed, so that a row's
+        summed feature terms keep the scale of a complete row's (1 when complete)."""
+        return mask * (mask.shape[-1] / mask.sum(-1, keepdim=True))
+
     def encode(
-        self, x: torch.Tensor, inputs: list[torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        inputs: list[torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each (members, rows, latent).
 
         ``x`` is either (rows, features), shared by all members, or
-        (members, rows, features), one batch per member. Each layer's input is appended
+        (members, rows, features), one batch per member, with no NaN (see
+        :meth:`observed`); ``mask`` (same shape, or None: all observed) marks the
+        values the encoder sees, the others count as 0. Each layer's input is appended
         to ``inputs`` if given (for :meth:`loss_gradient`).
         """
         layers = list(self.encoder_layers) + [self.encoder_head]
         if (self.target_clip or 0.0) > CLIP:  # the targets reach beyond the encoder's clip
             x = x.clamp(-CLIP, CLIP)
+        if mask is not None:
+            x = x * mask
+        if self.config["mask_input"]:
+            seen = torch.ones_like(x) if mask is None else mask.expand_as(x)
+            x = torch.cat([x, seen], -1)
         h = layers[0].forward_shared(x) if x.dim() == 2 else layers[0](x)
         if inputs is not None:
             inputs.append(x)
@@ -280,9 +312,10 @@ class VAEEnsemble(nn.Module):
         """Encode, draw z with the reparameterisation trick, decode.
 
         Returns ``(recon_mean, recon_logvar, mu, logvar)``. Without ``noise`` the
-        posterior mean is decoded.
+        posterior mean is decoded. Missing values (NaN) in ``x`` are masked.
         """
-        mu, logvar = self.encode(x)
+        x, mask = self.observed(x)
+        mu, logvar = self.encode(x, mask=mask)
         z = mu if noise is None else mu + torch.exp(0.5 * logvar) * noise
         recon_mean, recon_logvar = self.decode(z)
         return recon_mean, recon_logvar, mu, logvar
@@ -327,11 +360,17 @@ class VAEEnsemble(nn.Module):
     def loss_terms(
         self, x: torch.Tensor, noise: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample negative log-likelihood and KL, each (members, rows)."""
+        """Per-sample negative log-likelihood (of the observed values, weighted by
+        :meth:`observed_weights`) and KL, each (members, rows)."""
+        x, mask = self.observed(x)
         target = x if x.dim() == 3 else x.unsqueeze(0)
-        recon_mean, recon_logvar, mu, logvar = self(x, noise)
-        nll = -self.log_likelihood(target, recon_mean, recon_logvar)
-        return nll, self.kl_divergence(mu, logvar)
+        mu, logvar = self.encode(x, mask=mask)
+        z = mu if noise is None else mu + torch.exp(0.5 * logvar) * noise
+        recon_mean, recon_logvar = self.decode(z)
+        density = self.log_density(target, recon_mean, recon_logvar)
+        if mask is not None:
+            density = density * self.observed_weights(mask)
+        return -density.sum(-1), self.kl_divergence(mu, logvar)
 
     @staticmethod
     def trim_weights(values: torch.Tensor, trim_fraction: float) -> torch.Tensor:
@@ -347,7 +386,13 @@ class VAEEnsemble(nn.Module):
 
     @torch.inference_mode()
     def loss_gradient(
-        self, x: torch.Tensor, noise: torch.Tensor, beta: float, trim_fraction: float
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        beta: float,
+        trim_fraction: float,
+        mask: torch.Tensor | None = None,
+        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each member's training loss on its batch, and its gradient.
 
@@ -360,26 +405,42 @@ class VAEEnsemble(nn.Module):
         none. Written out by hand because on the small batches of a fit autograd's
         bookkeeping costs more than the arithmetic. Returns the members' losses
         (members,) and the ``nll`` and ``kl`` of each row (members, rows).
+
+        With missing values, ``x`` holds 0 in their place, ``mask`` (like ``x``) is 1
+        where a value is observed and ``seen`` where the encoder sees it (``mask``
+        when None; training hides some observed values from the encoder, as masked
+        autoencoders do): the likelihood covers the observed values, weighted by
+        :meth:`observed_weights`.
         """
         if x.dim() != 3:
             raise ValueError("loss_gradient takes one batch per member (members, rows, features)")
         encoder_inputs: list[torch.Tensor] = []
         decoder_inputs: list[torch.Tensor] = []
-        mu, logvar = self.encode(x, encoder_inputs)
+        mu, logvar = self.encode(x, encoder_inputs, mask if seen is None else seen)
         std = torch.exp(0.5 * logvar)
         mean, dec_logvar = self.decode(torch.addcmul(mu, std, noise), decoder_inputs)
         residual = x - mean
         scaled_residual = residual * torch.exp(-dec_logvar)  # (x - mean) / scale**2
         quadratic = residual.mul_(scaled_residual)
         df = self.config["decoder_df"]
-        if df is None:
+        # missing values: out of the likelihood and the gradient
+        observed = None if mask is None else self.observed_weights(mask)
+        if df is None and observed is None:
             nll = 0.5 * (quadratic.sum(-1) + (dec_logvar + LOG_2PI).sum(-1))
+        elif df is None:
+            nll = (0.5 * (quadratic + (dec_logvar + LOG_2PI))).mul_(observed).sum(-1)
         else:  # the Gaussian's gradient, each element weighted by (df + 1) / (df + q)
-            nll = torch.log1p(quadratic / df).mul_(0.5 * (df + 1.0)).sum(-1)
-            nll += (0.5 * dec_logvar - _t_constant(df)).sum(-1)
+            fit = torch.log1p(quadratic / df).mul_(0.5 * (df + 1.0))
+            constant = 0.5 * dec_logvar - _t_constant(df)
+            if observed is None:
+                nll = fit.sum(-1) + constant.sum(-1)
+            else:
+                nll = fit.add_(constant).mul_(observed).sum(-1)
             weight = (df + 1.0) / (quadratic + df)
             scaled_residual.mul_(weight)
             quadratic.mul_(weight)
+        if observed is not None:
+            scaled_residual.mul_(observed)
         kl = self.kl_divergence(mu, logvar)
         loss = nll + beta * kl
         weights = self.trim_weights(loss, trim_fraction)
@@ -388,6 +449,8 @@ class VAEEnsemble(nn.Module):
         w = weights.unsqueeze(-1)
         grad_mean = scaled_residual.mul_(w).neg_()
         grad_dec_logvar = quadratic.sub_(1.0).mul_(-0.5 * w)
+        if observed is not None:
+            grad_dec_logvar.mul_(observed)
         inside = _inside(dec_logvar, DECODER_LOGVAR_BOUNDS)
         if self.decoder_logvar is not None:  # one per feature: summed over the rows
             grad = torch.sum(grad_dec_logvar, 1, keepdim=True, out=_grad(self.decoder_logvar))
@@ -416,26 +479,46 @@ class VAEEnsemble(nn.Module):
         learned noise level is overconfident; held-out residuals measure the noise
         level on new data. The ``trim_fraction`` of rows with the lowest ELBO under
         each member are left out, as in training. Only for per-feature variances.
+        Missing values (NaN) are left out of the residuals.
         """
         if self.decoder_logvar is None or x.shape[0] < 2:
             return
-        mu, logvar = self.encode(x)
+        x, mask = self.observed(x)
+        mu, logvar = self.encode(x, mask=mask)
         mean, dec_logvar = self.decode(mu)
         residual = (x.unsqueeze(0) - mean).square()  # (members, rows, features)
-        loss = self.kl_divergence(mu, logvar) - self.log_likelihood(x, mean, dec_logvar)
+        density = self.log_density(x, mean, dec_logvar)
+        if mask is not None:
+            density = density * self.observed_weights(mask)
+        loss = self.kl_divergence(mu, logvar) - density.sum(-1)
         weights = self.trim_weights(loss, trim_fraction).unsqueeze(-1)
-        held_out = torch.log(residual.mul_(weights).sum(1, keepdim=True))
+        if mask is None:
+            held_out = torch.log(residual.mul_(weights).sum(1, keepdim=True))
+        else:  # each feature's mean over the rows where it is observed
+            weights = weights * mask
+            total = residual.mul_(weights).sum(1, keepdim=True)
+            held_out = torch.log(total / weights.sum(1, keepdim=True).clamp_min(1e-12))
+            held_out = torch.where(weights.sum(1, keepdim=True) > 0, held_out, -math.inf)
         held_out = held_out.clamp(*DECODER_LOGVAR_BOUNDS)
         self.decoder_logvar.copy_(torch.maximum(self.decoder_logvar, held_out))
 
     def score_terms(self, x: torch.Tensor, score_type: str) -> ScoreTerms:
         """Per-member feature terms (members, rows, features) and latent term (members,
-        rows) or None of scaled rows ``x`` for ``score_type`` (see :data:`SCORE_TYPES`)."""
+        rows) or None of scaled rows ``x`` for ``score_type`` (see :data:`SCORE_TYPES`).
+
+        A missing value (NaN) has the term 0, and the observed values' terms of its row
+        are weighted by :meth:`observed_weights` (``n_features / n_observed``), so that
+        rows with different numbers of missing values keep one scale; a complete row's
+        terms are unchanged."""
         try:
             terms = SCORE_TYPES[score_type]
         except KeyError:
             raise ValueError(f"unknown score_type {score_type!r}") from None
-        return terms(self, x)
+        x, mask = self.observed(x)
+        features, latent = terms(self, x, mask)
+        if mask is not None:
+            features = features * self.observed_weights(mask)
+        return features, latent
 
     def member_scores(self, x: torch.Tensor, score_type: str) -> torch.Tensor:
         """Per-member normality scores (higher = more normal) of scaled rows ``x``: the
@@ -461,12 +544,14 @@ class VAEEnsemble(nn.Module):
 
 # ---------------------------------------------------------------------------- score types
 # Each maps (network, scaled rows) to per-member terms: one per feature (members, rows,
-# features) and a latent term (members, rows) or None. A member's score (higher = more
+# features) and a latent term (members, rows) or None, given the rows (missing values set
+# to 0) and the mask of the observed values (or None); the terms of missing values are
+# then zeroed by :meth:`VAEEnsemble.score_terms`. A member's score (higher = more
 # normal) is the sum of its feature terms plus its latent term; the ensemble's score is
 # the members' mean, and a feature's contribution the members' mean of its term. Adding
 # a score type is adding a function here.
 ScoreTerms = tuple[torch.Tensor, torch.Tensor | None]
-SCORE_TYPES: dict[str, Callable[[VAEEnsemble, torch.Tensor], ScoreTerms]] = {}
+SCORE_TYPES: dict[str, Callable[[VAEEnsemble, torch.Tensor, torch.Tensor | None], ScoreTerms]] = {}
 
 
 def _score_type(name: str):
@@ -478,35 +563,37 @@ def _score_type(name: str):
 
 
 @_score_type("elbo")
-def _elbo(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+def _elbo(net: VAEEnsemble, x: torch.Tensor, mask: torch.Tensor | None) -> ScoreTerms:
     """log p(x_j|z) per feature; the latent term is -KL(q(z|x) || p(z)); z at the
     posterior mean."""
-    mu, logvar = net.encode(x)
+    mu, logvar = net.encode(x, mask=mask)
     mean, dec_logvar = net.decode(mu)
     return net.log_density(x, mean, dec_logvar), -net.kl_divergence(mu, logvar)
 
 
 @_score_type("reconstruction")
-def _reconstruction(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+def _reconstruction(net: VAEEnsemble, x: torch.Tensor, mask: torch.Tensor | None) -> ScoreTerms:
     """Minus the squared error of each feature over the number of features (the score is
     minus the mean squared reconstruction error of the posterior mean)."""
-    mean, _ = net.decode(net.encode(x)[0])
+    mean, _ = net.decode(net.encode(x, mask=mask)[0])
     return -(x - mean).square() / x.shape[-1], None
 
 
 @_score_type("squared_error")
-def _squared_error(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+def _squared_error(net: VAEEnsemble, x: torch.Tensor, mask: torch.Tensor | None) -> ScoreTerms:
     """Minus the squared error of each feature (the score, their sum, is the old
     ``vae_module``'s, made deterministic)."""
-    mean, _ = net.decode(net.encode(x)[0])
+    mean, _ = net.decode(net.encode(x, mask=mask)[0])
     return -(x - mean).square(), None
 
 
 @_score_type("reconstruction_probability")
-def _reconstruction_probability(net: VAEEnsemble, x: torch.Tensor) -> ScoreTerms:
+def _reconstruction_probability(
+    net: VAEEnsemble, x: torch.Tensor, mask: torch.Tensor | None
+) -> ScoreTerms:
     """Monte-Carlo expected log p(x_j|z) per feature over the latent draws fixed at fit
     time."""
-    mu, logvar = net.encode(x)
+    mu, logvar = net.encode(x, mask=mask)
     std = torch.exp(0.5 * logvar)
     total = torch.zeros((*mu.shape[:2], x.shape[-1]), dtype=mu.dtype, device=mu.device)
     for noise in net.score_noise:
@@ -618,7 +705,7 @@ def state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     def affine(name: str, a: int, b: int) -> None:
         shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (m, a, b), (m, 1, b)
 
-    enc, dec = [d, *hidden], [k, *reversed(hidden)]
+    enc, dec = [(2 if config.get("mask_input") else 1) * d, *hidden], [k, *reversed(hidden)]
     for prefix, sizes in (("encoder_layers", enc), ("decoder_layers", dec)):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             affine(f"{prefix}.{i}", a, b)
@@ -664,7 +751,6 @@ def forward_rows(
     X,
     fn: Callable[[VAEEnsemble, torch.Tensor], torch.Tensor],
     width: int | None = None,
-    check_values: bool = False,
 ):
     """Apply ``fn`` (network, scaled rows -> one value, or ``width`` values, per row) to
     the rows of ``X`` in chunks of one fixed shape.
@@ -674,9 +760,10 @@ def forward_rows(
     not depend on the batch, also in float32. Rows are scaled in float64 (on the CPU)
     before the cast to the network's precision. A row whose float32 result overflows
     is computed again in float64, so float32 fails on no row that float64 can score.
-    ``X`` is a validated 2D array, a memmap or h5py dataset (values checked as they are
-    read when ``check_values``) or a tensor (checked here). Returns a float64 array, or
-    for a tensor a tensor on its device.
+    ``X`` is a 2D array, a memmap, an h5py dataset or a tensor, checked chunk by chunk
+    as it is read (:func:`~skvae._inputs.check_values`: NaN is a missing value;
+    infinity and rows with every value missing are errors). Returns a float64 array,
+    or for a tensor a tensor on its device.
     """
     device = net.center.device
     dtype = next(net.parameters()).dtype
@@ -696,16 +783,14 @@ def forward_rows(
             n = rows.stop - rows.start
             if tensor_input:
                 x = X[rows].to(device)
-                if not torch.isfinite(x).all():
-                    raise ValueError("Input X contains NaN or infinity.")
+                check_values(x, rows.start)
                 if device.type == "cpu" or x.dtype == torch.float64:
                     x = x.to(torch.float64)
                 else:
                     x = x.to(dtype)
             else:
                 part = np.asarray(X[rows])  # a view for in-memory arrays
-                if check_values or is_out_of_core(X):
-                    check_finite(part)
+                check_values(part, rows.start)
                 part = np.ascontiguousarray(part, dtype=np.float64)  # one chunk, not all X
                 with warnings.catch_warnings():  # read-only input (a memmap): torch reads it
                     warnings.filterwarnings(

@@ -52,7 +52,7 @@ from ._network import MAX_DECODER_DF, MAX_NETWORK, MAX_PARAMETERS, n_parameters,
 from ._thresholds import normalize, safe_std
 
 FORMAT_NAME = "skvae-model"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SUFFIX = ".skvae"
 PAIR_WEIGHTS = "_model.pth"
 PAIR_META = "_meta_data.pkl"
@@ -563,10 +563,16 @@ def _from_format_2(params: dict, network: dict, fitted: dict, path) -> dict:
     return {}
 
 
+def _from_format_3(params: dict, network: dict, fitted: dict, path) -> dict:
+    """Format 3 to 4: written before missing values, so the encoder sees no mask."""
+    network.setdefault("mask_input", False)
+    return {}
+
+
 # How a ``.skvae`` file of an older format version is brought to the next one:
 # ``MIGRATIONS[v](params, network, fitted, path)`` updates the metadata in place and
 # returns weights that move into the state dict. Reading applies them in order.
-MIGRATIONS = {1: _from_format_1, 2: _from_format_2}
+MIGRATIONS = {1: _from_format_1, 2: _from_format_2, 3: _from_format_3}
 
 
 def _check_network(network: dict, path) -> None:
@@ -579,6 +585,7 @@ def _check_network(network: dict, path) -> None:
         "decoder_variance",
         "clip",
         "decoder_df",
+        "mask_input",
     }
     if set(network) != expected:
         raise ValueError(f"{path}: metadata field 'network' must have exactly {sorted(expected)}")
@@ -596,8 +603,9 @@ def _check_network(network: dict, path) -> None:
         raise ValueError(f"{path}: metadata field 'network.hidden_dims' is invalid")
     if network["decoder_variance"] not in ("feature", "sample"):
         raise ValueError(f"{path}: metadata field 'network.decoder_variance' is invalid")
-    if not isinstance(network["clip"], bool):
-        raise ValueError(f"{path}: metadata field 'network.clip' is invalid")
+    for key in ("clip", "mask_input"):
+        if not isinstance(network[key], bool):
+            raise ValueError(f"{path}: metadata field 'network.{key}' is invalid")
     df = network["decoder_df"]
     if df is not None and not (_is_number(df) and 0 < df <= MAX_DECODER_DF):
         raise ValueError(f"{path}: metadata field 'network.decoder_df' is invalid")
@@ -824,6 +832,7 @@ def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
     params = dict(meta.get("detector_params") or {})
     network = dict(meta["network"])
     network.setdefault("clip", params.get("scaling") is not None)
+    network.setdefault("mask_input", False)  # written before missing values
     _gaussian_decoder(params, network)
     if isinstance(network.get("hidden_dims"), tuple):  # pickles keep tuples
         network["hidden_dims"] = list(network["hidden_dims"])
@@ -863,6 +872,7 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
         "decoder_variance": "feature",
         "clip": False,
         "decoder_df": None,
+        "mask_input": False,
     }
     net_state["center"] = torch.zeros(input_dim, dtype=torch.float64)
     net_state["scale"] = torch.ones(input_dim, dtype=torch.float64)

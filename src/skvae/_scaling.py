@@ -10,20 +10,23 @@ _IQR_NORMAL = 1.3489795003921634
 
 
 def fit_scaling(X: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature centre and scale of ``X`` for ``method`` ('robust', 'standard', None)."""
+    """Per-feature centre and scale of ``X`` for ``method`` ('robust', 'standard', None),
+    of the observed values where some are missing (NaN)."""
     n_features = X.shape[1]
     if method is None:
         return np.zeros(n_features), np.ones(n_features)
+    missing = bool(np.isnan(X).any())
+    percentile = np.nanpercentile if missing else np.percentile
+    mean, std = (np.nanmean, np.nanstd) if missing else (np.mean, np.std)
     with np.errstate(over="ignore", invalid="ignore"):
         if method == "robust":
-            q25, center, q75 = np.percentile(X, [25, 50, 75], axis=0)
+            q25, center, q75 = percentile(X, [25, 50, 75], axis=0)
             scale = (q75 / 2 - q25 / 2) * (2 / _IQR_NORMAL)
             # Features with a zero IQR (mostly constant, binary) fall back to their std.
-            std = X.std(axis=0)
-            scale = np.where(scale > 0, scale, std)
+            scale = np.where(scale > 0, scale, std(X, axis=0))
         elif method == "standard":
-            center = X.mean(axis=0)
-            scale = X.std(axis=0)
+            center = mean(X, axis=0)
+            scale = std(X, axis=0)
         else:  # pragma: no cover - guarded by parameter validation
             raise ValueError(f"unknown scaling {method!r}")
     center = np.where(np.isfinite(center), center, 0.0)
@@ -33,10 +36,11 @@ def fit_scaling(X: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarr
 
 
 def to_float32(Z: np.ndarray) -> np.ndarray:
-    """``Z`` as float32 for training, or a ValueError when it does not fit."""
+    """``Z`` as float32 for training, or a ValueError when it does not fit (NaN, a
+    missing value, stays NaN)."""
     with np.errstate(over="ignore"):
         Z32 = Z.astype(np.float32)
-    if not np.isfinite(Z32).all():
+    if np.isinf(Z32).any():
         raise ValueError(
             "X has values too large for float32 computation; use scaling='robust' "
             "or 'standard', or rescale X."

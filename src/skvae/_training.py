@@ -108,6 +108,9 @@ class Schedule:
     trim_fraction: float
     patience: int | None
     verbose: int
+    # Probability that training hides an observed value from the encoder, on data with
+    # missing values (0 without).
+    hide_rate: float = 0.0
 
     def n_epochs(self, n_rows: int) -> int:
         """Epochs to run over ``n_rows`` rows per member: ``epochs``, or for ``'auto'``
@@ -131,7 +134,9 @@ def train(
 
     Each step every member takes a batch of its own rows (``subsets[m]`` index ``Z``),
     the loss and its gradient come from :meth:`VAEEnsemble.loss_gradient` (the trimmed
-    ELBO, gradient written by hand), and one fused Adam update moves all parameters,
+    ELBO, gradient written by hand; with missing values (NaN in ``Z``), the ELBO of
+    the observed values, each hidden from the encoder with probability
+    ``schedule.hide_rate``), and one fused Adam update moves all parameters,
     viewed as one flat tensor. A check runs at the end of the first epoch that
     completes :data:`CHECK_STEPS` steps since the previous one, and after the last
     epoch: it records the mean training losses and, with validation rows, the
@@ -183,6 +188,7 @@ def train(
     # When one batch covers each member's rows (the defaults), the order of the rows
     # in it does not matter: the batch is gathered once.
     whole = Z[subsets] if batch_size >= n_rows else None
+    missing = bool(torch.isnan(Z).any())
     progress = Progress(epochs * -(-n_rows // batch_size), schedule.verbose)
     module.train()  # (the validation loss puts it back after each check)
     # One Adam update for all the parameters and gradients written by hand
@@ -204,8 +210,15 @@ def train(
                 noise = torch.randn(
                     (*xb.shape[:2], module.latent_dim), generator=gen, device=device
                 )
+                mask = seen = None
+                if missing:
+                    xb, mask = module.observed(xb)
+                    mask = torch.ones_like(xb) if mask is None else mask
+                    if schedule.hide_rate > 0:
+                        keep = torch.rand(xb.shape, generator=gen, device=device)
+                        seen = mask * (keep >= schedule.hide_rate)
                 loss, nll, kl = module.loss_gradient(
-                    xb, noise, schedule.beta, schedule.trim_fraction
+                    xb, noise, schedule.beta, schedule.trim_fraction, mask, seen
                 )
                 recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
                 optimizer.step()
