@@ -39,9 +39,10 @@ def adbench_split(data_dir: Path, dataset: str, seed: int):
     return adbench_protocol(X, y, seed)
 
 
-def adbench_protocol(X: np.ndarray, y: np.ndarray, seed: int):
+def adbench_protocol(X: np.ndarray, y: np.ndarray, seed: int, train_labels: bool = False):
     """ADBench's resampling, split and scaling of rows ``X`` with labels ``y`` (1 marks
-    an anomaly) for ``seed``: ``X_train, X_test, y_test``."""
+    an anomaly) for ``seed``: ``X_train, X_test, y_test`` (and ``y_train`` last with
+    ``train_labels``, for benchmarks that treat anomalies differently)."""
     rng = np.random.RandomState(seed)
     if len(X) < 1000:
         idx = rng.choice(len(X), 1000, replace=True)
@@ -49,9 +50,10 @@ def adbench_protocol(X: np.ndarray, y: np.ndarray, seed: int):
     elif len(X) > 10000:
         idx = rng.choice(len(X), 10000, replace=False)
         X, y = X[idx], y[idx]
-    X_tr, X_te, _, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
     scaler = MinMaxScaler().fit(X_tr)
-    return scaler.transform(X_tr), scaler.transform(X_te), y_te
+    out = scaler.transform(X_tr), scaler.transform(X_te), y_te
+    return (*out, y_tr) if train_labels else out
 
 
 def main(argv=None):

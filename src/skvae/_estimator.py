@@ -45,6 +45,9 @@ from ._training import Schedule, train
 
 # NaN is a missing value (scored on the observed values); infinity is an error.
 ALLOW_NAN = "allow-nan"
+# The most observed values training hides from the encoder, as a fraction, on data with
+# missing values (it hides as many as are missing, up to this).
+MAX_HIDE_RATE = 0.5
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
 # Attributes that input validation sets at the start of fit.
@@ -434,8 +437,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 f"{', '.join(shown)}; drop them or fill them."
             )
         # with missing values the encoder also sees the mask, and training hides observed
-        # values from it as often as values are missing (at most half of them)
-        hide_rate = min(float(missing.mean()), 0.5)
+        # values from it as often as values are missing (at most MAX_HIDE_RATE)
+        mask_input = bool(missing.any())
+        hide_rate = min(float(missing.mean()), MAX_HIDE_RATE)
         del missing
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
@@ -447,7 +451,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             "n_members": self.n_estimators,
             "n_score_samples": self.n_score_samples,
             "decoder_variance": self.decoder_variance,
-            "mask_input": hide_rate > 0,
+            "mask_input": mask_input,
         }
         if n_parameters(architecture) > MAX_PARAMETERS:  # before allocating it
             raise ValueError(
@@ -463,7 +467,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.decoder_variance,
             clip=self.scaling is not None,
             decoder_df=self.decoder_df,
-            mask_input=hide_rate > 0,
+            mask_input=mask_input,
         )
         module.set_scaling(*fit_scaling(X_fit, self.scaling))
         # Both tensors are scaled while the module (its scaling) is still on the CPU.
