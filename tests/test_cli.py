@@ -331,6 +331,18 @@ CLI_ERRORS = {
     ),
     "junk .npy": (["score", "{good}", "{junk_npy}"], "^skvae: error: {junk_npy}: ", "allow_pickle"),
     "junk .csv": (["score", "{good}", "{junk_csv}"], "^skvae: error: {junk_csv}: ", "allow_pickle"),
+    # missing values are scored; a row with none observed and infinity are not
+    "row all missing": (
+        ["score", "{good}", "{empty_row}"],
+        r"every value missing \(NaN\): row 2",
+        None,
+    ),
+    "infinity": (["score", "{good}", "{inf}"], "infinity", None),
+    "training feature all missing": (
+        ["train", "--data-path", "{empty_col}", "--model-save-path", "{tmp}/e"],
+        "features with every value missing .* 1",
+        None,
+    ),
     "missing output folder": (
         ["score", "{good}", "{x}", "--output", "{tmp}/missing/s.npy"],
         "folder",
@@ -398,7 +410,10 @@ def error_files(d4rl_dir, tmp_path_factory):
     det = VAEOutlierDetector(epochs=3, hidden_dims=(8, 4), random_state=0).fit(X)
     names = {"tmp": str(tmp), "good": str(det.save(tmp / "good.skvae"))}
     names["model_txt"] = str(det.save(tmp / "model.txt"))  # any name but a pickle's
+    empty_row, inf, empty_col = X.copy(), X.copy(), X.copy()
+    empty_row[2], inf[3, 1], empty_col[:, 1] = np.nan, np.inf, np.nan
     arrays = {"x": X, "wrong": np.zeros((3, 5)), "zero_d": np.float64(3), "one_d": X[0]}
+    arrays.update(empty_row=empty_row, inf=inf, empty_col=empty_col)
     for name, array in arrays.items():
         np.save(tmp / f"{name}.npy", array)
         names[name] = str(tmp / f"{name}.npy")
@@ -488,6 +503,30 @@ def test_train_and_score_plain_feature_files(tmp_path, capsys):
     frame.rename(columns={"rpm": "torque"}).to_csv(tmp_path / "other.csv", index=False)
     assert main(["score", model, str(tmp_path / "other.csv")]) == 2
     assert "are not the model's" in capsys.readouterr().err
+
+
+def test_missing_values_pass_through_the_command_line(tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, _ = skvae.make_synthetic(600, 4, random_state=0)
+    X[np.random.RandomState(1).rand(*X.shape) < 0.2] = np.nan
+    X[np.isnan(X).all(1), 0] = 0.0
+    frame = pd.DataFrame(X, columns=["speed", "load", "temp", "rpm"])
+    frame.to_csv(tmp_path / "holes.csv")  # pandas writes NaN as an empty cell
+    assert ",," in (tmp_path / "holes.csv").read_text()
+    args = ["train", "--data-path", str(tmp_path / "holes.csv"), "--epochs", "3", "--quiet"]
+    assert main([*args, "--model-save-path", str(tmp_path / "m")]) == 0
+    det = skvae.load(tmp_path / "m.skvae")
+    assert det.module_.config["mask_input"]
+    out = tmp_path / "s.npy"
+    assert (
+        main(
+            ["score", str(tmp_path / "m.skvae"), str(tmp_path / "holes.csv"), "--output", str(out)]
+        )
+        == 0
+    )
+    scores = np.load(out)
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(scores, det.score_samples(X))
 
 
 @pytest.mark.slow

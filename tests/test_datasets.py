@@ -248,3 +248,32 @@ def test_numpy_files_claiming_more_than_they_hold_are_named(tmp_path):
                 member.write(chunk)
     with pytest.raises(ValueError, match=r"bomb\.npz: observations\.npy inflates"):
         load_dataset(data_path=tmp_path / "bomb.npz")
+
+
+def test_transitions_keep_missing_values_and_refuse_infinity(tmp_path):
+    obs = np.random.RandomState(0).normal(size=(6, 2))
+    obs[1, 0] = np.nan  # a sensor drop-out: the detector scores around it
+    f = tmp_path / "t.npz"
+    np.savez(f, observations=obs, actions=np.zeros((6, 1)), next_observations=obs + 1)
+    data = ds.load_transitions(f)
+    assert np.isnan(data["observations"][1, 0]) and np.isnan(ds.make_features(data)).any()
+    for key, value, match in (
+        ("observations", np.inf, "'observations' contains infinity"),
+        ("rewards", np.nan, "'rewards' contains NaN"),
+    ):
+        bad = {"observations": obs.copy(), "actions": np.zeros((6, 1)), "rewards": np.zeros(6)}
+        bad[key][2] = value
+        np.savez(tmp_path / "bad.npz", **bad)
+        with pytest.raises(ValueError, match=match):
+            ds.load_transitions(tmp_path / "bad.npz")
+
+
+def test_csv_feature_files_read_empty_cells_as_missing(tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text(",a,b\n0,1.5,\n1,,2\n2,3,4\n")  # pandas' to_csv of a frame with NaN
+    X, names = ds.load_feature_file(f)
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(X, [[1.5, np.nan], [np.nan, 2.0], [3.0, 4.0]])
+    f.write_text("a,b\n1,x\n")
+    with pytest.raises(ValueError, match="could not convert string 'x'"):
+        ds.load_feature_file(f)

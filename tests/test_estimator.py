@@ -748,3 +748,106 @@ def test_sample_too_large_and_sparse_or_meta_tensors_are_named_errors(fitted):
             fitted.score_samples(tensor)
         with pytest.raises(TypeError, match="dense"):
             VAEOutlierDetector(epochs=1).fit(tensor)
+
+
+# ---------------------------------------------------------------------- missing values
+def _with_holes(X, fraction, seed=1):
+    """``X`` with a ``fraction`` of its cells NaN, no row entirely missing."""
+    rng = np.random.RandomState(seed)
+    out = X.copy()
+    out[rng.rand(*X.shape) < fraction] = np.nan
+    out[np.isnan(out).all(1), 0] = X[np.isnan(out).all(1), 0]
+    return out
+
+
+def test_complete_rows_score_as_before_missing_values_were_accepted():
+    """Scores of 0.2.0 (before missing values), recorded: a complete row's score did
+    not change."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 5))
+    X[:, 1] = X[:, 0] ** 2 + 0.1 * rng.normal(size=300)
+    recorded = {
+        "default": [-36.94331741333008, -6.004398345947266, -5.510041236877441,
+                    -5.645707607269287, -1260.1942138671875, -12.301992416381836,
+                    -7.4339704513549805, -6.032474517822266],
+        "gaussian_elbo": [-37.37641525268555, -5.93247127532959, -5.828997611999512,
+                          -6.110634803771973, -345.8780517578125, -13.2359037399292,
+                          -8.877408027648926, -6.234708786010742],
+    }  # fmt: skip
+    params = {"default": {}, "gaussian_elbo": {"decoder_df": None, "score_type": "elbo"}}
+    for name, kw in params.items():
+        det = VAEOutlierDetector(epochs=10, random_state=0, **kw).fit(X)
+        assert det.module_.config["mask_input"] is False
+        np.testing.assert_allclose(det.score_samples(X[:8]), recorded[name], rtol=1e-5)
+        # and scored beside rows with missing values, the same to the bit
+        mixed = np.vstack([X[:8], _with_holes(X[8:40], 0.3)])
+        np.testing.assert_array_equal(det.score_samples(mixed)[:8], det.score_samples(X[:8]))
+
+
+@pytest.mark.parametrize("fit_with_holes", [True, False])
+def test_every_scoring_method_takes_rows_with_missing_values(fit_with_holes):
+    X, _ = make_synthetic(400, 5, random_state=0)
+    X_holes = _with_holes(X, 0.25)
+    det = VAEOutlierDetector(epochs=10, random_state=0).fit(X_holes if fit_with_holes else X)
+    assert det.module_.config["mask_input"] is fit_with_holes
+    scores = det.score_samples(X_holes)
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(det.decision_function(X_holes), scores - det.offset_)
+    assert set(det.predict(X_holes)) <= {-1, 1}
+    p = det.pvalues(X_holes)
+    assert ((p > 0) & (p <= 1)).all()
+    assert np.isfinite(det.predict_proba(X_holes)).all() and np.isfinite(det.score(X_holes))
+    contributions, latent = det.feature_contributions(X_holes, return_latent=True)
+    assert (contributions[np.isnan(X_holes)] == 0).all()  # a missing value contributes nothing
+    np.testing.assert_allclose(contributions.sum(1) + latent, scores, rtol=1e-6, atol=1e-6)
+    t = torch.as_tensor(X_holes)
+    np.testing.assert_allclose(det.score_samples(t).numpy(), scores, rtol=1e-6)
+    assert np.isfinite(det.encode(X_holes)[0]).all() and np.isfinite(det.reconstruct(X_holes)).all()
+    if fit_with_holes:
+        assert np.isfinite(det.decision_scores_).all() and len(det.calibration_scores_)
+        assert set(VAEOutlierDetector(epochs=3, random_state=0).fit_predict(X_holes)) <= {-1, 1}
+
+
+def test_rows_with_missing_values_keep_the_scale_of_complete_rows():
+    """Blanking one feature of inliers moves their mean score by a fraction of the
+    spread of scores: the observed terms are weighted n_features / n_observed (leaving
+    the missing term out unweighted moves it by the term's own size)."""
+    X, _ = make_synthetic(1500, 8, random_state=0)
+    det = VAEOutlierDetector(random_state=0).fit(_with_holes(X[:1000], 0.1))
+    test = X[1000:]
+    complete = det.score_samples(test)
+    spread = np.subtract(*np.percentile(complete, [75, 25]))
+    for j in range(8):
+        holes = test.copy()
+        holes[:, j] = np.nan
+        shift = np.median(det.score_samples(holes)) - np.median(complete)
+        assert abs(shift) < 0.5 * spread, (j, shift, spread)
+
+
+def test_dataframes_with_missing_values_keep_their_labels():
+    pd = pytest.importorskip("pandas")
+    X, _ = make_synthetic(300, 3, random_state=0)
+    frame = pd.DataFrame(_with_holes(X, 0.2), columns=["a", "b", "c"])
+    det = VAEOutlierDetector(epochs=5, random_state=0).fit(frame)
+    c = det.feature_contributions(frame)
+    assert list(c.columns) == ["a", "b", "c"] and (c.to_numpy()[frame.isna().to_numpy()] == 0).all()
+
+
+def test_rows_with_every_value_missing_are_named_by_every_method():
+    X, _ = make_synthetic(200, 3, random_state=0)
+    det = VAEOutlierDetector(epochs=3, random_state=0).fit(X)
+    bad = X[:5].copy()
+    bad[[1, 3]] = np.nan
+    methods = [det.score_samples, det.decision_function, det.predict, det.pvalues]
+    methods += [det.feature_contributions, det.predict_proba, det.encode, det.reconstruct]
+    for method in methods:
+        with pytest.raises(ValueError, match=r"every value missing \(NaN\): row 1, 3\."):
+            method(bad)
+    with pytest.raises(ValueError, match="every value missing"):
+        det.score_samples(torch.as_tensor(bad))
+    with pytest.raises(ValueError, match="infinity"):
+        det.score_samples(np.where(np.isnan(bad), np.inf, bad))
+
+
+def test_the_estimator_says_it_takes_missing_values():
+    assert VAEOutlierDetector().__sklearn_tags__().input_tags.allow_nan

@@ -82,8 +82,10 @@ def test_torch_scoring_bad_input(rl_model):
         det.score_samples(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="2D"):
         det.score_samples(torch.zeros(14))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="every value missing"):
         det.score_samples(torch.full((2, 14), float("nan")))
+    with pytest.raises(ValueError, match="infinity"):
+        det.score_samples(torch.full((2, 14), float("inf")))
     with pytest.raises(ValueError, match="0 sample"):
         det.score_samples(torch.zeros(0, 14))
 
@@ -122,6 +124,16 @@ def _check_scores_and_penalties_on(device: str) -> None:
     assert float(RewardPenalty(moved, kind="tanh").penalty(t)[:50].mean()) > float(
         RewardPenalty(moved, kind="tanh").penalty(t)[50:].mean()
     )
+    # rows with missing values (NaN) are penalised on what they hold, on the device too
+    holes = rows.copy()
+    holes[rng.rand(*holes.shape) < 0.2] = np.nan
+    holes[np.isnan(holes).all(1), 0] = 0.0
+    pen = RewardPenalty(moved, kind="tanh").penalty(torch.as_tensor(holes, device=device))
+    assert bool(torch.isfinite(pen).all())
+    expected = RewardPenalty(det, kind="tanh").penalty(holes)
+    np.testing.assert_allclose(pen.cpu().numpy(), expected, rtol=1e-4, atol=1e-4)
+    penalised = RewardPenalty(det, kind="tanh").penalize(np.ones(len(holes)), holes)
+    assert np.isfinite(penalised).all()
 
 
 def test_scores_and_penalties_of_tensors_on_the_cpu():

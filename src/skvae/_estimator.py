@@ -700,7 +700,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             return forward_rows(
                 module,
                 X,
-                lambda net, z: torch.cat([t[member] for t in net.encode(z)], -1),
+                lambda net, z: torch.cat([t[member] for t in net.posterior(z)], -1),
                 width=2 * module.latent_dim,
             )
         if what == "contributions":
@@ -715,7 +715,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             return forward_rows(
                 module,
                 X,
-                lambda net, z: net.unscale_output(net.decode(net.encode(z)[0])[0].mean(0)),
+                lambda net, z: net.unscale_output(net.decode(net.posterior(z)[0])[0].mean(0)),
                 width=module.config["n_features"],
             )
         raise ValueError(f"unknown inference {what!r}")  # pragma: no cover

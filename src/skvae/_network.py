@@ -288,6 +288,11 @@ class VAEEnsemble(nn.Module):
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar.clamp(*ENCODER_LOGVAR_BOUNDS)
 
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` of scaled rows whose missing values are NaN."""
+        x, mask = self.observed(x)
+        return self.encode(x, mask=mask)
+
     def decode(
         self, z: torch.Tensor, inputs: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -181,7 +181,7 @@ class VAE(nn.Module):
     def encoder(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z|x), as tensors."""
         x = torch.as_tensor(x)
-        mu, logvar = self.net.encode(self._scale_in(x))
+        mu, logvar = self.net.posterior(self._scale_in(x))
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return mu[0].to(dtype), logvar[0].to(dtype)
 
@@ -198,7 +198,7 @@ class VAE(nn.Module):
         Returns ``(recon, mu, logvar)``; ``recon`` is in the input's units.
         """
         x = torch.as_tensor(x)
-        mu, logvar = self.net.encode(self._scale_in(x))
+        mu, logvar = self.net.posterior(self._scale_in(x))
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
         mean, _ = self.net.decode(z)
         recon = self.net.unscale_output(mean[0])

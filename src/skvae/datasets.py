@@ -411,9 +411,16 @@ def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | 
         except ValueError:
             names = fields
         fh.seek(0)
+        skip = 0 if names is None else 1
         with warnings.catch_warnings():  # an empty file is reported below, in one line
             warnings.simplefilter("ignore", UserWarning)
-            X = np.loadtxt(fh, delimiter=",", ndmin=2, skiprows=0 if names is None else 1)
+            try:
+                X = np.loadtxt(fh, delimiter=",", ndmin=2, skiprows=skip)
+            except ValueError:  # empty cells (pandas writes NaN so) are missing values
+                fh.seek(0)
+                X = np.loadtxt(
+                    fh, delimiter=",", ndmin=2, skiprows=skip, converters=_number_or_missing
+                )
     if X.size == 0:
         raise ValueError(f"{file}: no rows of numbers.")
     if names is not None and X.shape[1] != len(names):
@@ -425,9 +432,17 @@ def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | 
     return X, names
 
 
+def _number_or_missing(field: str | bytes) -> float:
+    """A CSV field as a float; an empty one is a missing value (NaN)."""
+    text = field.decode() if isinstance(field, bytes) else field
+    return float(text) if text.strip() else float("nan")
+
+
 def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
     """Validate a transition dict: required keys, numeric arrays with one row per
-    transition, finite features, at least one transition. Errors name the source and key."""
+    transition, no infinity, finite rewards, at least one transition (NaN in
+    observations and actions is a missing value, which the detector scores around).
+    Errors name the source and key."""
     missing = [k for k in ("observations", "actions") if k not in data]
     if missing:
         raise ValueError(f"{source}: missing required key(s) {missing}.")
@@ -447,9 +462,11 @@ def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarra
             arr = arr.ravel()
         elif arr.ndim == 1:
             arr = arr[:, None]
-        if key in ("observations", "actions", "next_observations", "rewards"):
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                raise ValueError(f"{source}: {key!r} contains NaN or infinity.")
+        if key == "rewards" and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError(f"{source}: 'rewards' contains NaN or infinity.")
+        if key in ("observations", "actions", "next_observations"):
+            if arr.dtype.kind == "f" and np.isinf(arr).any():
+                raise ValueError(f"{source}: {key!r} contains infinity.")
         out[key] = arr
     n = len(out["observations"])
     out.setdefault("rewards", np.zeros(n, dtype=np.float32))
