@@ -18,6 +18,16 @@ the CPU half and says so (that is how the test suite keeps it working).
    CPU float64, GPU from numpy, GPU tensor in and out).
 5. ``score_samples`` at several rows per pass on 1e6 rows (the largest size), to choose
    ``CUDA_CHUNK_ROWS``.
+6. Training rows/s per device and method (``--train-rows``, 1e6 on the GPU, a tenth of
+   it on the CPU, one epoch each): GORMPO's hopper network through ``skvae.compat``,
+   the estimator's defaults with ``max_samples=1.0``, and a plain PyTorch loop of the
+   same network (``training_benchmark.py``'s); the CPU at one thread and at all cores;
+   each GPU rate as a multiple of the best CPU rate of its method.
+7. The latency of small scoring calls: ``score_samples`` of 10 to 100,000 rows, arrays
+   and device tensors, median of five calls.
+
+Stages 6 and 7 run right after 1-3, before the timings, so that a short GPU session
+reaches them.
 
 The report is written after every stage, so a run stopped by a lent machine's time
 limit keeps what it measured; ``pytest``'s whole output goes to ``OUT_DIR/cuda_tests.log``
@@ -266,6 +276,109 @@ def chunk_sweep(n: int, device: str) -> list[dict]:
     return rows
 
 
+def _compat_seconds(X, X_val, device, threads) -> float:
+    from training_benchmark import compat_fit
+
+    compat_fit(X[:4096], X_val, 1, device)  # warm up
+    return compat_fit(X, X_val, 1, device, n_jobs=None if threads == 1 else -1)[0]
+
+
+def _defaults_seconds(X, X_val, device, threads) -> float:
+    import skvae
+
+    params = dict(max_samples=1.0, validation_fraction=0.0, device=device, random_state=0)
+    params["n_jobs"] = None if threads == 1 else -1
+    skvae.VAEOutlierDetector(epochs=1, **params).fit(X[:4096])  # warm up
+    start = time.perf_counter()
+    skvae.VAEOutlierDetector(epochs=1, **params).fit(X)
+    synchronizer(device)()
+    return time.perf_counter() - start
+
+
+def _plain_seconds(X, X_val, device, threads) -> float:
+    from training_benchmark import plain_loop
+
+    plain_loop(X[:4096], 1, threads, device=device)  # warm up
+    return plain_loop(X, 1, threads, device=device)[0]
+
+
+TRAINING_METHODS = {
+    "compat, GORMPO hopper": _compat_seconds,
+    "defaults, max_samples=1.0": _defaults_seconds,
+    "plain PyTorch loop": _plain_seconds,
+}
+
+
+def training_rates(n_gpu: int, cuda: bool) -> list[dict]:
+    """Stage 6: rows/s of one epoch per device, method and threads."""
+    from training_benchmark import manifold_rows
+
+    cores = os.cpu_count() or 1
+    rows = []
+    runs = [("cpu", 1), ("cpu", cores)] + ([("cuda", cores)] if cuda else [])
+    for device, threads in runs:
+        n = n_gpu if device == "cuda" else max(4096, n_gpu // 10)
+        X, X_val = manifold_rows(n, 1), manifold_rows(2048, 2)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for method, seconds in TRAINING_METHODS.items():
+                row = {"device": device, "threads": threads, "method": method, "rows": n}
+                try:
+                    row["rows_per_s"] = n / seconds(X, X_val, device, threads)
+                except Exception as exc:  # one failed method keeps the others
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                rows.append(row)
+                print(row, flush=True)
+        finally:
+            torch.set_num_threads(before)
+    best_cpu: dict[str, float] = {}
+    for r in rows:
+        if r["device"] == "cpu" and "rows_per_s" in r:
+            best_cpu[r["method"]] = max(best_cpu.get(r["method"], 0.0), r["rows_per_s"])
+    for r in rows:
+        if r["device"] == "cuda" and "rows_per_s" in r and best_cpu.get(r["method"]):
+            r["x_best_cpu"] = r["rows_per_s"] / best_cpu[r["method"]]
+    return rows
+
+
+def scoring_latency(cuda: bool) -> list[dict]:
+    """Stage 7: seconds of one ``score_samples`` call on few rows."""
+    import skvae
+
+    rows = []
+    for device in ["cpu", "cuda"] if cuda else ["cpu"]:
+        det = skvae.VAEOutlierDetector(device=device, random_state=0).fit(data(10_000))
+        for n in (10, 1_000, 10_000, 100_000):
+            X = data(n, seed=1)
+            row = {"device": device, "rows": n}
+            for kind, inp in (("array", X), ("tensor", torch.as_tensor(X, device=device))):
+                det.score_samples(inp)  # warm up
+                row[f"{kind}_s"] = sorted(timed_runs(_scoring(det, inp, device), 5))[2]
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def _scoring(det, inp, device):
+    sync = synchronizer(device)
+
+    def call():
+        det.score_samples(inp)
+        sync()
+
+    return call
+
+
+def timed_runs(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
 def markdown(report: dict) -> str:
     lines = [f"# CUDA check ({report['device']})", ""]
     lines.append(f"- CUDA tests: {report['cuda_tests']['summary']}")
@@ -293,6 +406,26 @@ def markdown(report: dict) -> str:
             f"| {r['n']:,} | {r['device']} | {r['fit_default_s']:.2f} | "
             f"{r['fit_one_epoch_all_rows_s']:.2f} | {r['score_rows_per_s']:,.0f} | {extra:,.0f} |"
         )
+    if report.get("training"):
+        lines += [
+            "",
+            "| training, one epoch | device | threads | rows | rows/s | x best CPU |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["training"]:
+            rate = f"{r['rows_per_s']:,.0f}" if "rows_per_s" in r else f"FAILED: {r['error']}"
+            ratio = f"{r['x_best_cpu']:.1f}" if "x_best_cpu" in r else ""
+            lines.append(
+                f"| {r['method']} | {r['device']} | {r['threads']} | {r['rows']:,} | {rate} | "
+                f"{ratio} |"
+            )
+    if report.get("latency"):
+        lines += ["", "| score_samples rows | device | array s | device tensor s |"]
+        lines.append("|---|---|---|---|")
+        for r in report["latency"]:
+            lines.append(
+                f"| {r['rows']:,} | {r['device']} | {r['array_s']:.4f} | {r['tensor_s']:.4f} |"
+            )
     if report.get("chunk_sweep"):
         lines += [
             "",
@@ -313,6 +446,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -k cuda")
+    parser.add_argument(
+        "--train-rows", type=int, default=1_000_000, help="rows of stage 6 on the GPU"
+    )
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -352,6 +488,16 @@ def main() -> None:
                     "traceback": traceback.format_exc().splitlines()[-30:],
                 }
         print(report["cuda_fit"], flush=True)
+        write(report)
+    for stage, run in (
+        ("training", lambda: training_rates(args.train_rows, cuda)),
+        ("latency", lambda: scoring_latency(cuda)),
+    ):
+        try:
+            report[stage] = run()
+        except Exception as exc:  # keep what the other stages measure
+            report[stage + "_error"] = f"{type(exc).__name__}: {exc}"
+            print(report[stage + "_error"], flush=True)
         write(report)
     # written as each size finishes
     report["timings"] = timings(args.sizes, cuda, lambda rows: write({**report, "timings": rows}))

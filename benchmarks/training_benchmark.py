@@ -164,18 +164,21 @@ def plain_terms(model: PlainVAE, x: torch.Tensor) -> dict[str, float]:
     return validation_terms(recon, x, mu, logvar, nll)
 
 
-def plain_loop(X: np.ndarray, epochs: int, threads: int, seed: int = 0) -> tuple[float, PlainVAE]:
-    """Train :class:`PlainVAE` as a user would; returns (seconds, model)."""
+def plain_loop(
+    X: np.ndarray, epochs: int, threads: int, seed: int = 0, device: str = "cpu"
+) -> tuple[float, PlainVAE]:
+    """Train :class:`PlainVAE` as a user would (the rows moved to ``device`` once);
+    returns (seconds, model)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(seed)
-        model = PlainVAE()
+        model = PlainVAE().to(device)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
-        data = torch.from_numpy(X)
+        data = torch.from_numpy(X).to(device)
         start = time.perf_counter()
         for _ in range(epochs):
-            order = torch.randperm(len(data))
+            order = torch.randperm(len(data), device=device)
             for i in range(0, len(data), BATCH):
                 xb = data[order[i : i + BATCH]]
                 recon, mu, logvar = model(xb)
@@ -183,17 +186,25 @@ def plain_loop(X: np.ndarray, epochs: int, threads: int, seed: int = 0) -> tuple
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        return time.perf_counter() - start, model
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, model.cpu()
     finally:
         torch.set_num_threads(before)
 
 
-def compat_fit(X: np.ndarray, X_val: np.ndarray, epochs: int) -> tuple[float, VAE]:
-    """The same network through ``skvae.compat.VAE.fit`` (its default: one thread)."""
-    model = VAE(INPUT, LATENT, list(HIDDEN))
+def compat_fit(
+    X: np.ndarray, X_val: np.ndarray, epochs: int, device: str = "cpu", n_jobs: int | None = None
+) -> tuple[float, VAE]:
+    """The same network through ``skvae.compat.VAE.fit`` (``n_jobs=None``, its default:
+    one thread)."""
+    model = VAE(INPUT, LATENT, list(HIDDEN), device=device)
+    model.detector.set_params(n_jobs=n_jobs)
     start = time.perf_counter()
     # patience beyond the epochs: both run every epoch
     model.fit(X, X_val, epochs=epochs, batch_size=BATCH, lr=LR, patience=epochs + 1, verbose=False)
+    if device != "cpu":
+        torch.cuda.synchronize()
     return time.perf_counter() - start, model
 
 

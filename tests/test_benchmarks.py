@@ -183,8 +183,14 @@ def test_compile_benchmark_steps_run_eagerly():
 
 
 def test_cuda_check_cpu_half(tmp_path):
-    run("cuda_check.py", str(tmp_path), "--sizes", "2000", "--skip-tests")
+    run("cuda_check.py", str(tmp_path), "--sizes", "2000", "--skip-tests", "--train-rows", "4096")
     report = json.loads((tmp_path / "cuda_check.json").read_text())
+    training = report["training"]  # every method at one thread and all cores
+    assert len(training) == 6 and all(r["rows_per_s"] > 0 for r in training)
+    assert [r["rows"] for r in report["latency"]] == [10, 1_000, 10_000, 100_000]
+    assert all(r["array_s"] > 0 and r["tensor_s"] > 0 for r in report["latency"])
+    text = (tmp_path / "cuda_check.md").read_text()
+    assert "| plain PyTorch loop | cpu | 1 | 4,096 |" in text and "| 10 | cpu |" in text
     (row,) = [r for r in report["timings"] if r["device"] == "cpu"]
     assert row["n"] == 2000 and row["score_rows_per_s"] > 0
     assert "| 2,000 | cpu |" in (tmp_path / "cuda_check.md").read_text()
