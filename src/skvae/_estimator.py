@@ -45,9 +45,6 @@ from ._training import Schedule, train
 
 # NaN is a missing value (scored on the observed values); infinity is an error.
 ALLOW_NAN = "allow-nan"
-# The most observed values training hides from the encoder, as a fraction, on data with
-# missing values (it hides as many as are missing, up to this).
-MAX_HIDE_RATE = 0.5
 # Rows each member trains on when ``max_samples='auto'``.
 AUTO_MAX_SAMPLES = 128
 # Attributes that input validation sets at the start of fit.
@@ -258,6 +255,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     Notes
     -----
+    Missing values (``NaN``) are accepted by ``fit`` and every scoring method: a missing
+    feature is left out of its row's likelihood (its term is 0) and the observed terms
+    are weighted by ``n_features / n_observed``, so that rows with different numbers of
+    missing values share one scale; a complete row's score is unchanged. A model
+    fitted on missing values also feeds the encoder the mask of observed values.
+    ``inf`` and rows with
+    every value missing are errors. See the "Missing values" page of the docs.
+
     If ``fit`` is interrupted (e.g. ``KeyboardInterrupt``), the estimator is left as it
     was before the call: fitted attributes are only set once training has finished.
     If the loss becomes NaN or infinite during training, the weights of the best
@@ -369,7 +374,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data (may contain some outliers).
+            Training data (may contain some outliers). ``NaN`` marks a missing value
+            (see the class notes); a row or a feature with every value missing is an
+            error.
         y : Ignored
             Not used, present for API consistency.
         validation_data : array-like of shape (n_val, n_features), optional
@@ -436,10 +443,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 f"X has features with every value missing (NaN) in the training rows: "
                 f"{', '.join(shown)}; drop them or fill them."
             )
-        # with missing values the encoder also sees the mask, and training hides observed
-        # values from it as often as values are missing (at most MAX_HIDE_RATE)
+        # with missing values the encoder also sees the mask of the observed ones
         mask_input = bool(missing.any())
-        hide_rate = min(float(missing.mean()), MAX_HIDE_RATE)
         del missing
 
         latent_dim = self.latent_dim or default_latent_dim(n_features)
@@ -507,7 +512,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     trim_fraction=float(self.trim_fraction),
                     patience=self.patience,
                     verbose=self.verbose,
-                    hide_rate=hide_rate,
                 ),
                 seed=seed,
             )

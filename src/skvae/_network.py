@@ -397,7 +397,6 @@ class VAEEnsemble(nn.Module):
         beta: float,
         trim_fraction: float,
         mask: torch.Tensor | None = None,
-        seen: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each member's training loss on its batch, and its gradient.
 
@@ -411,17 +410,16 @@ class VAEEnsemble(nn.Module):
         bookkeeping costs more than the arithmetic. Returns the members' losses
         (members,) and the ``nll`` and ``kl`` of each row (members, rows).
 
-        With missing values, ``x`` holds 0 in their place, ``mask`` (like ``x``) is 1
-        where a value is observed and ``seen`` where the encoder sees it (``mask``
-        when None; training hides some observed values from the encoder, as masked
-        autoencoders do): the likelihood covers the observed values, weighted by
+        With missing values, ``x`` holds 0 in their place and ``mask`` (like ``x``) is
+        1 where a value is observed: the encoder sees the observed values (and, with
+        ``mask_input``, the mask), and the likelihood covers them, weighted by
         :meth:`observed_weights`.
         """
         if x.dim() != 3:
             raise ValueError("loss_gradient takes one batch per member (members, rows, features)")
         encoder_inputs: list[torch.Tensor] = []
         decoder_inputs: list[torch.Tensor] = []
-        mu, logvar = self.encode(x, encoder_inputs, mask if seen is None else seen)
+        mu, logvar = self.encode(x, encoder_inputs, mask)
         std = torch.exp(0.5 * logvar)
         mean, dec_logvar = self.decode(torch.addcmul(mu, std, noise), decoder_inputs)
         residual = x - mean

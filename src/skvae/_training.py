@@ -108,9 +108,6 @@ class Schedule:
     trim_fraction: float
     patience: int | None
     verbose: int
-    # Probability that training hides an observed value from the encoder, on data with
-    # missing values (0 without).
-    hide_rate: float = 0.0
 
     def n_epochs(self, n_rows: int) -> int:
         """Epochs to run over ``n_rows`` rows per member: ``epochs``, or for ``'auto'``
@@ -135,8 +132,7 @@ def train(
     Each step every member takes a batch of its own rows (``subsets[m]`` index ``Z``),
     the loss and its gradient come from :meth:`VAEEnsemble.loss_gradient` (the trimmed
     ELBO, gradient written by hand; with missing values (NaN in ``Z``), the ELBO of
-    the observed values, each hidden from the encoder with probability
-    ``schedule.hide_rate``), and one fused Adam update moves all parameters,
+    the observed values, the encoder seeing them and their mask), and one fused Adam update moves all parameters,
     viewed as one flat tensor. A check runs at the end of the first epoch that
     completes :data:`CHECK_STEPS` steps since the previous one, and after the last
     epoch: it records the mean training losses and, with validation rows, the
@@ -210,15 +206,11 @@ def train(
                 noise = torch.randn(
                     (*xb.shape[:2], module.latent_dim), generator=gen, device=device
                 )
-                mask = seen = None
+                mask = None
                 if missing:
                     xb, mask = module.observed(xb)
-                    mask = torch.ones_like(xb) if mask is None else mask
-                    if schedule.hide_rate > 0:
-                        keep = torch.rand(xb.shape, generator=gen, device=device)
-                        seen = mask * (keep >= schedule.hide_rate)
                 loss, nll, kl = module.loss_gradient(
-                    xb, noise, schedule.beta, schedule.trim_fraction, mask, seen
+                    xb, noise, schedule.beta, schedule.trim_fraction, mask
                 )
                 recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
                 optimizer.step()
