@@ -70,7 +70,7 @@ def scoring_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 
 # Multiply-adds of one pass (a training step's forward pass, or one scoring chunk) per
 # thread, at least: below this a second thread costs more in synchronisation than it
-# saves (benchmarks/RESULTS.md, "Threads chosen by the work": on 2 idle cores a default
+# saves (benchmarks/RESULTS.md, "Busy machine: threads": on 2 idle cores a default
 # step of 4.6 M ran 0.90x as fast on two threads, steps of 19-20 M 1.23-1.32x).
 WORK_PER_THREAD = 8_000_000
 

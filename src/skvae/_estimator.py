@@ -75,7 +75,8 @@ def default_hidden_dims(n_features: int) -> tuple[int, int]:
     trains on 128 rows by default, so a first layer wider than 64 adds parameters (and
     cost that grows with the features) rather than capacity the data can fill: on the
     two wide benchmark sets, widths up to 256 (the rule before 0.3) ranked the same
-    and fitted 2.6x slower (benchmarks/RESULTS.md, "Network width for wide data").
+    and fitted 2.6x slower (benchmarks/RESULTS.md, "The default fit against
+    IsolationForest over shapes").
     """
     return 64, 32
 
@@ -191,13 +192,16 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
     n_jobs : int or None, default=None
-        CPU threads PyTorch uses while this detector fits or scores. ``None`` means 1
-        unless in a :func:`joblib.parallel_config` context; ``-1`` means all cores (as
-        for :class:`~sklearn.ensemble.IsolationForest`); never more than
-        ``OMP_NUM_THREADS`` where that is set, as in joblib's workers. The process's
-        own setting is restored afterwards. One thread is the default because the
-        training steps are small: more threads cost more in synchronisation than they
-        gain, and on a busy machine they wait for each other.
+        CPU threads PyTorch uses while this detector fits or scores, at most. ``None``
+        means 1 unless in a :func:`joblib.parallel_config` context; ``-1`` means all
+        cores (as for :class:`~sklearn.ensemble.IsolationForest`). Never more than
+        PyTorch's current setting (which ``OMP_NUM_THREADS``, as in joblib's workers,
+        ``torch.set_num_threads`` and :func:`threadpoolctl.threadpool_limits` set), and
+        never more than one thread per 8 million multiply-adds of a training step or
+        scoring pass: below that a second thread costs more in synchronisation than
+        it saves. The process's own setting is restored afterwards. One thread is the
+        default because the default training steps are small, and on a busy machine
+        threads wait for each other (``benchmarks/training_benchmark.py``).
     random_state : int, RandomState instance or None, default=None
         Seeds the weights, subsamples, batches and noise. With an int, fits on the CPU
         are reproducible.

@@ -132,11 +132,11 @@ def train(
     Each step every member takes a batch of its own rows (``subsets[m]`` index ``Z``),
     the loss and its gradient come from :meth:`VAEEnsemble.loss_gradient` (the trimmed
     ELBO, gradient written by hand; with missing values (NaN in ``Z``), the ELBO of
-    the observed values, the encoder seeing them and their mask), and one fused Adam update moves all parameters,
-    viewed as one flat tensor. A check runs at the end of the first epoch that
-    completes :data:`CHECK_STEPS` steps since the previous one, and after the last
-    epoch: it records the mean training losses and, with validation rows, the
-    validation loss, which early stopping (``patience`` checks without improvement)
+    the observed values, the encoder seeing them and their mask), and one fused Adam
+    update moves all parameters, viewed as one flat tensor. A check runs at the end of
+    the first epoch that completes :data:`CHECK_STEPS` steps since the previous one,
+    and after the last epoch: it records the mean training losses and, with
+    validation rows, the validation loss, which early stopping (``patience`` checks without improvement)
     and the restored weights follow; without them, the last check's weights are kept.
     A check with a non-finite loss stops training: the best earlier weights are
     restored with a warning, or, with none, it is a ValueError.
