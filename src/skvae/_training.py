@@ -136,8 +136,9 @@ def train(
     update moves all parameters, viewed as one flat tensor. A check runs at the end of
     the first epoch that completes :data:`CHECK_STEPS` steps since the previous one,
     and after the last epoch: it records the mean training losses and, with
-    validation rows, the validation loss, which early stopping (``patience`` checks without improvement)
-    and the restored weights follow; without them, the last check's weights are kept.
+    validation rows, the validation loss, which early stopping (``patience`` checks
+    without improvement) and the restored weights follow; without them, the last
+    check's weights are kept.
     A check with a non-finite loss stops training: the best earlier weights are
     restored with a warning, or, with none, it is a ValueError.
 
