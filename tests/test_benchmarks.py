@@ -276,3 +276,36 @@ def test_training_benchmark(tmp_path):
     shapes = parts["shapes"]
     assert [(f["rows"], f["features"]) for f in shapes["fits"]] == [(300, 6), (300, 50)]
     assert shapes["total_seconds"]["IsolationForest"] > 0
+
+
+@needs_shared
+def test_missing_benchmark(tmp_path):
+    out = tmp_path / "missing"
+    methods = ["skvae", "skvae + median", "IsolationForest + iterative"]
+    run(
+        "missing_benchmark.py",
+        *("--data-dir", str(SHARED), "--datasets", "adbench/42_WBC"),
+        *("--levels", "complete", "mcar-20", "mnar-20", "--methods", *methods),
+        *("--out", str(out)),
+    )
+    report = json.loads((out / "results.json").read_text())
+    rows = report["rows"]
+    assert {(r["level"], r["method"]) for r in rows} == {("complete", "skvae")} | {
+        (level, m) for level in ("mcar-20", "mnar-20") for m in methods
+    }
+    assert all(0 <= r["auc"] <= 1 and r["seconds"] > 0 for r in rows)
+    assert report["means"]["mcar-20"]["skvae"]["n"] == 1
+    assert "| skvae |" in (out / "table.md").read_text() and (out / "auc.png").stat().st_size
+
+
+def test_missing_benchmark_blanks_as_it_says():
+    mb = load("missing_benchmark.py")
+    X = np.ones((4000, 5))
+    y = np.r_[np.zeros(3000), np.ones(1000)]
+    rng = np.random.RandomState(0)
+    mcar = mb.blank(X, y, "mcar-20", rng)
+    assert abs(np.isnan(mcar).mean() - 0.2) < 0.02 and not np.isnan(mcar).all(1).any()
+    mnar = mb.blank(X, y, "mnar-20", rng)
+    inliers, anomalies = np.isnan(mnar[:3000]).mean(), np.isnan(mnar[3000:]).mean()
+    assert abs(inliers - 0.2) < 0.02 and abs(anomalies - 0.4) < 0.03
+    assert mb.blank(X, y, "complete", rng) is X
