@@ -851,3 +851,24 @@ def test_rows_with_every_value_missing_are_named_by_every_method():
 
 def test_the_estimator_says_it_takes_missing_values():
     assert VAEOutlierDetector().__sklearn_tags__().input_tags.allow_nan
+
+
+def test_missing_values_in_a_pipeline_and_a_grid_search():
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skvae import outlier_scorer
+
+    X, y = make_synthetic(400, 4, random_state=0)
+    X = _with_holes(X, 0.2)
+    pipe = make_pipeline(StandardScaler(), VAEOutlierDetector(epochs=3, random_state=0))
+    assert np.isfinite(pipe.fit(X).score_samples(X)).all()
+    grid = GridSearchCV(
+        VAEOutlierDetector(epochs=3, random_state=0),
+        {"latent_dim": [1, 2]},
+        scoring=outlier_scorer(),
+        cv=StratifiedKFold(2, shuffle=True, random_state=0),
+        error_score="raise",
+    ).fit(X, y)
+    assert np.isfinite(grid.best_score_)

@@ -35,6 +35,26 @@ def test_memmap_and_h5py_give_the_same_model(tmp_path):
     assert det_m.n_features_in_ == 6 and np.isfinite(s).all()
 
 
+def test_out_of_core_rows_with_missing_values_fit_and_score(tmp_path):
+    X = np.lib.format.open_memmap(tmp_path / "h.npy", mode="w+", dtype=np.float64, shape=(3000, 4))
+    rng = np.random.RandomState(0)
+    X[:] = rng.normal(size=(3000, 4))
+    X[rng.rand(3000, 4) < 0.15] = np.nan
+    X[np.isnan(X).all(1), 0] = 0.0
+    X.flush()
+    on_disk = np.load(tmp_path / "h.npy", mmap_mode="r")
+    with h5py.File(tmp_path / "h.h5", "w") as f:
+        f.create_dataset("X", data=np.asarray(on_disk), chunks=(512, 4))
+    det = VAEOutlierDetector(epochs=5, random_state=0).fit(on_disk)
+    assert det.module_.config["mask_input"]
+    s = det.score_samples(on_disk)
+    assert np.isfinite(s).all()
+    np.testing.assert_array_equal(s, det.score_samples(np.asarray(on_disk)))
+    with h5py.File(tmp_path / "h.h5", "r") as f:  # read in chunks, the same model
+        det_h = VAEOutlierDetector(epochs=5, random_state=0).fit(f["X"])
+        np.testing.assert_array_equal(det_h.score_samples(f["X"]), s)
+
+
 @pytest.mark.slow
 def test_fit_memory_is_not_proportional_to_the_data(tmp_path):
     n, d = 400_000, 10
