@@ -354,7 +354,7 @@ def scoring_latency(cuda: bool) -> list[dict]:
             row = {"device": device, "rows": n}
             for kind, inp in (("array", X), ("tensor", torch.as_tensor(X, device=device))):
                 det.score_samples(inp)  # warm up
-                row[f"{kind}_s"] = sorted(timed_runs(_scoring(det, inp, device), 5))[2]
+                row[f"{kind}_s"] = timed(_scoring(det, inp, device), repeats=5)
             rows.append(row)
             print(row, flush=True)
     return rows
@@ -368,15 +368,6 @@ def _scoring(det, inp, device):
         sync()
 
     return call
-
-
-def timed_runs(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def markdown(report: dict) -> str:

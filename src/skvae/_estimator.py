@@ -439,9 +439,9 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             X_fit = X
         missing = np.isnan(X_fit)
-        if missing.all(0).any():
+        empty = np.flatnonzero(missing.all(0))[:5]
+        if len(empty):
             names = getattr(self, "feature_names_in_", None)
-            empty = np.flatnonzero(missing.all(0))[:5]
             shown = [str(names[j]) if names is not None else str(j) for j in empty]
             raise ValueError(
                 f"X has features with every value missing (NaN) in the training rows: "

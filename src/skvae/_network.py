@@ -319,7 +319,10 @@ class VAEEnsemble(nn.Module):
         Returns ``(recon_mean, recon_logvar, mu, logvar)``. Without ``noise`` the
         posterior mean is decoded. Missing values (NaN) in ``x`` are masked.
         """
-        x, mask = self.observed(x)
+        return self._pass(*self.observed(x), noise)
+
+    def _pass(self, x: torch.Tensor, mask: torch.Tensor | None, noise: torch.Tensor | None):
+        """:meth:`forward` of rows already split by :meth:`observed`."""
         mu, logvar = self.encode(x, mask=mask)
         z = mu if noise is None else mu + torch.exp(0.5 * logvar) * noise
         recon_mean, recon_logvar = self.decode(z)
@@ -348,10 +351,18 @@ class VAEEnsemble(nn.Module):
         return out.add_(logvar.mul(-0.5).add_(_t_constant(df)))
 
     def log_likelihood(
-        self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        logvar: torch.Tensor,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """:meth:`log_density` summed over features."""
-        return self.log_density(x, mean, logvar).sum(-1)
+        """:meth:`log_density` summed over features; with a ``mask`` of observed values,
+        over those, weighted by :meth:`observed_weights`."""
+        density = self.log_density(x, mean, logvar)
+        if mask is not None:
+            density = density * self.observed_weights(mask)
+        return density.sum(-1)
 
     @staticmethod
     def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -369,13 +380,9 @@ class VAEEnsemble(nn.Module):
         :meth:`observed_weights`) and KL, each (members, rows)."""
         x, mask = self.observed(x)
         target = x if x.dim() == 3 else x.unsqueeze(0)
-        mu, logvar = self.encode(x, mask=mask)
-        z = mu if noise is None else mu + torch.exp(0.5 * logvar) * noise
-        recon_mean, recon_logvar = self.decode(z)
-        density = self.log_density(target, recon_mean, recon_logvar)
-        if mask is not None:
-            density = density * self.observed_weights(mask)
-        return -density.sum(-1), self.kl_divergence(mu, logvar)
+        recon_mean, recon_logvar, mu, logvar = self._pass(x, mask, noise)
+        nll = -self.log_likelihood(target, recon_mean, recon_logvar, mask)
+        return nll, self.kl_divergence(mu, logvar)
 
     @staticmethod
     def trim_weights(values: torch.Tensor, trim_fraction: float) -> torch.Tensor:
@@ -490,10 +497,7 @@ class VAEEnsemble(nn.Module):
         mu, logvar = self.encode(x, mask=mask)
         mean, dec_logvar = self.decode(mu)
         residual = (x.unsqueeze(0) - mean).square()  # (members, rows, features)
-        density = self.log_density(x, mean, dec_logvar)
-        if mask is not None:
-            density = density * self.observed_weights(mask)
-        loss = self.kl_divergence(mu, logvar) - density.sum(-1)
+        loss = self.kl_divergence(mu, logvar) - self.log_likelihood(x, mean, dec_logvar, mask)
         weights = self.trim_weights(loss, trim_fraction).unsqueeze(-1)
         if mask is None:
             held_out = torch.log(residual.mul_(weights).sum(1, keepdim=True))
