@@ -154,9 +154,10 @@ def test_offline_rl_kinds_are_the_offline_rl_formulas(rl_model, kind):
     expected = gormpo_penalty(kind, s, pen.thr_)
     np.testing.assert_allclose(pen.penalty(X), expected, rtol=1e-12, atol=1e-12)
     # the torch path (rollouts already in torch) gives the same numbers
-    # (in the float32 of the network's tensor scores)
+    # (in the float32 of the network's tensor scores: the inverse kind divides by a
+    # difference of scores, which can cost float32 a few more digits than its 6e-8)
     got = pen.penalty(torch.as_tensor(X)).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     for thr in (-3.0, 0.5):  # a threshold swept by hand
         pen = RewardPenalty(det, kind=kind, thr=thr)
         np.testing.assert_allclose(pen.penalty(X), gormpo_penalty(kind, s, thr), rtol=1e-12)

@@ -431,50 +431,69 @@ class VAEEnsemble(nn.Module):
         mean, dec_logvar = self.decode(torch.addcmul(mu, std, noise), decoder_inputs)
         residual = x - mean
         scaled_residual = residual * torch.exp(-dec_logvar)  # (x - mean) / scale**2
-        quadratic = residual.mul_(scaled_residual)
+        quadratic = residual.mul_(scaled_residual)  # ((x - mean) / scale)**2
         df = self.config["decoder_df"]
         # missing values: out of the likelihood and the gradient
         observed = None if mask is None else self.observed_weights(mask)
-        if df is None and observed is None:
-            nll = 0.5 * (quadratic.sum(-1) + (dec_logvar + LOG_2PI).sum(-1))
-        elif df is None:
-            nll = (0.5 * (quadratic + (dec_logvar + LOG_2PI))).mul_(observed).sum(-1)
-        else:  # the Gaussian's gradient, each element weighted by (df + 1) / (df + q)
-            fit = torch.log1p(quadratic / df).mul_(0.5 * (df + 1.0))
-            constant = 0.5 * dec_logvar - _t_constant(df)
+        per_feature = self.decoder_logvar is not None and observed is None
+        if df is None:
             if observed is None:
-                nll = fit.sum(-1) + constant.sum(-1)
+                nll = 0.5 * (quadratic.sum(-1) + (dec_logvar + LOG_2PI).sum(-1))
             else:
-                nll = fit.add_(constant).mul_(observed).sum(-1)
-            weight = (df + 1.0) / (quadratic + df)
-            scaled_residual.mul_(weight)
-            quadratic.mul_(weight)
-        if observed is not None:
-            scaled_residual.mul_(observed)
+                nll = (0.5 * (quadratic + (dec_logvar + LOG_2PI))).mul_(observed).sum(-1)
+        else:  # log1p(q / df) as log(df + q) - log(df): df + q is also the gradient's
+            denominator = quadratic.add_(df)
+            reciprocal = torch.reciprocal(denominator)
+            fit = denominator.log_()
+            half_df1 = 0.5 * (df + 1.0)
+            constant = 0.5 * dec_logvar - (_t_constant(df) + half_df1 * math.log(df))
+            if observed is None:
+                nll = fit.sum(-1).mul_(half_df1) + constant.sum(-1)
+            else:
+                nll = fit.mul_(half_df1).add_(constant).mul_(observed).sum(-1)
         kl = self.kl_divergence(mu, logvar)
         loss = nll + beta * kl
         weights = self.trim_weights(loss, trim_fraction)
         member_loss = loss.mul_(weights).sum(1)
 
+        # d/d mean and d/d logvar of the weighted nll, element by element: the Gaussian's
+        # -w r and -w (q - 1) / 2 (r the scaled residual); the Student-t's g r and
+        # -df (w + g) / 2 with g = -w (df + 1) / (df + q).
         w = weights.unsqueeze(-1)
-        grad_mean = scaled_residual.mul_(w).neg_()
-        grad_dec_logvar = quadratic.sub_(1.0).mul_(-0.5 * w)
+        if df is None:
+            grad_mean = scaled_residual.mul_(-w)
+            if per_feature:
+                row_sum = quadratic.mul_(w).sum(1, keepdim=True)
+                grad_dec_logvar = row_sum.sub_(w.sum(1, keepdim=True)).mul_(-0.5)
+            else:
+                grad_dec_logvar = quadratic.sub_(1.0).mul_(-0.5 * w)
+        else:
+            g = reciprocal.mul_(w * -(df + 1.0))
+            grad_mean = scaled_residual.mul_(g)
+            if per_feature:
+                row_sum = g.sum(1, keepdim=True)
+                grad_dec_logvar = row_sum.add_(w.sum(1, keepdim=True)).mul_(-0.5 * df)
+            else:
+                grad_dec_logvar = (g + w).mul_(-0.5 * df)
         if observed is not None:
+            grad_mean.mul_(observed)
             grad_dec_logvar.mul_(observed)
-        inside = _inside(dec_logvar, DECODER_LOGVAR_BOUNDS)
-        if self.decoder_logvar is not None:  # one per feature: summed over the rows
-            grad = torch.sum(grad_dec_logvar, 1, keepdim=True, out=_grad(self.decoder_logvar))
-            grad.mul_(inside)
+        if self.decoder_logvar is not None:  # one per feature (summed over the rows)
+            if not per_feature:
+                grad_dec_logvar = grad_dec_logvar.sum(1, keepdim=True)
+            grad = _clamp_backward(grad_dec_logvar, dec_logvar, DECODER_LOGVAR_BOUNDS)
+            _grad(self.decoder_logvar).copy_(grad)
             grad_out = grad_mean
         else:
-            grad_out = torch.cat([grad_mean, grad_dec_logvar.mul_(inside)], -1)
+            grad_dec_logvar = _clamp_backward(grad_dec_logvar, dec_logvar, DECODER_LOGVAR_BOUNDS)
+            grad_out = torch.cat([grad_mean, grad_dec_logvar], -1)
         decoder = [*self.decoder_layers, self.decoder_head]
         grad_z = _affine_backward(decoder, decoder_inputs, grad_out, input_grad=True)
         beta_w = beta * w
         grad_mu = torch.addcmul(grad_z, beta_w, mu)
         kl_grad_logvar = torch.exp(logvar).sub_(1.0).mul_(beta_w)
         grad_logvar = (grad_z * noise).mul_(std).add_(kl_grad_logvar).mul_(0.5)
-        grad_logvar.mul_(_inside(logvar, ENCODER_LOGVAR_BOUNDS))
+        grad_logvar = _clamp_backward(grad_logvar, logvar, ENCODER_LOGVAR_BOUNDS)
         encoder = [*self.encoder_layers, self.encoder_head]
         _affine_backward(encoder, encoder_inputs, torch.cat([grad_mu, grad_logvar], -1))
         return member_loss, nll, kl
@@ -623,11 +642,13 @@ def _grad(param: nn.Parameter) -> torch.Tensor:
     return param.grad
 
 
-def _inside(values: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
-    """1 where clamped ``values`` lie strictly inside ``bounds``, else 0 (the gradient of
-    the clamp)."""
+def _clamp_backward(
+    grad: torch.Tensor, values: torch.Tensor, bounds: tuple[float, float]
+) -> torch.Tensor:
+    """``grad`` where the clamped ``values`` lie strictly inside ``bounds``, else 0: the
+    gradient through the clamp."""
     low, high = bounds
-    return ((values > low) & (values < high)).to(values.dtype)
+    return torch.ops.aten.hardtanh_backward(grad, values, low, high)
 
 
 def _affine_backward(
