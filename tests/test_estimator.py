@@ -760,6 +760,27 @@ def _with_holes(X, fraction, seed=1):
     return out
 
 
+def test_fit_scales_into_its_training_tensor_only_the_rows_training_uses(monkeypatch):
+    """The members' subsamples and the validation rows, not all of X (the scaling is
+    still learned from every row)."""
+    seen = []
+    original = VAEOutlierDetector._training_tensor
+
+    def recording(module, X, device):
+        seen.append(len(X))
+        return original(module, X, device)
+
+    monkeypatch.setattr(VAEOutlierDetector, "_training_tensor", staticmethod(recording))
+    X = np.random.RandomState(0).normal(size=(3000, 4))
+    det = VAEOutlierDetector(epochs=1, n_estimators=3, random_state=0).fit(X)
+    assert len(seen) == 1 and 128 < seen[0] <= 3 * 128 + 300
+    # the same fit on rows scaled by the scaling every row gave
+    np.testing.assert_allclose(det.module_.center.numpy(), np.median(X, axis=0))
+    seen.clear()
+    VAEOutlierDetector(epochs=1, n_estimators=3, max_samples=1.0, random_state=0).fit(X)
+    assert seen == [3000]
+
+
 def test_complete_rows_score_as_before_missing_values_were_accepted():
     """Scores of 0.2.0 (before missing values), recorded: a complete row's score did
     not change."""

@@ -14,6 +14,8 @@ from skvae._network import (
     INIT_DEC_LOGVAR,
     EnsembleLinear,
     VAEEnsemble,
+    Workspace,
+    chunk_rows,
     flat_parameters,
 )
 
@@ -228,6 +230,64 @@ def test_float32_scores_do_not_depend_on_the_batch(monkeypatch, n_features):
         np.testing.assert_array_equal(det.score_samples(X[idx]), full[idx])
     tensor = det.score_samples(torch.as_tensor(X[::-1].copy()))
     np.testing.assert_array_equal(tensor.double().numpy(), full[::-1])
+
+
+@pytest.mark.parametrize("decoder_variance", ["feature", "sample"])
+@pytest.mark.parametrize("df", [None, 5.0])
+def test_a_workspace_kept_across_steps_gives_what_fresh_buffers_give(decoder_variance, df):
+    """loss_gradient with one workspace over batches of changing shapes (a last partial
+    batch, then full ones again) writes the gradient and returns the losses that it
+    does without one, to the bit, and reuses its buffers while the shape holds."""
+    module = VAEEnsemble(6, 2, (8,), n_members=3, decoder_variance=decoder_variance, decoder_df=df)
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    module.train()
+    for p in module.parameters():
+        p.grad = torch.zeros_like(p)
+    gen = torch.Generator().manual_seed(1)
+    workspace = Workspace()
+    pointers, returned = [], []
+    for rows in (16, 10, 16, 16):
+        x = torch.randn(3, rows, 6, generator=gen)
+        noise = torch.randn(3, rows, 2, generator=gen)
+        fresh = module.loss_gradient(x, noise, 1.0, 0.1)
+        fresh_grads = [p.grad.clone() for p in module.parameters()]
+        kept = module.loss_gradient(x, noise, 1.0, 0.1, None, workspace)
+        for a, b in zip(fresh, kept):
+            assert torch.equal(a, b)
+        for a, p in zip(fresh_grads, module.parameters()):
+            assert torch.equal(a, p.grad)
+        pointers.append(workspace("residual", (3, rows, 6), x).data_ptr())
+        returned.append((fresh, kept))
+    assert pointers[2] == pointers[3]  # the same shape: the same buffer
+    for fresh, kept in returned:  # what a call returned is its own, not a buffer
+        for a, b in zip(fresh, kept):
+            assert torch.equal(a, b)
+
+
+def test_wide_networks_score_in_chunks_that_fit_the_cpu_chunk_bytes(monkeypatch):
+    """On the CPU a chunk's widest intermediate (members, rows, features) stays within
+    CPU_CHUNK_BYTES, the rows a power of two; narrow networks keep CHUNK_ROWS. Scores
+    still do not depend on the batch."""
+    import skvae._network as network
+
+    narrow = VAEEnsemble(20, 4, (64, 32), n_members=5)
+    assert chunk_rows(narrow) == network.CHUNK_ROWS
+    for n_features, variance in [(1000, "feature"), (1000, "sample"), (300, "feature")]:
+        wide = VAEEnsemble(n_features, 8, (64, 32), n_members=5, decoder_variance=variance)
+        rows = chunk_rows(wide)
+        widest = 5 * n_features * (2 if variance == "sample" else 1) * 4  # float32 bytes
+        assert rows & (rows - 1) == 0 and rows < network.CHUNK_ROWS
+        assert rows * widest <= network.CPU_CHUNK_BYTES < 2 * rows * widest
+        assert chunk_rows(wide.double()) == rows // 2
+    # 32-row chunks: 5 members x the 64-wide hidden layer (wider than 50 features)
+    monkeypatch.setattr(network, "CPU_CHUNK_BYTES", 2**16)
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(150, 50))
+    det = VAEOutlierDetector(epochs=2, n_estimators=5, random_state=0).fit(X)
+    assert chunk_rows(det.module_) == 32
+    full = det.score_samples(X)
+    for idx in (np.arange(150)[::-1], np.array([7]), np.arange(61, 139)):
+        np.testing.assert_array_equal(det.score_samples(X[idx]), full[idx])
 
 
 @pytest.mark.parametrize("score_type", ["elbo", "reconstruction_probability"])

@@ -431,13 +431,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         )
         out_of_bag = np.setdiff1d(train_idx, subsets.ravel())
         calibration_idx = val_idx  # rows of X (not of the gathered rows)
+        # Only the rows training needs are scaled into its tensor (and, out of core, read;
+        # the scaling is then learned from them, in memory from every row).
+        rows = np.unique(np.concatenate([subsets.ravel(), val_idx]))
+        subsets, val_idx = np.searchsorted(rows, subsets), np.searchsorted(rows, val_idx)
         if out_of_core:
-            # Read only the rows training needs; the scaling is learned from them.
-            rows = np.unique(np.concatenate([subsets.ravel(), val_idx]))
-            X_fit = gather_rows(X, rows)
-            subsets, val_idx = np.searchsorted(rows, subsets), np.searchsorted(rows, val_idx)
+            X_fit = X_train = gather_rows(X, rows)
         else:
-            X_fit = X
+            X_fit, X_train = X, (X if len(rows) == n_samples else X[rows])
         missing = np.isnan(X_fit)
         empty = np.flatnonzero(missing.all(0))[:5]
         if len(empty):
@@ -480,8 +481,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         )
         module.set_scaling(*fit_scaling(X_fit, self.scaling))
         # Both tensors are scaled while the module (its scaling) is still on the CPU.
-        Z = self._training_tensor(module, X_fit, device)
-        del X_fit
+        Z = self._training_tensor(module, X_train, device)
+        del X_fit, X_train
         if validation_data is not None:
             try:
                 X_val = validate_data(

@@ -41,6 +41,11 @@ T_TARGET_CLIP = 1e4
 # Rows per forward pass when scoring: small enough that a chunk's activations stay in
 # the CPU's cache, large enough that the matrix products run at full speed.
 CHUNK_ROWS = 2048
+# On the CPU, fewer rows when one of a chunk's intermediates (members, rows, features)
+# would be larger than this: glibc hands allocations above 32 MiB straight back to the
+# operating system, so each new one is faulted in page by page, which at 1,000 features
+# doubled the time of scoring (benchmarks/RESULTS.md, "Training cost").
+CPU_CHUNK_BYTES = 2**23
 # The same on a GPU, where a 2,048-row pass is mostly kernel launches and transfers
 # (the measurement behind the number: benchmarks/RESULTS.md, "A real GPU"). A call with
 # fewer rows pays for one whole pass.
@@ -93,9 +98,12 @@ class EnsembleLinear(nn.Module):
         weight = nn.functional.pad(self.weight, pad_last)
         return weight, nn.functional.pad(self.bias, pad_last), True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``x`` of shape (members, rows, in) to (members, rows, out)."""
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Map ``x`` of shape (members, rows, in) to (members, rows, out), written into
+        ``out`` if given (outside autograd)."""
         weight, bias, padded = self._padded()
+        if out is not None and not padded:
+            return torch.baddbmm(bias, x, weight, out=out)
         out = torch.baddbmm(bias, x, weight)
         return out[..., : self.out_features] if padded else out
 
@@ -294,11 +302,15 @@ class VAEEnsemble(nn.Module):
         return self.encode(x, mask=mask)
 
     def decode(
-        self, z: torch.Tensor, inputs: list[torch.Tensor] | None = None
+        self,
+        z: torch.Tensor,
+        inputs: list[torch.Tensor] | None = None,
+        workspace: Workspace | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (members, rows, features) and log-variance of p(x|z); the log-variance
         is (members, 1, features) when it is learned per feature. Each layer's input is
-        appended to ``inputs`` if given."""
+        appended to ``inputs`` if given; the output layer writes into ``workspace``'s
+        buffer if given (outside autograd)."""
         h = z
         for layer in self.decoder_layers:
             if inputs is not None:
@@ -306,7 +318,9 @@ class VAEEnsemble(nn.Module):
             h = layer(h).relu_()
         if inputs is not None:
             inputs.append(h)
-        out = self.decoder_head(h)
+        head = self.decoder_head
+        shape = (*h.shape[:-1], head.out_features)
+        out = head(h, None if workspace is None else workspace("decoder_output", shape, h))
         if self.decoder_logvar is None:
             mean, logvar = out.chunk(2, dim=-1)
         else:  # (members, 1, features): broadcast over rows, never materialised
@@ -404,6 +418,7 @@ class VAEEnsemble(nn.Module):
         beta: float,
         trim_fraction: float,
         mask: torch.Tensor | None = None,
+        workspace: Workspace | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each member's training loss on its batch, and its gradient.
 
@@ -421,6 +436,10 @@ class VAEEnsemble(nn.Module):
         1 where a value is observed: the encoder sees the observed values (and, with
         ``mask_input``, the mask), and the likelihood covers them, weighted by
         :meth:`observed_weights`.
+
+        ``workspace`` holds the step's largest intermediates (each as large as ``x``)
+        from one call to the next: a training loop that passes the same one allocates
+        them once.
         """
         if x.dim() != 3:
             raise ValueError("loss_gradient takes one batch per member (members, rows, features)")
@@ -428,9 +447,15 @@ class VAEEnsemble(nn.Module):
         decoder_inputs: list[torch.Tensor] = []
         mu, logvar = self.encode(x, encoder_inputs, mask)
         std = torch.exp(0.5 * logvar)
-        mean, dec_logvar = self.decode(torch.addcmul(mu, std, noise), decoder_inputs)
-        residual = x - mean
-        scaled_residual = residual * torch.exp(-dec_logvar)  # (x - mean) / scale**2
+        if workspace is None:
+            workspace = Workspace()
+        z = torch.addcmul(mu, std, noise)
+        mean, dec_logvar = self.decode(z, decoder_inputs, workspace)
+        residual = torch.sub(x, mean, out=workspace("residual", x.shape, x))
+        # (x - mean) / scale**2
+        scaled_residual = torch.mul(
+            residual, torch.exp(-dec_logvar), out=workspace("scaled_residual", x.shape, x)
+        )
         quadratic = residual.mul_(scaled_residual)  # ((x - mean) / scale)**2
         df = self.config["decoder_df"]
         # missing values: out of the likelihood and the gradient
@@ -443,7 +468,7 @@ class VAEEnsemble(nn.Module):
                 nll = (0.5 * (quadratic + (dec_logvar + LOG_2PI))).mul_(observed).sum(-1)
         else:  # log1p(q / df) as log(df + q) - log(df): df + q is also the gradient's
             denominator = quadratic.add_(df)
-            reciprocal = torch.reciprocal(denominator)
+            reciprocal = torch.reciprocal(denominator, out=workspace("reciprocal", x.shape, x))
             fit = denominator.log_()
             half_df1 = 0.5 * (df + 1.0)
             constant = 0.5 * dec_logvar - (_t_constant(df) + half_df1 * math.log(df))
@@ -635,6 +660,33 @@ def _t_constant(df: float) -> float:
 
 
 # ---------------------------------------------------------------------------- training
+class Workspace:
+    """Buffers kept from one training step to the next, by name.
+
+    A step's largest intermediates have the same shapes every step; allocated afresh
+    each time, memory of that size comes back from the operating system page by page
+    (a page fault each), which costs as much as the arithmetic on it.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """The buffer ``name`` of ``shape`` with ``like``'s dtype and device (its
+        contents undefined), made or remade when it has another shape."""
+        buffer = self._buffers.get(name)
+        if (
+            buffer is None
+            or buffer.shape != tuple(shape)
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
+            buffer = self._buffers[name] = torch.empty(
+                tuple(shape), dtype=like.dtype, device=like.device
+            )
+        return buffer
+
+
 def _grad(param: nn.Parameter) -> torch.Tensor:
     """``param``'s gradient buffer (made if it has none), to write into."""
     if param.grad is None:
@@ -853,8 +905,16 @@ def _overflowed_in_float64(net, fn, x, result, buffer, wide):
 
 
 def chunk_rows(net: VAEEnsemble) -> int:
-    """Rows per forward pass of :func:`forward_rows`: :data:`CHUNK_ROWS` on the CPU,
-    :data:`CUDA_CHUNK_ROWS` on a GPU, fewer when scikit-learn's ``working_memory`` does
-    not allow as many."""
-    most = CUDA_CHUNK_ROWS if net.center.device.type == "cuda" else CHUNK_ROWS
+    """Rows per forward pass of :func:`forward_rows`: :data:`CUDA_CHUNK_ROWS` on a GPU;
+    on the CPU :data:`CHUNK_ROWS`, or for wide networks the largest power of two whose
+    widest intermediate fits :data:`CPU_CHUNK_BYTES`; fewer when scikit-learn's
+    ``working_memory`` does not allow as many."""
+    if net.center.device.type == "cuda":
+        most = CUDA_CHUNK_ROWS
+    else:
+        c = net.config
+        outputs = 2 if c["decoder_variance"] != "feature" or c["mask_input"] else 1
+        widest = max(*c["hidden_dims"], 2 * c["latent_dim"], outputs * c["n_features"])
+        row = c["n_members"] * widest * next(net.parameters()).element_size()
+        most = min(CHUNK_ROWS, 1 << max(0, (CPU_CHUNK_BYTES // row).bit_length() - 1))
     return max(1, get_chunk_n_rows(net.row_bytes(), max_n_rows=most))

@@ -20,15 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._network import VAEEnsemble, flat_parameters
+from ._network import VAEEnsemble, Workspace, chunk_rows, flat_parameters
 
 # Optimisation steps each member takes when ``epochs='auto'``.
 AUTO_STEPS = 100
 # Optimisation steps between checks of the losses (validation, early stopping, the
 # history), at least: a check runs at the end of the first epoch that completes them.
 CHECK_STEPS = 20
-# Rows of the validation loss computed per forward pass (memory O(chunk), not O(rows)).
-VALIDATION_CHUNK = 2048
 # Seconds between progress lines when standard error is not a terminal (a log file).
 PROGRESS_LINE_SECONDS = 10.0
 
@@ -186,6 +184,7 @@ def train(
     # in it does not matter: the batch is gathered once.
     whole = Z[subsets] if batch_size >= n_rows else None
     missing = bool(torch.isnan(Z).any())
+    workspace = Workspace()  # the step's large intermediates, allocated once
     progress = Progress(epochs * -(-n_rows // batch_size), schedule.verbose)
     module.train()  # (the validation loss puts it back after each check)
     # One Adam update for all the parameters and gradients written by hand
@@ -211,7 +210,7 @@ def train(
                 if missing:
                     xb, mask = module.observed(xb)
                 loss, nll, kl = module.loss_gradient(
-                    xb, noise, schedule.beta, schedule.trim_fraction, mask
+                    xb, noise, schedule.beta, schedule.trim_fraction, mask, workspace
                 )
                 recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
                 optimizer.step()
@@ -271,12 +270,13 @@ def mean_training_losses(recorded: list[tuple]) -> list[float]:
 
 def validation_loss(module: VAEEnsemble, Z_val: torch.Tensor, beta: float) -> list[float]:
     """Mean per-sample (loss, nll, kl) of the members on the validation rows, computed
-    in chunks of :data:`VALIDATION_CHUNK` rows."""
+    in chunks of :func:`~skvae._network.chunk_rows` rows."""
     module.eval()
+    chunk = chunk_rows(module)
     with torch.inference_mode():
         val_sums = torch.zeros(2, device=Z_val.device, dtype=torch.float64)
-        for start in range(0, len(Z_val), VALIDATION_CHUNK):
-            nll, kl = module.loss_terms(Z_val[start : start + VALIDATION_CHUNK], None)
+        for start in range(0, len(Z_val), chunk):
+            nll, kl = module.loss_terms(Z_val[start : start + chunk], None)
             val_sums += torch.stack([nll.mean(0).sum(), kl.mean(0).sum()])
     module.train()
     val_nll, val_kl = (val_sums / len(Z_val)).tolist()
