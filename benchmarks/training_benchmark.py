@@ -25,7 +25,7 @@ PyTorch loop, and the default detector against IsolationForest over varied shape
     Fit time of the default detector against IsolationForest on normal rows of 300,
     2,000 and 10,000 rows x 6, 50, 200 and 1,000 features, one thread each, with the
     0.2 default width (``(h, h/2)``, h the power of two in [64, 256] at or above the
-    features) as the ablation.
+    features) as the ablation; medians of three interleaved fits of each.
 
 ``--quick`` shrinks every part to seconds (the test suite's smoke run).
 """
@@ -286,7 +286,7 @@ def old_width(n_features: int) -> tuple[int, int]:
     return width, width // 2
 
 
-def shapes_part(rows_list, features_list) -> dict:
+def shapes_part(rows_list, features_list, repeats: int) -> dict:
     VAEOutlierDetector(epochs=2, random_state=0).fit(np.random.RandomState(0).normal(size=(200, 5)))
     fits = {
         "skvae default": lambda X: VAEOutlierDetector(random_state=0).fit(X),
@@ -300,8 +300,12 @@ def shapes_part(rows_list, features_list) -> dict:
         for d in features_list:
             X = np.random.RandomState(0).normal(size=(n, d))
             row = {"rows": n, "features": d}
-            for name, fit in fits.items():
-                row[name] = seconds(lambda fit=fit, X=X: fit(X))
+            times: dict[str, list[float]] = {name: [] for name in fits}
+            for _ in range(repeats):  # interleaved: a slow spell of the machine hits all
+                for name, fit in fits.items():
+                    times[name].append(seconds(lambda fit=fit, X=X: fit(X)))
+            for name in fits:
+                row[name] = float(np.median(times[name]))
             results.append(row)
             print(
                 f"shapes: {n:6d} x {d:5d} "
@@ -337,9 +341,9 @@ def main() -> None:
             report["parts"]["rl"] = rl_part(*((2048, 1, 1) if args.quick else (30_000, 20, 3)))
         elif part == "shapes":
             report["parts"]["shapes"] = (
-                shapes_part([300], [6, 50])
+                shapes_part([300], [6, 50], 1)
                 if args.quick
-                else shapes_part([300, 2000, 10_000], [6, 50, 200, 1000])
+                else shapes_part([300, 2000, 10_000], [6, 50, 200, 1000], 3)
             )
         else:
             parser.error(f"unknown part {part!r}; choose from busy, rl, shapes")
