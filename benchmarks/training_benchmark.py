@@ -27,6 +27,11 @@ PyTorch loop, and the default detector against IsolationForest over varied shape
     0.2 default width (``(h, h/2)``, h the power of two in [64, 256] at or above the
     features) as the ablation; medians of three interleaved fits of each.
 
+``baseline`` (only with ``--baseline REV``)
+    The default detector's fit time over the same shapes with the source of git
+    revision ``REV`` against this tree's, each fit in a fresh process, the two
+    alternating (a before/after of a change, measured side by side).
+
 ``--quick`` shrinks every part to seconds (the test suite's smoke run).
 """
 
@@ -37,6 +42,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +55,19 @@ from skvae import VAEOutlierDetector
 from skvae.compat import VAE
 
 BUSY_LOOP = "while True: pass"
+ROOT = Path(__file__).resolve().parents[1]
+# One default fit, timed in a fresh process (after a small fit: a process's one-off costs).
+FIT_IN_PROCESS = """
+import json, sys, time
+import numpy as np
+from skvae import VAEOutlierDetector
+n, d = int(sys.argv[1]), int(sys.argv[2])
+X = np.random.RandomState(0).normal(size=(n, d))
+VAEOutlierDetector(epochs=2, random_state=0).fit(X[:200, :5])
+start = time.perf_counter()
+VAEOutlierDetector(random_state=0).fit(X)
+print(json.dumps(time.perf_counter() - start))
+"""
 
 
 def seconds(fit) -> float:
@@ -326,12 +345,55 @@ def shapes_part(rows_list, features_list, repeats: int) -> dict:
     return {"fits": results, "total_seconds": totals}
 
 
+def baseline_part(revision: str, rows_list, features_list, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "archive", revision, "src"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        sources = {revision: Path(tmp) / "src", "this tree": ROOT / "src"}
+        results = []
+        for n in rows_list:
+            for d in features_list:
+                times: dict[str, list[float]] = {name: [] for name in sources}
+                for _ in range(repeats):
+                    for name, src in sources.items():
+                        out = subprocess.run(
+                            [sys.executable, "-c", FIT_IN_PROCESS, str(n), str(d)],
+                            env={**os.environ, "PYTHONPATH": str(src)},
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        )
+                        times[name].append(json.loads(out.stdout.splitlines()[-1]))
+                row = {"rows": n, "features": d}
+                row.update({name: float(np.median(t)) for name, t in times.items()})
+                results.append(row)
+                print(
+                    f"baseline: {n:6d} x {d:5d} {revision} {row[revision]:.2f} s, this tree "
+                    f"{row['this tree']:.2f} s ({row['this tree'] / row[revision]:.2f}x)",
+                    flush=True,
+                )
+    totals = {name: sum(r[name] for r in results) for name in sources}
+    print(
+        f"baseline: in total {revision} {totals[revision]:.2f} s, this tree "
+        f"{totals['this tree']:.2f} s ({totals['this tree'] / totals[revision]:.2f}x)",
+        flush=True,
+    )
+    return {"revision": revision, "fits": results, "total_seconds": totals}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["busy", "rl", "shapes"])
     parser.add_argument("--out", default="benchmarks/results/training.json")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="a git revision to compare default fits with"
+    )
     args = parser.parse_args()
+    if args.baseline and "baseline" not in args.parts:
+        args.parts.append("baseline")
     report: dict = {"cores": os.cpu_count(), "torch": torch.__version__, "parts": {}}
     torch.set_num_threads(os.cpu_count() or 1)  # PyTorch's default, as a user has it
     for part in args.parts:
@@ -345,8 +407,16 @@ def main() -> None:
                 if args.quick
                 else shapes_part([300, 2000, 10_000], [6, 50, 200, 1000], 3)
             )
+        elif part == "baseline":
+            if not args.baseline:
+                parser.error("the baseline part needs --baseline REV")
+            report["parts"]["baseline"] = (
+                baseline_part(args.baseline, [300], [6], 1)
+                if args.quick
+                else baseline_part(args.baseline, [300, 2000, 10_000], [6, 50, 200, 1000], 3)
+            )
         else:
-            parser.error(f"unknown part {part!r}; choose from busy, rl, shapes")
+            parser.error(f"unknown part {part!r}; choose from busy, rl, shapes, baseline")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

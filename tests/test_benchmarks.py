@@ -278,6 +278,21 @@ def test_training_benchmark(tmp_path):
     assert shapes["total_seconds"]["IsolationForest"] > 0
 
 
+def test_training_benchmark_against_a_git_revision(tmp_path):
+    """The before/after part: default fits with a revision's source and this tree's,
+    each in its own process (here the revision is HEAD itself)."""
+    out = tmp_path / "training.json"
+    stdout = run(
+        "training_benchmark.py", "--quick", "--parts", "baseline", "--baseline", "HEAD",
+        "--out", str(out),
+    )  # fmt: skip
+    baseline = json.loads(out.read_text())["parts"]["baseline"]
+    assert baseline["revision"] == "HEAD"
+    assert [(f["rows"], f["features"]) for f in baseline["fits"]] == [(300, 6)]
+    assert all(t > 0 for t in baseline["total_seconds"].values())
+    assert "baseline: in total HEAD" in stdout
+
+
 @needs_shared
 def test_missing_benchmark(tmp_path):
     out = tmp_path / "missing"
