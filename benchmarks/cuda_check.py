@@ -25,8 +25,14 @@ the CPU half and says so (that is how the test suite keeps it working).
    each GPU rate as a multiple of the best CPU rate of its method.
 7. The latency of small scoring calls: ``score_samples`` of 10 to 100,000 rows, arrays
    and device tensors, median of five calls.
+8. What might make GPU training faster, measured before it is built: the training step
+   (``loss_gradient`` and the fused Adam update on one fixed batch, as ``fit`` runs it)
+   eager and replayed from a CUDA graph, for GORMPO's network and the defaults, in ms
+   per step, with the parameters of both after the same steps from the same start and
+   the same draws; and a 10,000-row ``score_samples`` call's latency at several GPU
+   rows per pass (whether its scores change with the pass size: stage 5).
 
-Stages 6 and 7 run right after 1-3, before the timings, so that a short GPU session
+Stages 6-8 run right after 1-3, before the timings, so that a short GPU session
 reaches them.
 
 The report is written after every stage, so a run stopped by a lent machine's time
@@ -360,6 +366,105 @@ def scoring_latency(cuda: bool) -> list[dict]:
     return rows
 
 
+# Stage 8's networks: (features, latent, hidden, members, batch, decoder_df, trim_fraction)
+STEP_CONFIGS = {
+    "GORMPO hopper (compat)": (14, 8, (256, 128), 1, 256, None, 0.0),
+    "defaults, 20 features": (20, 10, (64, 32), 5, 128, 5.0, 0.1),
+}
+
+
+def step_experiments(cuda: bool, steps: int = 200) -> dict:
+    """Stage 8: ms per training step, eager and from a CUDA graph; small-call latency
+    per GPU rows per pass."""
+    device = "cuda" if cuda else "cpu"
+    out: dict = {"device": device, "steps": steps, "training_step": [], "small_call": []}
+    for name, config in STEP_CONFIGS.items():
+        row = {"network": name}
+        try:
+            eager_ms, eager_params = _run_steps(config, device, steps, graph=False)
+            row["eager_ms"] = eager_ms
+            if cuda:
+                graph_ms, graph_params = _run_steps(config, device, steps, graph=True)
+                row["graph_ms"] = graph_ms
+                row["eager_over_graph"] = eager_ms / graph_ms
+                row["max_param_diff"] = float((eager_params - graph_params).abs().max())
+        except Exception as exc:  # one failed network keeps the other
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["traceback"] = traceback.format_exc().splitlines()[-12:]
+        out["training_step"].append(row)
+        print(row, flush=True)
+    import skvae
+    import skvae._network as network
+
+    det = skvae.VAEOutlierDetector(device=device, random_state=0).fit(data(10_000))
+    X = torch.as_tensor(data(10_000, seed=1), device=device)
+    attribute = "CUDA_CHUNK_ROWS" if cuda else "CHUNK_ROWS"
+    default = getattr(network, attribute)
+    sizes = (1024, 4096, 16384, default) if cuda else (256, default)
+    try:
+        for size in sizes:
+            setattr(network, attribute, size)
+            det.score_samples(X)  # warm up
+            row = {"chunk_rows": size, "tensor_s": timed(_scoring(det, X, device), repeats=5)}
+            out["small_call"].append(row)
+            print(row, flush=True)
+    finally:
+        setattr(network, attribute, default)
+    return out
+
+
+def _run_steps(config, device: str, steps: int, graph: bool) -> tuple[float, torch.Tensor]:
+    """ms per step of ``steps`` training steps on one fixed batch (after three warm-up
+    steps), eager or replayed from a CUDA graph; and the flat parameters after them.
+    The same start and the same draws for both."""
+    from skvae._network import VAEEnsemble, Workspace, flat_parameters
+
+    n_features, latent, hidden, members, batch, df, trim = config
+    module = VAEEnsemble(n_features, latent, hidden, n_members=members, decoder_df=df)
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    module.to(device, torch.float32).train()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(members, batch, n_features, generator=gen).to(device)
+    draws = torch.randn(steps + 3, members, batch, latent, generator=gen).to(device)
+    noise = torch.empty_like(draws[0])
+    workspace = Workspace()
+    sync = synchronizer(device)
+    with flat_parameters(module) as flat:
+        cuda_options = {"capturable": True} if device == "cuda" else {}
+        optimizer = torch.optim.Adam([flat], lr=1e-3, fused=True, **cuda_options)
+
+        def step() -> None:
+            module.loss_gradient(x, noise, 1.0, trim, None, workspace)
+            optimizer.step()
+
+        if graph:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for i in range(3):
+                    noise.copy_(draws[i])
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            captured = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(captured):
+                step()
+            run_one = captured.replay
+        else:
+            for i in range(3):
+                noise.copy_(draws[i])
+                step()
+            run_one = step
+        sync()
+        start = time.perf_counter()
+        for i in range(3, steps + 3):
+            noise.copy_(draws[i])
+            run_one()
+        sync()
+        seconds = time.perf_counter() - start
+        params = flat.detach().clone().cpu()
+    return 1e3 * seconds / steps, params
+
+
 def _scoring(det, inp, device):
     sync = synchronizer(device)
 
@@ -417,6 +522,24 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {r['rows']:,} | {r['device']} | {r['array_s']:.4f} | {r['tensor_s']:.4f} |"
             )
+    experiments = report.get("step_experiments")
+    if experiments:
+        lines += [
+            "",
+            "| training step | eager ms | CUDA graph ms | eager / graph | max param diff |",
+            "|---|---|---|---|---|",
+        ]
+        for r in experiments["training_step"]:
+            if "error" in r:
+                lines.append(f"| {r['network']} | FAILED: {r['error']} | | | |")
+                continue
+            graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "needs CUDA"
+            ratio = f"{r['eager_over_graph']:.2f}" if "eager_over_graph" in r else ""
+            diff = f"{r['max_param_diff']:.1e}" if "max_param_diff" in r else ""
+            lines.append(f"| {r['network']} | {r['eager_ms']:.3f} | {graph} | {ratio} | {diff} |")
+        lines += ["", "| rows per pass | 10,000-row tensor call s |", "|---|---|"]
+        for r in experiments["small_call"]:
+            lines.append(f"| {r['chunk_rows']:,} | {r['tensor_s']:.4f} |")
     if report.get("chunk_sweep"):
         lines += [
             "",
@@ -483,6 +606,7 @@ def main() -> None:
     for stage, run in (
         ("training", lambda: training_rates(args.train_rows, cuda)),
         ("latency", lambda: scoring_latency(cuda)),
+        ("step_experiments", lambda: step_experiments(cuda, 200 if cuda else 20)),
     ):
         try:
             report[stage] = run()

@@ -198,6 +198,13 @@ def test_cuda_check_cpu_half(tmp_path):
     assert [r["chunk_rows"] for r in sweep] == [1024, 2048]
     assert all(r["tensor_rows_per_s"] > 0 and r["max_rel_diff_to_first"] < 1e-5 for r in sweep)
     assert "| 1,024 |" in (tmp_path / "cuda_check.md").read_text()
+    steps = report["step_experiments"]  # eager steps only, and two CPU pass sizes
+    assert [r["network"] for r in steps["training_step"]] == list(
+        load("cuda_check.py").STEP_CONFIGS
+    )
+    assert all(r["eager_ms"] > 0 and "graph_ms" not in r for r in steps["training_step"])
+    assert [r["chunk_rows"] for r in steps["small_call"]] == [256, 2048]
+    assert "| defaults, 20 features |" in text and "needs CUDA" in text
 
 
 def test_cuda_check_formats_half_on_cpu(tmp_path):
