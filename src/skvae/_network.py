@@ -268,6 +268,7 @@ class VAEEnsemble(nn.Module):
         x: torch.Tensor,
         inputs: list[torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
+        workspace: Workspace | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each (members, rows, latent).
 
@@ -275,11 +276,13 @@ class VAEEnsemble(nn.Module):
         (members, rows, features), one batch per member, with no NaN (see
         :meth:`observed`); ``mask`` (same shape, or None: all observed) marks the
         values the encoder sees, the others count as 0. Each layer's input is appended
-        to ``inputs`` if given (for :meth:`loss_gradient`).
+        to ``inputs`` if given (for :meth:`loss_gradient`); the clipped input is written
+        into ``workspace``'s buffer if given.
         """
         layers = list(self.encoder_layers) + [self.encoder_head]
         if (self.target_clip or 0.0) > CLIP:  # the targets reach beyond the encoder's clip
-            x = x.clamp(-CLIP, CLIP)
+            out = None if workspace is None else workspace("encoder_input", x.shape, x)
+            x = torch.clamp(x, -CLIP, CLIP, out=out)
         if mask is not None:
             x = x * mask
         if self.config["mask_input"]:
@@ -445,10 +448,10 @@ class VAEEnsemble(nn.Module):
             raise ValueError("loss_gradient takes one batch per member (members, rows, features)")
         encoder_inputs: list[torch.Tensor] = []
         decoder_inputs: list[torch.Tensor] = []
-        mu, logvar = self.encode(x, encoder_inputs, mask)
-        std = torch.exp(0.5 * logvar)
         if workspace is None:
             workspace = Workspace()
+        mu, logvar = self.encode(x, encoder_inputs, mask, workspace)
+        std = torch.exp(0.5 * logvar)
         z = torch.addcmul(mu, std, noise)
         mean, dec_logvar = self.decode(z, decoder_inputs, workspace)
         residual = torch.sub(x, mean, out=workspace("residual", x.shape, x))
