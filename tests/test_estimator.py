@@ -805,6 +805,28 @@ def test_complete_rows_score_as_before_missing_values_were_accepted():
         np.testing.assert_array_equal(det.score_samples(mixed)[:8], det.score_samples(X[:8]))
 
 
+def test_a_whole_batch_with_missing_values_is_split_once_per_fit(monkeypatch):
+    """With one batch covering each member's rows (the defaults) the batch and its mask
+    are made once, not every step (on a GPU each split waits for the device)."""
+    from skvae._network import VAEEnsemble
+
+    calls = []
+    original = VAEEnsemble.observed
+
+    def counting(x):
+        calls.append(tuple(x.shape))
+        return original(x)
+
+    monkeypatch.setattr(VAEEnsemble, "observed", staticmethod(counting))
+    X = _with_holes(np.random.RandomState(0).normal(size=(400, 5)), 0.2)
+    VAEOutlierDetector(epochs=40, n_estimators=3, random_state=0).fit(X)
+    batches = [shape for shape in calls if len(shape) == 3 and shape[0] == 3]
+    assert batches == [(3, 128, 5)]
+    calls.clear()
+    VAEOutlierDetector(epochs=2, batch_size=32, n_estimators=3, random_state=0).fit(X)
+    assert [s for s in calls if len(s) == 3 and s[0] == 3] == [(3, 32, 5)] * 8
+
+
 @pytest.mark.parametrize("fit_with_holes", [True, False])
 def test_every_scoring_method_takes_rows_with_missing_values(fit_with_holes):
     X, _ = make_synthetic(400, 5, random_state=0)

@@ -184,6 +184,9 @@ def train(
     # in it does not matter: the batch is gathered once.
     whole = Z[subsets] if batch_size >= n_rows else None
     missing = bool(torch.isnan(Z).any())
+    whole_mask = None
+    if missing and whole is not None:  # split once, not every step (a sync on a GPU)
+        whole, whole_mask = module.observed(whole)
     workspace = Workspace()  # the step's large intermediates, allocated once
     progress = Progress(epochs * -(-n_rows // batch_size), schedule.verbose)
     module.train()  # (the validation loss puts it back after each check)
@@ -206,8 +209,8 @@ def train(
                 noise = torch.randn(
                     (*xb.shape[:2], module.latent_dim), generator=gen, device=device
                 )
-                mask = None
-                if missing:
+                mask = whole_mask
+                if missing and whole is None:
                     xb, mask = module.observed(xb)
                 loss, nll, kl = module.loss_gradient(
                     xb, noise, schedule.beta, schedule.trim_fraction, mask, workspace
