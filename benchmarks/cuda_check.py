@@ -475,6 +475,11 @@ def _scoring(det, inp, device):
     return call
 
 
+def _table(*columns: str) -> list[str]:
+    """A markdown table's header lines (after a blank line)."""
+    return ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def markdown(report: dict) -> str:
     lines = [f"# CUDA check ({report['device']})", ""]
     lines.append(f"- CUDA tests: {report['cuda_tests']['summary']}")
@@ -487,12 +492,14 @@ def markdown(report: dict) -> str:
         lines.append(f"- fit and score on CUDA: {json.dumps(fit['fit_on_cuda'])}")
         for name, r in fit["loaded_on_cpu"].items():
             lines.append(f"- CUDA model via {name}, loaded without a GPU: {json.dumps(r)}")
-    lines += [
-        "",
-        "| rows | device | fit (default) s | one epoch, all rows s | score rows/s "
-        "| float64 CPU / tensor GPU rows/s |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines += _table(
+        "rows",
+        "device",
+        "fit (default) s",
+        "one epoch, all rows s",
+        "score rows/s",
+        "float64 CPU / tensor GPU rows/s",
+    )
     for r in report["timings"]:
         if "error" in r:
             lines.append(f"| {r['n']:,} | {r['device']} | FAILED: {r['error']} | | | |")
@@ -503,11 +510,7 @@ def markdown(report: dict) -> str:
             f"{r['fit_one_epoch_all_rows_s']:.2f} | {r['score_rows_per_s']:,.0f} | {extra:,.0f} |"
         )
     if report.get("training"):
-        lines += [
-            "",
-            "| training, one epoch | device | threads | rows | rows/s | x best CPU |",
-            "|---|---|---|---|---|---|",
-        ]
+        lines += _table("training, one epoch", "device", "threads", "rows", "rows/s", "x best CPU")
         for r in report["training"]:
             rate = f"{r['rows_per_s']:,.0f}" if "rows_per_s" in r else f"FAILED: {r['error']}"
             ratio = f"{r['x_best_cpu']:.1f}" if "x_best_cpu" in r else ""
@@ -516,19 +519,16 @@ def markdown(report: dict) -> str:
                 f"{ratio} |"
             )
     if report.get("latency"):
-        lines += ["", "| score_samples rows | device | array s | device tensor s |"]
-        lines.append("|---|---|---|---|")
+        lines += _table("score_samples rows", "device", "array s", "device tensor s")
         for r in report["latency"]:
             lines.append(
                 f"| {r['rows']:,} | {r['device']} | {r['array_s']:.4f} | {r['tensor_s']:.4f} |"
             )
     experiments = report.get("step_experiments")
     if experiments:
-        lines += [
-            "",
-            "| training step | eager ms | CUDA graph ms | eager / graph | max param diff |",
-            "|---|---|---|---|---|",
-        ]
+        lines += _table(
+            "training step", "eager ms", "CUDA graph ms", "eager / graph", "max param diff"
+        )
         for r in experiments["training_step"]:
             if "error" in r:
                 lines.append(f"| {r['network']} | FAILED: {r['error']} | | | |")
@@ -537,16 +537,16 @@ def markdown(report: dict) -> str:
             ratio = f"{r['eager_over_graph']:.2f}" if "eager_over_graph" in r else ""
             diff = f"{r['max_param_diff']:.1e}" if "max_param_diff" in r else ""
             lines.append(f"| {r['network']} | {r['eager_ms']:.3f} | {graph} | {ratio} | {diff} |")
-        lines += ["", "| rows per pass | 10,000-row tensor call s |", "|---|---|"]
+        lines += _table("rows per pass", "10,000-row tensor call s")
         for r in experiments["small_call"]:
             lines.append(f"| {r['chunk_rows']:,} | {r['tensor_s']:.4f} |")
     if report.get("chunk_sweep"):
-        lines += [
-            "",
-            "| rows per pass | score rows/s (array) | score rows/s (device tensor) "
-            "| max rel. diff to the first |",
-            "|---|---|---|---|",
-        ]
+        lines += _table(
+            "rows per pass",
+            "score rows/s (array)",
+            "score rows/s (device tensor)",
+            "max rel. diff to the first",
+        )
         for r in report["chunk_sweep"]:
             lines.append(
                 f"| {r['chunk_rows']:,} | {r['array_rows_per_s']:,.0f} | "
