@@ -19,6 +19,7 @@ from ._inputs import (
     check_tensor,
     check_values,
     gather_rows,
+    is_dense,
     is_out_of_core,
     short_repr,
 )
@@ -479,7 +480,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             decoder_df=self.decoder_df,
             mask_input=mask_input,
         )
-        module.set_scaling(*fit_scaling(X_fit, self.scaling))
+        module.set_scaling(*fit_scaling(X_fit, self.scaling, mask_input))
         # Both tensors are scaled while the module (its scaling) is still on the CPU.
         Z = self._training_tensor(module, X_train, device)
         del X_fit, X_train
@@ -1180,7 +1181,7 @@ def _from_tensor(X):
     """A torch tensor (even one that requires grad) as a numpy array; anything else as is."""
     if not isinstance(X, torch.Tensor):
         return X
-    if X.layout != torch.strided or X.is_quantized or X.device.type == "meta":
+    if not is_dense(X):
         raise TypeError(f"Cannot fit on a {X.layout} tensor on {X.device}: pass a dense tensor.")
     return X.detach().cpu().numpy()
 

@@ -81,9 +81,14 @@ def check_out_of_core(X) -> tuple[int, int]:
     return n_samples, n_features
 
 
+def is_dense(X: torch.Tensor) -> bool:
+    """Whether ``X`` is a dense tensor holding values (not sparse, quantized or meta)."""
+    return X.layout == torch.strided and not X.is_quantized and X.device.type != "meta"
+
+
 def check_tensor(X: torch.Tensor, n_features: int, owner: str) -> torch.Tensor:
     """A 2D real tensor of ``n_features`` columns, detached from any autograd graph."""
-    if X.layout != torch.strided or X.is_quantized or X.device.type == "meta":
+    if not is_dense(X):
         kind = "a meta" if X.device.type == "meta" else f"a {X.layout} or quantized"
         raise TypeError(f"Cannot score {kind} tensor: pass a dense tensor with values.")
     if X.dim() != 2:

@@ -9,13 +9,12 @@ import numpy as np
 _IQR_NORMAL = 1.3489795003921634
 
 
-def fit_scaling(X: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarray]:
+def fit_scaling(X: np.ndarray, method: str | None, missing: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature centre and scale of ``X`` for ``method`` ('robust', 'standard', None),
-    of the observed values where some are missing (NaN)."""
+    of the observed values when some are ``missing`` (NaN; the caller knows)."""
     n_features = X.shape[1]
     if method is None:
         return np.zeros(n_features), np.ones(n_features)
-    missing = bool(np.isnan(X).any())
     percentile = np.nanpercentile if missing else np.percentile
     mean, std = (np.nanmean, np.nanstd) if missing else (np.mean, np.std)
     with np.errstate(over="ignore", invalid="ignore"):
