@@ -1,7 +1,7 @@
 """Training cost, side by side in one run: a busy machine, offline-RL scale against a plain
 PyTorch loop, and the default detector against IsolationForest over varied shapes.
 
-    python benchmarks/training_benchmark.py [--parts busy rl shapes] \
+    python benchmarks/training_benchmark.py [--parts busy rl shapes floor] \
         [--out benchmarks/results/training.json] [--quick]
 
 ``busy``
@@ -26,6 +26,13 @@ PyTorch loop, and the default detector against IsolationForest over varied shape
     2,000 and 10,000 rows x 6, 50, 200 and 1,000 features, one thread each, with the
     0.2 default width (``(h, h/2)``, h the power of two in [64, 256] at or above the
     features) as the ablation; medians of three interleaved fits of each.
+
+``floor``
+    Where the default fit's time goes over the same shapes, phase by phase (input
+    scaling, training steps, the rest of the training loop, validation checks, the
+    decoder variance's calibration, scoring the training rows, the rest), against the
+    time its multiply-adds take at the single-thread GEMM rate (the floor of this
+    network on this core), beside IsolationForest's fit; medians of three.
 
 ``baseline`` (only with ``--baseline REV``)
     The default detector's fit time over the same shapes with the source of git
@@ -345,6 +352,141 @@ def shapes_part(rows_list, features_list, repeats: int) -> dict:
     return {"fits": results, "total_seconds": totals}
 
 
+# ---------------------------------------------------------------------------- floor
+# The phases of a default fit, each timed by wrapping the function that does it (the
+# module attribute the caller looks up), with the rows it computes, to count its
+# multiply-adds.
+PHASES = {
+    "input scaling": ("skvae._estimator", "fit_scaling"),
+    "training loop": ("skvae._estimator", "train"),
+    "training steps (loss and gradient)": ("skvae._network", "VAEEnsemble.loss_gradient"),
+    "validation checks": ("skvae._training", "validation_loss"),
+    "decoder-variance calibration": ("skvae._network", "VAEEnsemble.calibrate_decoder_variance"),
+    "scoring the training rows": ("skvae._estimator", "forward_rows"),
+}
+
+
+class PhaseTimer:
+    """Wraps the functions of :data:`PHASES` for the duration: seconds and computed
+    rows of each (a row counts once for the whole ensemble: every member's network
+    sees it, or in training its own row in that place)."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.rows = dict.fromkeys(PHASES, 0)
+        self._undo: list = []
+
+    def __enter__(self) -> PhaseTimer:
+        import importlib
+
+        from skvae._network import chunk_rows
+
+        def computed_rows(phase: str, args) -> int:
+            if phase == "training steps (loss and gradient)":
+                # (members, rows, features): each member's rows through its network
+                return args[1].shape[1]
+            if phase == "validation checks":
+                return len(args[1])
+            if phase == "decoder-variance calibration":
+                return len(args[1])
+            if phase == "scoring the training rows":  # every pass has chunk_rows rows
+                return -(-args[1].shape[0] // chunk_rows(args[0])) * chunk_rows(args[0])
+            return 0
+
+        for phase, (module_name, name) in PHASES.items():
+            owner = importlib.import_module(module_name)
+            attribute = name
+            if "." in name:
+                class_name, attribute = name.split(".")
+                owner = getattr(owner, class_name)
+            original = getattr(owner, attribute)
+
+            def timed(*args, _phase=phase, _original=original, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self.seconds[_phase] += time.perf_counter() - start
+                    self.rows[_phase] += computed_rows(_phase, args)
+
+            setattr(owner, attribute, timed)
+            self._undo.append((owner, attribute, original))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, attribute, original in reversed(self._undo):
+            setattr(owner, attribute, original)
+
+
+def floor_part(shapes, repeats: int) -> dict:
+    """Where a default fit's time goes, phase by phase, against the time the same
+    multiply-adds take at the single-thread GEMM rate (a floor no implementation of this
+    network goes below on this core), beside IsolationForest's fit."""
+    VAEOutlierDetector(epochs=2, random_state=0).fit(np.random.RandomState(0).normal(size=(200, 5)))
+    rate = gemm_rate()
+    results = []
+    for n, d in shapes:
+        X = np.random.RandomState(0).normal(size=(n, d))
+        runs, forest = [], []
+        for _ in range(repeats):  # interleaved
+            with PhaseTimer() as timer:
+                start = time.perf_counter()
+                det = VAEOutlierDetector(random_state=0).fit(X)
+                total = time.perf_counter() - start
+            runs.append((total, timer))
+            forest.append(seconds(lambda X=X: IsolationForest(random_state=0).fit(X)))
+        total, timer = sorted(runs, key=lambda run: run[0])[len(runs) // 2]  # the median fit
+        net = det.module_
+        row_macs = net.row_macs()
+        # the encoder's first layer computes no gradient for its input
+        first = net.encoder_layers[0].weight.numel()
+        macs = {
+            phase: rows * (3 * row_macs - first if "steps" in phase else row_macs)
+            for phase, rows in timer.rows.items()
+        }
+        phases = dict(timer.seconds)
+        phases["training loop"] -= (
+            phases["training steps (loss and gradient)"] + phases["validation checks"]
+        )
+        phases["rest of the fit"] = total - sum(
+            timer.seconds[p]
+            for p in (
+                "input scaling",
+                "training loop",
+                "decoder-variance calibration",
+                "scoring the training rows",
+            )
+        )
+        floor = 2 * sum(macs.values()) / rate
+        row = {
+            "rows": n,
+            "features": d,
+            "fit_seconds": total,
+            "phase_seconds": phases,
+            "multiply_adds": macs,
+            "gemm_floor_seconds": floor,
+            "isolation_forest_seconds": float(np.median(forest)),
+        }
+        results.append(row)
+        print(
+            f"floor: {n:6d} x {d:5d} fit {total:.2f} s, at the GEMM rate {floor:.2f} s, "
+            f"IsolationForest {row['isolation_forest_seconds']:.2f} s; "
+            + ", ".join(f"{p} {t:.2f} s" for p, t in phases.items()),
+            flush=True,
+        )
+    totals = {
+        key: sum(r[key] for r in results)
+        for key in ("fit_seconds", "gemm_floor_seconds", "isolation_forest_seconds")
+    }
+    print(
+        f"floor: in total fit {totals['fit_seconds']:.2f} s, at the GEMM rate "
+        f"{totals['gemm_floor_seconds']:.2f} s, IsolationForest "
+        f"{totals['isolation_forest_seconds']:.2f} s",
+        flush=True,
+    )
+    return {"gemm_flops_per_s_1_thread": rate, "fits": results, "total_seconds": totals}
+
+
 def baseline_part(revision: str, rows_list, features_list, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(
@@ -385,7 +527,7 @@ def baseline_part(revision: str, rows_list, features_list, repeats: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["busy", "rl", "shapes"])
+    parser.add_argument("--parts", nargs="+", default=["busy", "rl", "shapes", "floor"])
     parser.add_argument("--out", default="benchmarks/results/training.json")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument(
@@ -407,6 +549,14 @@ def main() -> None:
                 if args.quick
                 else shapes_part([300, 2000, 10_000], [6, 50, 200, 1000], 3)
             )
+        elif part == "floor":
+            report["parts"]["floor"] = (
+                floor_part([(300, 6), (300, 50)], 1)
+                if args.quick
+                else floor_part(
+                    [(n, d) for n in (300, 2000, 10_000) for d in (6, 50, 200, 1000)], 3
+                )
+            )
         elif part == "baseline":
             if not args.baseline:
                 parser.error("the baseline part needs --baseline REV")
@@ -416,7 +566,7 @@ def main() -> None:
                 else baseline_part(args.baseline, [300, 2000, 10_000], [6, 50, 200, 1000], 3)
             )
         else:
-            parser.error(f"unknown part {part!r}; choose from busy, rl, shapes, baseline")
+            parser.error(f"unknown part {part!r}; choose from busy, rl, shapes, floor, baseline")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

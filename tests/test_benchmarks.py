@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from skvae import VAEOutlierDetector
+
 pytestmark = pytest.mark.slow  # each runs a whole script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,6 +285,22 @@ def test_training_benchmark(tmp_path):
     shapes = parts["shapes"]
     assert [(f["rows"], f["features"]) for f in shapes["fits"]] == [(300, 6), (300, 50)]
     assert shapes["total_seconds"]["IsolationForest"] > 0
+    floor = parts["floor"]
+    fit = floor["fits"][0]
+    assert (fit["rows"], fit["features"]) == (300, 6)
+    assert sum(fit["phase_seconds"].values()) == pytest.approx(fit["fit_seconds"])
+    # 100 steps of each member's 128 rows: forward, weight and input gradients but the
+    # first layer's input gradient; 2,048 scored rows (one padded pass)
+    net = VAEOutlierDetector().fit(np.random.RandomState(0).normal(size=(300, 6))).module_
+    macs, first = net.row_macs(), net.encoder_layers[0].weight.numel()
+    assert fit["multiply_adds"]["training steps (loss and gradient)"] == 100 * 128 * (
+        3 * macs - first
+    )
+    assert fit["multiply_adds"]["scoring the training rows"] == 2048 * macs
+    assert fit["multiply_adds"]["validation checks"] == 5 * 30 * macs
+    assert fit["gemm_floor_seconds"] == pytest.approx(
+        2 * sum(fit["multiply_adds"].values()) / floor["gemm_flops_per_s_1_thread"]
+    )
 
 
 def test_training_benchmark_against_a_git_revision(tmp_path):
