@@ -55,3 +55,25 @@ def test_features_with_zero_iqr_fall_back_to_their_std():
     )
     assert scale[1] == np.std(X[:, 1])
     assert scale[2] == 1.0
+
+
+@pytest.mark.parametrize("n_rows", [*range(1, 30), 257, 2000])
+def test_quartiles_of_missing_values_equal_numpy_nanpercentile(n_rows):
+    rng = np.random.RandomState(n_rows)
+    X = np.column_stack(
+        [
+            rng.standard_normal(n_rows),
+            rng.randint(0, 3, n_rows).astype(float),
+            rng.standard_cauchy(n_rows) * 1e300,
+            rng.standard_normal(n_rows),
+            rng.standard_normal(n_rows),
+        ]
+    )
+    X[rng.rand(n_rows, 5) < 0.3] = np.nan
+    X[:, 3] = np.nan  # no observed value: NaN, as numpy gives (with a warning)
+    X[1:, 4] = np.nan  # one observed value (or none with one row)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanpercentile(X, [25, 50, 75], axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        got = quartiles(X, missing=True)
+    np.testing.assert_array_equal(got, expected)

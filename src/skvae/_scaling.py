@@ -18,10 +18,10 @@ def fit_scaling(X: np.ndarray, method: str | None, missing: bool) -> tuple[np.nd
     mean, std = (np.nanmean, np.nanstd) if missing else (np.mean, np.std)
     with np.errstate(over="ignore", invalid="ignore"):
         if method == "robust":
-            if missing:
+            if X.dtype == np.float64:
+                q25, center, q75 = quartiles(X, missing)
+            elif missing:
                 q25, center, q75 = np.nanpercentile(X, [25, 50, 75], axis=0)
-            elif X.dtype == np.float64:
-                q25, center, q75 = quartiles(X)
             else:
                 q25, center, q75 = np.percentile(X, [25, 50, 75], axis=0)
             scale = (q75 / 2 - q25 / 2) * (2 / _IQR_NORMAL)
@@ -40,36 +40,53 @@ def fit_scaling(X: np.ndarray, method: str | None, missing: bool) -> tuple[np.nd
     return center.astype(np.float64), scale.astype(np.float64)
 
 
-def quartiles(X: np.ndarray) -> np.ndarray:
-    """The 25th, 50th and 75th percentiles of each column of float64 ``X`` without NaN,
-    as (3, n_features): equal to ``np.percentile(X, [25, 50, 75], axis=0)``.
+def quartiles(X: np.ndarray, missing: bool = False) -> np.ndarray:
+    """The 25th, 50th and 75th percentiles of each column of float64 ``X``, as
+    (3, n_features): equal to ``np.percentile(X, [25, 50, 75], axis=0)``, or with
+    ``missing`` values (NaN) to ``np.nanpercentile`` (NaN for a column without an
+    observed value).
 
     Only the order statistics the quartiles interpolate between are selected, one
-    partition at a time (numpy's percentile selects all of them in one call, which
-    costs several times more on many rows).
+    partition at a time; with missing values each column is sorted instead (its count of
+    observed values sets its own positions). numpy's percentiles select all of them in
+    one call, or column by column with missing values, which costs several times more.
     """
-    n = X.shape[0]
+    n_rows, n_features = X.shape
+    quarters = np.array([0.25, 0.5, 0.75])[:, None]
+    if missing:
+        columns = np.sort(X, axis=0)  # NaN last
+        observed = n_rows - np.isnan(columns).sum(0)
+        count = np.maximum(observed, 1)
+    else:
+        columns = np.array(X.T, order="C")  # a copy whose rows are X's columns
+        count = np.full(n_features, n_rows)
     # numpy's 'linear' method: the virtual index (n - 1) q (exact for quarters), the
     # two order statistics around it and the fraction between them
-    virtual = (n - 1) * np.array([0.25, 0.5, 0.75])
+    virtual = (count - 1) * quarters
     below = np.floor(virtual).astype(np.intp)
-    above = np.minimum(below + 1, n - 1)
-    gamma = (virtual - below)[:, None]
-    columns = np.array(X.T, order="C")  # a copy whose rows are X's columns
+    above = np.minimum(below + 1, count - 1)
+    gamma = virtual - below
+    if missing:
+        low = np.take_along_axis(columns, below, axis=0)
+        high = np.take_along_axis(columns, above, axis=0)
+    else:
 
-    def select(start: int, stop: int, needed: list[int]) -> None:
-        # put each needed order statistic of columns[:, start:stop] in its place
-        if needed:
-            k = needed[len(needed) // 2]
-            columns[:, start:stop].partition(k - start, axis=1)
-            select(start, k, [i for i in needed if i < k])
-            select(k + 1, stop, [i for i in needed if i > k])
+        def select(start: int, stop: int, needed: list[int]) -> None:
+            # put each needed order statistic of columns[:, start:stop] in its place
+            if needed:
+                k = needed[len(needed) // 2]
+                columns[:, start:stop].partition(k - start, axis=1)
+                select(start, k, [i for i in needed if i < k])
+                select(k + 1, stop, [i for i in needed if i > k])
 
-    select(0, n, sorted(set(below.tolist()) | set(above.tolist())))
-    low, high = columns[:, below].T, columns[:, above].T
+        select(0, n_rows, sorted(set(below[:, 0].tolist()) | set(above[:, 0].tolist())))
+        low, high = columns[:, below[:, 0]].T, columns[:, above[:, 0]].T
     # numpy's interpolation, from the nearer of the two values
     difference = high - low
-    return np.where(gamma < 0.5, low + difference * gamma, high - difference * (1 - gamma))
+    out = np.where(gamma < 0.5, low + difference * gamma, high - difference * (1 - gamma))
+    if missing:
+        out[:, observed == 0] = np.nan
+    return out
 
 
 def to_float32(Z: np.ndarray) -> np.ndarray:
