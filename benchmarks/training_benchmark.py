@@ -354,22 +354,36 @@ def shapes_part(rows_list, features_list, repeats: int) -> dict:
 
 # ---------------------------------------------------------------------------- floor
 # The phases of a default fit, each timed by wrapping the function that does it (the
-# module attribute the caller looks up), with the rows it computes, to count its
-# multiply-adds.
+# module attribute the caller looks up), with the rows it computes (from its arguments;
+# a row counts once for the whole ensemble: every member's network sees it, or in
+# training its own row in that place), to count its multiply-adds.
+STEPS = "training steps (loss and gradient)"
+
+
+def _scored_rows(net, X, *_) -> int:
+    from skvae._network import chunk_rows
+
+    return -(-X.shape[0] // chunk_rows(net)) * chunk_rows(net)  # every pass is whole
+
+
 PHASES = {
-    "input scaling": ("skvae._estimator", "fit_scaling"),
-    "training loop": ("skvae._estimator", "train"),
-    "training steps (loss and gradient)": ("skvae._network", "VAEEnsemble.loss_gradient"),
-    "validation checks": ("skvae._training", "validation_loss"),
-    "decoder-variance calibration": ("skvae._network", "VAEEnsemble.calibrate_decoder_variance"),
-    "scoring the training rows": ("skvae._estimator", "forward_rows"),
+    "input scaling": ("skvae._estimator", "fit_scaling", None),
+    "training loop": ("skvae._estimator", "train", None),
+    # x is (members, rows, features): each member's rows through its network
+    STEPS: ("skvae._network", "VAEEnsemble.loss_gradient", lambda net, x, *_: x.shape[1]),
+    "validation checks": ("skvae._training", "validation_loss", lambda net, Z, *_: len(Z)),
+    "decoder-variance calibration": (
+        "skvae._network",
+        "VAEEnsemble.calibrate_decoder_variance",
+        lambda net, x, *_: len(x),
+    ),
+    "scoring the training rows": ("skvae._estimator", "forward_rows", _scored_rows),
 }
 
 
 class PhaseTimer:
     """Wraps the functions of :data:`PHASES` for the duration: seconds and computed
-    rows of each (a row counts once for the whole ensemble: every member's network
-    sees it, or in training its own row in that place)."""
+    rows of each."""
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(PHASES, 0.0)
@@ -379,21 +393,7 @@ class PhaseTimer:
     def __enter__(self) -> PhaseTimer:
         import importlib
 
-        from skvae._network import chunk_rows
-
-        def computed_rows(phase: str, args) -> int:
-            if phase == "training steps (loss and gradient)":
-                # (members, rows, features): each member's rows through its network
-                return args[1].shape[1]
-            if phase == "validation checks":
-                return len(args[1])
-            if phase == "decoder-variance calibration":
-                return len(args[1])
-            if phase == "scoring the training rows":  # every pass has chunk_rows rows
-                return -(-args[1].shape[0] // chunk_rows(args[0])) * chunk_rows(args[0])
-            return 0
-
-        for phase, (module_name, name) in PHASES.items():
+        for phase, (module_name, name, rows) in PHASES.items():
             owner = importlib.import_module(module_name)
             attribute = name
             if "." in name:
@@ -401,13 +401,14 @@ class PhaseTimer:
                 owner = getattr(owner, class_name)
             original = getattr(owner, attribute)
 
-            def timed(*args, _phase=phase, _original=original, **kwargs):
+            def timed(*args, _phase=phase, _original=original, _rows=rows, **kwargs):
                 start = time.perf_counter()
                 try:
                     return _original(*args, **kwargs)
                 finally:
                     self.seconds[_phase] += time.perf_counter() - start
-                    self.rows[_phase] += computed_rows(_phase, args)
+                    if _rows is not None:
+                        self.rows[_phase] += _rows(*args)
 
             setattr(owner, attribute, timed)
             self._undo.append((owner, attribute, original))
@@ -441,13 +442,11 @@ def floor_part(shapes, repeats: int) -> dict:
         # the encoder's first layer computes no gradient for its input
         first = net.encoder_layers[0].weight.numel()
         macs = {
-            phase: rows * (3 * row_macs - first if "steps" in phase else row_macs)
+            phase: rows * (3 * row_macs - first if phase == STEPS else row_macs)
             for phase, rows in timer.rows.items()
         }
         phases = dict(timer.seconds)
-        phases["training loop"] -= (
-            phases["training steps (loss and gradient)"] + phases["validation checks"]
-        )
+        phases["training loop"] -= phases[STEPS] + phases["validation checks"]
         phases["rest of the fit"] = total - sum(
             timer.seconds[p]
             for p in (

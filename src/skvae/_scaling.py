@@ -46,47 +46,47 @@ def quartiles(X: np.ndarray, missing: bool = False) -> np.ndarray:
     ``missing`` values (NaN) to ``np.nanpercentile`` (NaN for a column without an
     observed value).
 
-    Only the order statistics the quartiles interpolate between are selected, one
-    partition at a time; with missing values each column is sorted instead (its count of
-    observed values sets its own positions). numpy's percentiles select all of them in
-    one call, or column by column with missing values, which costs several times more.
+    Without missing values only the order statistics the quartiles interpolate between
+    are selected, one partition at a time; with them each column is sorted (its count
+    of observed values sets its own positions). numpy's percentiles select all of them
+    in one call, or column by column with missing values, which costs several times more.
     """
     n_rows, n_features = X.shape
-    quarters = np.array([0.25, 0.5, 0.75])[:, None]
-    if missing:
-        columns = np.sort(X, axis=0)  # NaN last
-        observed = n_rows - np.isnan(columns).sum(0)
-        count = np.maximum(observed, 1)
-    else:
-        columns = np.array(X.T, order="C")  # a copy whose rows are X's columns
-        count = np.full(n_features, n_rows)
+    observed = n_rows - np.isnan(X).sum(0) if missing else np.full(n_features, n_rows)
     # numpy's 'linear' method: the virtual index (n - 1) q (exact for quarters), the
     # two order statistics around it and the fraction between them
-    virtual = (count - 1) * quarters
+    virtual = (np.maximum(observed, 1) - 1) * np.array([0.25, 0.5, 0.75])[:, None]
     below = np.floor(virtual).astype(np.intp)
-    above = np.minimum(below + 1, count - 1)
+    above = np.minimum(below + 1, np.maximum(observed, 1) - 1)
     gamma = virtual - below
     if missing:
-        low = np.take_along_axis(columns, below, axis=0)
-        high = np.take_along_axis(columns, above, axis=0)
+        ordered = np.sort(X, axis=0)  # NaN last
     else:
-
-        def select(start: int, stop: int, needed: list[int]) -> None:
-            # put each needed order statistic of columns[:, start:stop] in its place
-            if needed:
-                k = needed[len(needed) // 2]
-                columns[:, start:stop].partition(k - start, axis=1)
-                select(start, k, [i for i in needed if i < k])
-                select(k + 1, stop, [i for i in needed if i > k])
-
-        select(0, n_rows, sorted(set(below[:, 0].tolist()) | set(above[:, 0].tolist())))
-        low, high = columns[:, below[:, 0]].T, columns[:, above[:, 0]].T
+        ordered = _order_statistics(X, sorted(set(below[:, 0]) | set(above[:, 0])))
+    low = np.take_along_axis(ordered, below, axis=0)
+    high = np.take_along_axis(ordered, above, axis=0)
     # numpy's interpolation, from the nearer of the two values
     difference = high - low
     out = np.where(gamma < 0.5, low + difference * gamma, high - difference * (1 - gamma))
-    if missing:
-        out[:, observed == 0] = np.nan
+    out[:, observed == 0] = np.nan
     return out
+
+
+def _order_statistics(X: np.ndarray, positions: list[int]) -> np.ndarray:
+    """A copy of ``X`` (a view of shape ``X.shape``) whose columns each hold their
+    order statistics at ``positions`` (sorted) in place: one partition per position,
+    each within the part of the column the previous ones left."""
+    columns = np.array(X.T, order="C")  # each column contiguous
+
+    def select(start: int, stop: int, needed: list[int]) -> None:
+        if needed:
+            k = needed[len(needed) // 2]
+            columns[:, start:stop].partition(k - start, axis=1)
+            select(start, k, [i for i in needed if i < k])
+            select(k + 1, stop, [i for i in needed if i > k])
+
+    select(0, X.shape[0], positions)
+    return columns.T
 
 
 def to_float32(Z: np.ndarray) -> np.ndarray:
