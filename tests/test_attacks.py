@@ -173,6 +173,10 @@ TAMPERED = {
     "network extra key": lambda m: m["network"].update(exploit=1),
     "network wrong latent": lambda m: m["network"].update(latent_dim=3),
     "candidates NaN": lambda m: m["info"].update(threshold_candidates={"5": float("nan")}),
+    "candidates far out": lambda m: m["info"].update(threshold_candidates={"5": 3e299}),
+    "candidates beyond float": lambda m: m["info"].update(threshold_candidates={"5": 10**400}),
+    "candidate key 10**300": lambda m: m["info"].update(threshold_candidates={"1" + "0" * 300: 1}),
+    "candidate key 0": lambda m: m["info"].update(threshold_candidates={"0": 1}),
     "info not a dict": lambda m: m.update(info=[1]),
     "newer format": lambda m: m.update(format_version=99),
     "not a skvae file": lambda m: m.update(format="other"),
@@ -199,7 +203,11 @@ TAMPERED_MESSAGES = {
     "network huge width": r"'network.hidden_dims' is invalid",
     "network extra key": r"'network' must have exactly",
     "network wrong latent": r"do not fit the architecture: decoder_layers.0.weight",
-    "candidates NaN": r"'threshold_candidates' is invalid",
+    "candidates NaN": r"threshold_candidates\[5\] must be a finite number",
+    "candidates far out": r"threshold_candidates\[5\] lies more than 1000 standard",
+    "candidates beyond float": r"threshold_candidates\[5\] must be a finite number",
+    "candidate key 10**300": r"percentiles in \(0, 100\)",
+    "candidate key 0": r"percentiles in \(0, 100\)",
     "info not a dict": r"'info' must be a mapping",
     "newer format": r"uses model format 99, newer than this skvae",
     "not a skvae file": r"not a skvae model file",
@@ -554,3 +562,160 @@ def test_numbers_beyond_float_range_and_deep_nesting_in_a_model_file(model, tmp_
     members["metadata.json"] = b"[" * 2000 + b"]" * 2000
     with pytest.raises(ValueError, match="nested too deeply|not a skvae model file"):
         skvae.load(_write(tmp_path / "deep.skvae", members))
+
+
+# ------------------------------------------------------------- pickles of plain data
+class _Reduce:
+    """Pickles as ``func(*args)``, then BUILD with ``state`` when given."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _opcodes(*parts: bytes) -> bytes:
+    return b"\x80\x04" + b"".join(parts) + b"."
+
+
+def _nested_codecs(depth: int):
+    import _codecs
+
+    value = "ab" * 50
+    for _ in range(depth):
+        value = _Reduce(_codecs.encode, (value, "hex_codec"))
+    return value
+
+
+_CORE = np._core if hasattr(np, "_core") else np.core
+HOSTILE_PICKLES = {
+    # NumPy internals: a dtype whose state declares an object field at an offset (NumPy
+    # would dereference an attacker-chosen pointer), object scalars and arrays
+    "dtype with an object field": lambda: pickle.dumps(
+        {
+            "threshold": _Reduce(
+                np.dtype,
+                ("f8", False, True),
+                (3, "|", None, ("a",), {"a": (np.dtype("O"), 8)}, 16, 1, 63),
+            )
+        },
+        2,
+    ),
+    "object scalar": lambda: pickle.dumps({"threshold": np.array([None], object)[0:1]}, 4),
+    "object dtype scalar call": lambda: pickle.dumps(
+        {"threshold": _Reduce(_CORE.multiarray.scalar, (np.dtype("O"), b"\0" * 8))}, 4
+    ),
+    "structured array": lambda: pickle.dumps({"t": np.zeros(2, "f8,O")}, 4),
+    "V0 array": lambda: pickle.dumps({"t": np.zeros(3, "V0")}, 4),
+    "array shape beyond its bytes": lambda: pickle.dumps(
+        {"t": _Reduce(_CORE.multiarray._reconstruct, (np.ndarray, (3 * 10**8, 1), b"b"))}, 4
+    ),
+    "frombuffer shape beyond its bytes": lambda: pickle.dumps(
+        {"t": _Reduce(_CORE.numeric._frombuffer, (b"\0" * 8, np.dtype("f8"), (10**9,), "C"))}, 4
+    ),
+    # memory from nothing
+    "memo index 2**27": lambda: _opcodes(b"N", b"r" + (2**27).to_bytes(4, "little")),
+    "FRAME of 2**40": lambda: _opcodes(b"\x95" + (2**40).to_bytes(8, "little"), b"N"),
+    "BINBYTES8 of 2**40": lambda: _opcodes(b"\x8e" + (2**40).to_bytes(8, "little")),
+    "BINUNICODE8 of 2**40": lambda: _opcodes(b"\x8d" + (2**40).to_bytes(8, "little")),
+    "BYTEARRAY8 of 2**40": lambda: _opcodes(b"\x96" + (2**40).to_bytes(8, "little")),
+    "nested _codecs.encode": lambda: pickle.dumps({"t": _nested_codecs(20)}, 4),
+    "deep lists": lambda: _opcodes(b"]" * 5_000, b"a" * 4_999),
+    "deep tuples": lambda: _opcodes(b"N", b"\x85" * 50_000),
+    "200,000 empty lists": lambda: _opcodes(b"](", b"]" * 200_000, b"e"),
+    "a list in itself": lambda: _opcodes(b"]\x94h\x00a"),
+    "DUP": lambda: _opcodes(b"]2a"),
+    "memo read never written": lambda: _opcodes(b"h\x07"),
+    "code": lambda: pickle.dumps({"t": _Reduce(eval, ("1",))}, 4),
+}
+
+
+def _hostile_entries(tmp_path, model, payload: bytes):
+    """Every loader that reaches the plain-data reader, given ``payload``."""
+    from skvae._plainpickle import load_plain_pickle
+    from skvae.compat import VAE
+
+    _, good, X = model
+    beside = tmp_path / "m.skvae"
+    beside.write_bytes(good.read_bytes())
+    (tmp_path / "m_meta_data.pkl").write_bytes(payload)
+    (tmp_path / "old_meta_data.pkl").write_bytes(payload)
+    torch.save({}, tmp_path / "old_model.pth")
+    (tmp_path / "data.pkl").write_bytes(payload)
+    np.save(tmp_path / "X.npy", X[:5])
+    return {
+        "load_plain_pickle": lambda: load_plain_pickle(tmp_path / "data.pkl"),
+        "skvae.load (threshold file beside .skvae)": lambda: skvae.load(beside),
+        "skvae.load (old pair)": lambda: skvae.load(tmp_path / "old"),
+        "compat.VAE.load_model": lambda: VAE.load_model(str(tmp_path / "old")),
+        "load_transitions(.pkl)": lambda: load_transitions(tmp_path / "data.pkl"),
+        "skvae score (threshold file)": lambda: main(
+            ["score", str(beside), str(tmp_path / "X.npy")]
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_PICKLES))
+def test_hostile_pickles_are_refused_within_memory_at_every_loader(case, model, tmp_path, capsys):
+    """No crash, no code, no memory beyond 10x the file plus the reader's allowance:
+    a ValueError naming the file, or (the command line) one line and exit 2."""
+    import tracemalloc
+
+    from skvae._plainpickle import MEMORY_ALLOWANCE
+
+    payload = HOSTILE_PICKLES[case]()
+    for entry, call in _hostile_entries(tmp_path, model, payload).items():
+        tracemalloc.start()
+        try:
+            result = call()
+        except ValueError as exc:
+            assert "pickle" in str(exc) or "plain data" in str(exc), (entry, exc)
+            result = None
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        err = capsys.readouterr().err
+        if case == "memo index 2**27":  # a valid pickle, of None: no threshold file
+            assert result in (None, 0) or isinstance(result, skvae.VAEOutlierDetector), entry
+        elif entry.startswith("skvae score"):
+            assert result == 2 and err.count("\n") == 1, (entry, err)
+        else:
+            assert result is None, entry
+        assert peak < 10 * len(payload) + MEMORY_ALLOWANCE + 48 * 2**20, (entry, peak)
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_plain_data_reads_as_the_pickle_module_wrote_it():
+    """Every protocol, every plain type the old module's files and datasets use."""
+    import collections
+
+    from skvae._plainpickle import loads_plain
+
+    data = {
+        "threshold": np.float64(-1.5),
+        "n": np.int64(3),
+        "flags": np.array([True, False]),
+        "obs": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "big_endian": np.arange(3, dtype=">f8"),
+        "hidden_dims": [256, 128],
+        "pair": (1, "x", None),
+        "bytes": b"\x00\xff",
+        "set": {1, 2},
+        "frozen": frozenset({3}),
+        "ordered": collections.OrderedDict(a=1),
+        "complex": 1 + 2j,
+        "huge_int": 2**100,
+        "text": "été",
+    }
+    for protocol in range(6):
+        back = loads_plain(pickle.dumps(data, protocol))
+        assert back.keys() == data.keys()
+        for key, value in data.items():
+            if isinstance(value, np.ndarray):
+                assert back[key].dtype == value.dtype and back[key].shape == value.shape
+                np.testing.assert_array_equal(back[key], value)
+                assert back[key].flags.writeable
+            else:
+                assert back[key] == value and type(back[key]) is type(value), (protocol, key)

@@ -405,6 +405,7 @@ def test_numpy_hyperparameters_save(tmp_path):
 def test_metadata_beside_a_model_file_is_plain_data_for_that_file_only(fitted, tmp_path):
     import os
     import pickle
+    import shutil
 
     from skvae._persistence import metadata_file, write_vae_module_metadata
 
@@ -419,9 +420,19 @@ def test_metadata_beside_a_model_file_is_plain_data_for_that_file_only(fitted, t
     content["threshold_candidates"] = {5: det.score_mean_ - 2 * det.score_std_}
     meta.write_bytes(pickle.dumps(content))
     assert skvae.load(path, return_info=True)[1]["threshold_candidates"] == {5: -2.0}
-    # metadata written for another model file is not this file's
-    meta.write_bytes(pickle.dumps({**content, "skvae_model_file": "other.skvae"}))
-    assert skvae.load(path, return_info=True)[1] == info
+    # the pair is bound by content, not by names or times: a copy of both files under
+    # other names, and a touched model file, keep the edit
+    for other in ("copy.skvae", "copy_meta_data.pkl"):
+        shutil.copy(tmp_path / other.replace("copy", "m"), tmp_path / other)
+    assert skvae.load(tmp_path / "copy.skvae", return_info=True)[1]["threshold_candidates"] == {
+        5: -2.0
+    }
+    os.utime(meta, (1, 1))
+    assert skvae.load(path, return_info=True)[1]["threshold_candidates"] == {5: -2.0}
+    # metadata written for another model is ignored, with a warning
+    meta.write_bytes(pickle.dumps({**content, "skvae_model_sha256": "0" * 64}))
+    with pytest.warns(UserWarning, match="written for another model"):
+        assert skvae.load(path, return_info=True)[1] == info
     # an edit that is not plain data, or not numbers, is refused, and runs nothing
     marker = tmp_path / "ran"
 
@@ -433,12 +444,21 @@ def test_metadata_beside_a_model_file_is_plain_data_for_that_file_only(fitted, t
     with pytest.raises(ValueError, match="not plain data"):
         skvae.load(path)
     assert not marker.exists()
-    meta.write_bytes(pickle.dumps({**content, "threshold_candidates": {5: "x"}}))
-    with pytest.raises(ValueError, match="finite number"):
-        skvae.load(path)
-    # a model file rewritten after the metadata is not overridden by it
-    os.utime(meta, (1, 1))
-    assert skvae.load(path, return_info=True)[1] == info
+    for bad, match in (
+        ({5: "x"}, "finite number"),
+        ({5: 1e300}, "finite number|standard deviations"),
+        ({5: det.score_mean_ + 3e299 * det.score_std_}, "standard deviations"),
+        ({10**300: -1.0}, r"percentiles in \(0, 100\)"),
+        ({100: -1.0}, r"percentiles in \(0, 100\)"),
+    ):
+        meta.write_bytes(pickle.dumps({**content, "threshold_candidates": bad}))
+        with pytest.raises(ValueError, match=match):
+            skvae.load(path)
+    # a model saved again at the same path does not take the old file's candidates
+    meta.write_bytes(pickle.dumps(content))
+    skvae.VAEOutlierDetector(epochs=2, random_state=1).fit(X).save(path)
+    with pytest.warns(UserWarning, match="written for another model"):
+        assert skvae.load(path, return_info=True)[1]["threshold_candidates_on"] == "training"
 
 
 def test_one_definition_of_the_fitted_fields_and_one_table_of_migrations(fitted, tmp_path):

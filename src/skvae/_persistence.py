@@ -47,8 +47,9 @@ import sklearn
 import torch
 
 from . import __version__
-from ._inputs import finite_number
+from ._inputs import finite_number, short_repr
 from ._network import MAX_DECODER_DF, MAX_NETWORK, MAX_PARAMETERS, n_parameters, state_shapes
+from ._plainpickle import load_plain_pickle
 from ._thresholds import normalize, safe_std
 
 FORMAT_NAME = "skvae-model"
@@ -356,7 +357,9 @@ def write_vae_module_metadata(
     ``input_dim``, ``latent_dim``, ``hidden_dims`` and ``device``; ``candidates`` are in
     ``thr`` units and are written in score units, as the old module kept them. The
     candidates written are kept a second time, so that an edit of
-    ``threshold_candidates`` is told from the original.
+    ``threshold_candidates`` is told from the original, and the SHA-256 of the model
+    file's bytes names the model they belong to (copies and ``touch`` keep the pair;
+    a model saved again at the same path does not take the old candidates).
     """
     mean, std = float(record_values["mean"]), float(record_values["std"])
     raw = {int(p): float(v) * (std if std > 0 else 1.0) + mean for p, v in candidates.items()}
@@ -365,32 +368,76 @@ def write_vae_module_metadata(
         "threshold_candidates": raw,
         "skvae_written_candidates": dict(raw),
         "skvae_model_file": Path(skvae_file).name,
+        "skvae_model_sha256": _file_sha256(Path(skvae_file)),
     }
     target = metadata_file(skvae_file)
     return atomic_write(target, lambda fh: pickle.dump(meta, fh, protocol=4))
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_candidates(candidates: Any, where) -> dict[int, float]:
+    """Threshold candidates as ``{percentile: thr}``: integer percentiles in (0, 100)
+    and values in normalised units within the bounds of a model's own threshold
+    (:data:`MAX_OFFSET_STDS` standard deviations); else a ValueError naming ``where``."""
+    if not isinstance(candidates, dict):
+        raise ValueError(f"{where}: threshold_candidates must be a mapping")
+    out = {}
+    for key, value in candidates.items():
+        digits = key if isinstance(key, int) and not isinstance(key, bool) else None
+        if isinstance(key, str) and key.removeprefix("p").isdigit() and len(key) <= 4:
+            digits = int(key.removeprefix("p"))
+        if digits is None or not 0 < digits < 100:
+            raise ValueError(
+                f"{where}: threshold_candidates keys are percentiles in (0, 100); "
+                f"got {short_repr(key)}"
+            )
+        thr = finite_number(value, f"{where}: threshold_candidates[{digits}]")
+        if abs(thr) > MAX_OFFSET_STDS:
+            raise ValueError(
+                f"{where}: threshold_candidates[{digits}] lies more than "
+                f"{MAX_OFFSET_STDS:g} standard deviations from the mean training score"
+            )
+        out[digits] = thr
+    return out
+
+
 def _with_edited_candidates(record: ModelRecord, skvae_file: Path) -> ModelRecord:
-    """``record`` with the threshold candidates of the sidecar metadata written for it,
-    where they were edited after it was written (raw score units, converted to ``thr``)."""
+    """``record`` with the threshold candidates of the sidecar metadata written for it
+    (named by its SHA-256), where they were edited after it was written (raw score
+    units, converted to ``thr``). A sidecar written for another model is ignored with a
+    warning."""
     file = metadata_file(skvae_file)
-    if not file.is_file() or file.stat().st_mtime < skvae_file.stat().st_mtime:
-        return record  # none, or older than the model file (rewritten since)
-    if file.stat().st_size > MAX_PAIR_METADATA_BYTES:
-        raise ValueError(f"{file} is {file.stat().st_size} bytes, over the limit")
-    meta = load_plain_pickle(file)
-    if not isinstance(meta, dict) or meta.get("skvae_model_file") != skvae_file.name:
-        return record  # not the metadata written for this file
+    if not file.exists():
+        return record
+    meta = load_plain_pickle(file, MAX_PAIR_METADATA_BYTES)
+    if not isinstance(meta, dict) or "skvae_model_file" not in meta:
+        return record  # not one skvae wrote (the old module's own pair is read as such)
+    if meta.get("skvae_model_sha256") != _file_sha256(skvae_file):
+        warnings.warn(
+            f"{file} was written for another model than {skvae_file.name} (its "
+            "skvae_model_sha256 does not match), so its threshold candidates are ignored",
+            UserWarning,
+            stacklevel=4,
+        )
+        return record
     edited = meta.get("threshold_candidates")
-    if edited == meta.get("skvae_written_candidates") or not isinstance(edited, dict):
+    if edited == meta.get("skvae_written_candidates"):
         return record
     mean, std = record.fitted.score_mean, record.fitted.score_std
-    candidates = {}
-    for key, value in edited.items():
-        if not str(key).isdigit():
-            raise ValueError(f"{file}: threshold_candidates keys must be percentiles; got {key!r}")
-        where = f"{file}: threshold_candidates[{key!r}]"
-        candidates[int(key)] = float(normalize(finite_number(value, where), mean, std))
+    if not isinstance(edited, dict):
+        raise ValueError(f"{file}: threshold_candidates must be a mapping")
+    raw = {
+        key: finite_number(value, f"{file}: threshold_candidates[{short_repr(key)}]")
+        for key, value in edited.items()
+    }
+    candidates = check_candidates({k: normalize(v, mean, std) for k, v in raw.items()}, file)
     record.info = {**record.info, "threshold_candidates": candidates}
     record.info["threshold_candidates_on"] = f"edited in {file.name}"
     return record
@@ -711,87 +758,19 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
         setattr(record, attr, scores.astype(np.float64))
     if fitted.calibration_source not in CALIBRATION_SOURCES:
         raise ValueError(f"{path}: metadata field 'fitted.calibration_source' is invalid")
-    candidates = record.info.get("threshold_candidates", {})
-    if not isinstance(candidates, dict) or not all(_is_number(v) for v in candidates.values()):
-        raise ValueError(f"{path}: info field 'threshold_candidates' is invalid")
+    if "threshold_candidates" in record.info:
+        record.info["threshold_candidates"] = check_candidates(
+            record.info["threshold_candidates"], f"{path}: info field"
+        )
     return record
 
 
 def _info_from_json(info: dict) -> dict:
     """JSON turns the integer percentile keys of threshold candidates into strings."""
-    info = dict(info)
-    candidates = info.get("threshold_candidates")
-    if isinstance(candidates, dict):
-        info["threshold_candidates"] = {
-            int(k) if str(k).isdigit() else k: v for k, v in candidates.items()
-        }
-    return info
+    return dict(info)  # check_candidates turns the keys back into percentiles
 
 
 # ---------------------------------------------------------------------------- pairs
-class _PlainDataUnpickler(pickle.Unpickler):
-    """Rebuilds only plain data: builtins containers and scalars, numpy arrays and
-    scalars. Anything else (a function, a class with code) is refused."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        # protocol 5's arrays: frombuffer on bytes the file holds, reshaped (sizes checked)
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("builtins", "complex"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("collections", "OrderedDict"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if name == "_reconstruct" and (module, name) in self._ALLOWED:
-            return _empty_reconstruct
-        if (
-            (module, name) in self._ALLOWED
-            or (module == "numpy" and name.endswith("DType"))
-            or (module.startswith("numpy.dtypes") and name.endswith("DType"))
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not plain data")
-
-
-def _empty_reconstruct(subtype, shape, dtype):
-    """NumPy's ``_reconstruct`` as a pickle of an array calls it: for an empty array,
-    whose values ``__setstate__`` then sets from data the file holds (and NumPy checks
-    their size). Any other shape would allocate what the file only claims."""
-    if subtype is not np.ndarray or not isinstance(shape, tuple) or any(shape):
-        raise pickle.UnpicklingError("refusing an array reconstructed with a shape")
-    return np.ndarray.__new__(np.ndarray, (0,), dtype)
-
-
-def load_plain_pickle(path: str | os.PathLike) -> Any:
-    """Unpickle a file holding only plain data (dicts, lists, numbers, strings, numpy
-    arrays); raises ValueError for anything that would run code or build objects."""
-    try:
-        with open(path, "rb") as fh:
-            return _PlainDataUnpickler(fh).load()
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        AttributeError,
-        ImportError,
-        IndexError,
-        RecursionError,  # nested deeper than Python's stack
-        ValueError,  # NumPy's, for arrays whose data do not match their shape
-    ) as exc:
-        raise ValueError(
-            f"{path}: not a pickle of plain data ({exc}). Only if you trust its source, "
-            "pass allow_code_execution=True (--allow-code-execution)."
-        ) from exc
-
-
 def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
     meta_file = stem.with_name(stem.name + PAIR_META)
     weights_file = stem.with_name(stem.name + PAIR_WEIGHTS)
@@ -801,7 +780,7 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
     for file, limit in ((meta_file, MAX_PAIR_METADATA_BYTES), (weights_file, MAX_WEIGHTS_BYTES)):
         if file.stat().st_size > limit:
             raise ValueError(f"{file} is {file.stat().st_size} bytes, over the limit")
-    meta = load_plain_pickle(meta_file)
+    meta = load_plain_pickle(meta_file, MAX_PAIR_METADATA_BYTES)
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_file}: expected a dict of metadata, got {type(meta).__name__}")
     try:
@@ -844,12 +823,7 @@ def _record_from_compat_v1(meta: dict, state: dict, where) -> ModelRecord:
     offset = _number(meta, "threshold", where)
     if offset is None:
         raise ValueError(f"{where}: no threshold stored; call set_threshold before saving")
-    candidates = {}
-    for key, value in (meta.get("threshold_candidates") or {}).items():
-        digits = str(key).removeprefix("p")
-        if digits.isdigit():
-            candidates[int(digits)] = float(value)
-    info = {"threshold_candidates": candidates}
+    info = {"threshold_candidates": _integer_percentiles(meta, where)}
     return _pair_record(meta, params, network, net_state, (offset, mean, std), info, COMPAT_V1)
 
 
@@ -880,10 +854,11 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
     offset = _number(meta, "threshold", where)
     if mean is None or std is None or offset is None:
         raise ValueError(f"{where}: 'threshold', 'mean' and 'std' are required")
-    candidates = {}  # the old module stored raw score percentiles: convert to thr units
-    for key, value in (meta.get("threshold_candidates") or {}).items():
-        if str(key).isdigit():
-            candidates[int(key)] = float(normalize(float(value), mean, std))
+    raw = _integer_percentiles(meta, where)  # raw score percentiles: to thr units
+    candidates = {
+        key: normalize(finite_number(value, f"{where}: threshold_candidates"), mean, std)
+        for key, value in raw.items()
+    }
     params = {
         "latent_dim": latent_dim,
         "hidden_dims": hidden,
@@ -897,6 +872,19 @@ def _record_from_vae_module(meta: dict, state: dict, hidden_dims, where) -> Mode
     }
     info = {"threshold_candidates": candidates, "stochastic_statistics": True}
     return _pair_record(meta, params, network, net_state, (offset, mean, std), info, "vae_module")
+
+
+def _integer_percentiles(meta: dict, where) -> dict:
+    """The candidates of an old pair's metadata at whole percentiles (``5``, ``'p5'``);
+    fractional ones (``'p0.5'``, which skvae 0.1.0 also wrote) are left out."""
+    candidates = meta.get("threshold_candidates") or {}
+    if not isinstance(candidates, dict):
+        raise ValueError(f"{where}: threshold_candidates must be a mapping")
+    return {
+        k: v
+        for k, v in candidates.items()
+        if not isinstance(k, str) or k.removeprefix("p").isdigit()
+    }
 
 
 def _pair_record(meta, params, network, state, statistics, info, source) -> ModelRecord:

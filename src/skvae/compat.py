@@ -37,6 +37,7 @@ come from the validation rows, ``mean`` and ``std`` from the training rows, as i
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from pathlib import Path
@@ -48,8 +49,15 @@ from torch import nn
 
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
+from ._inputs import finite_number
 from ._network import VAEEnsemble
-from ._persistence import atomic_write, model_path, write_vae_module_metadata
+from ._persistence import (
+    MAX_OFFSET_STDS,
+    atomic_write,
+    check_candidates,
+    model_path,
+    write_vae_module_metadata,
+)
 from ._scaling import scaling_for
 from ._thresholds import heldout_statistics, normalize, offset_from_scores, safe_std
 from .datasets import _check_transitions, episode_ids, load_dataset, make_features, split_indices
@@ -479,9 +487,26 @@ class VAE(nn.Module):
             ref = getattr(reference.get("model"), "detector", None)
             if ref is None:
                 raise TypeError("reference must be a model file or a load_model() dict.")
-            candidates, name = dict(reference.get("threshold_candidates", {})), "the dict"
-            thr, mean, std = reference["thr"], reference["mean"], reference["std"]
-            offset = float(thr) * safe_std(std) + float(mean)
+            name = "the dict"
+            missing = [k for k in ("thr", "mean", "std") if k not in reference]
+            if missing:
+                raise ValueError(f"reference dict lacks {missing}: pass what load_model returned")
+            thr, mean, std = (
+                finite_number(reference[k], f"reference[{k!r}]") for k in ("thr", "mean", "std")
+            )
+            if std < 0:
+                raise ValueError(f"reference['std'] must be >= 0; got {std}")
+            if abs(thr) > MAX_OFFSET_STDS:
+                raise ValueError(
+                    f"reference['thr'] lies more than {MAX_OFFSET_STDS:g} standard deviations "
+                    "from the mean score"
+                )
+            candidates = check_candidates(
+                reference.get("threshold_candidates") or {}, "reference dict"
+            )
+            offset = thr * safe_std(std) + mean
+            if not math.isfinite(offset):
+                raise ValueError("reference thr, mean and std give no finite threshold")
         else:
             with warnings.catch_warnings():  # an old file's stochastic statistics are the point
                 warnings.simplefilter("ignore", UserWarning)
