@@ -1,6 +1,7 @@
 """Dataset loaders on D4RL/Minari-format files generated from MuJoCo Hopper-v5."""
 
 import pickle
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -275,5 +276,98 @@ def test_csv_feature_files_read_empty_cells_as_missing(tmp_path):
     assert names == ["a", "b"]
     np.testing.assert_array_equal(X, [[1.5, np.nan], [np.nan, 2.0], [3.0, 4.0]])
     f.write_text("a,b\n1,x\n")
-    with pytest.raises(ValueError, match="could not convert string 'x'"):
+    with pytest.raises(ValueError, match="line 2, column 2: 'x' is not a number"):
         ds.load_feature_file(f)
+
+
+ROWS = np.arange(10.0 * 3).reshape(10, 3)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["plain", "BOM", "pandas integer header", "pandas integer header with index", "NaN first",
+     "NA first", "empty cell first", "comment first", "comments between", "blank lines",
+     "quoted", "CRLF", "header"],
+)  # fmt: skip
+def test_every_csv_row_is_one_row_in_order(case, tmp_path):
+    """Ten lines of numbers read as ten rows, in order, whatever the first line holds."""
+    rows = ROWS.copy()
+    if case in ("NaN first", "NA first", "empty cell first"):
+        rows[0, 1] = np.nan
+    cells = {"NaN first": "NaN", "NA first": "NA", "empty cell first": ""}
+    lines = [
+        ",".join(cells.get(case, "") if np.isnan(v) else repr(v) for v in row.tolist())
+        for row in rows
+    ]
+    head = {
+        "BOM": "\ufeff",
+        "pandas integer header": "0,1,2\n",
+        "pandas integer header with index": ",0,1,2\n",
+        "comment first": "# exported by a tool\n",
+        "header": "a,b,c\n",
+    }.get(case, "")
+    if case == "pandas integer header with index":
+        lines = [f"{i},{line}" for i, line in enumerate(lines)]
+    sep = {"comments between": "\n# note\n", "blank lines": "\n\n", "CRLF": "\r\n"}
+    if case == "quoted":
+        lines = ['"' + line.replace(",", '","') + '"' for line in lines]
+    (tmp_path / "x.csv").write_bytes((head + sep.get(case, "\n").join(lines) + "\n").encode())
+    integer = "integer header" in case
+    with pytest.warns(UserWarning, match="integer header") if integer else nullcontext():
+        X, names = ds.load_feature_file(tmp_path / "x.csv")
+    np.testing.assert_array_equal(X, rows)
+    expected = {"header": ["a", "b", "c"]}.get(case)
+    if "integer header" in case:
+        expected = ["0", "1", "2"]
+    assert names == expected
+
+
+def test_csv_header_rules_and_flags(tmp_path):
+    f = tmp_path / "x.csv"
+    f.write_text("0,1,2\n3,4,5\n")
+    with pytest.warns(UserWarning, match="integer header"):
+        assert ds.load_feature_file(f)[0].shape == (1, 3)
+    assert ds.load_feature_file(f, header=False)[0].shape == (2, 3)  # data after all
+    f.write_text("NA,,nan\n1,2,3\n")  # a header, or a row with nothing observed?
+    with pytest.raises(ValueError, match="--header or --no-header"):
+        ds.load_feature_file(f)
+    assert np.isnan(ds.load_feature_file(f, header=False)[0][0]).all()
+    assert ds.load_feature_file(f, header=True)[1] == ["NA", "", "nan"]
+    f.write_text("a,b\n1,2\n3\n")
+    with pytest.raises(ValueError, match="line 3 has 1 cells; the first row has 2"):
+        ds.load_feature_file(f)
+
+
+def test_feature_files_that_claim_what_they_do_not_hold(tmp_path):
+    """Refused by their headers, before NumPy allocates; special files by every reader."""
+    import os
+
+    from numpy.lib import format as fmt
+
+    for descr, shape, match in (
+        ("<f8", (10**9, 0), "claims a shape"),
+        ("|V0", (10**6, 3), "not numbers"),
+        ("|S0", (10**6, 3), "not numbers"),
+        ("<U0", (10**6, 3), "not numbers"),
+        ("|O", (3, 3), "not numbers"),
+    ):
+        with open(tmp_path / "x.npy", "wb") as fh:
+            fmt.write_array_header_1_0(fh, {"descr": descr, "fortran_order": False, "shape": shape})
+        with pytest.raises(ValueError, match=match):
+            ds.load_feature_file(tmp_path / "x.npy")
+    np.savez(tmp_path / "t.npz", observations=np.zeros((10**6, 0)), actions=np.zeros((10**6, 0)))
+    with pytest.raises(ValueError, match="claims a shape"):
+        ds.load_transitions(tmp_path / "t.npz")
+    os.mkfifo(tmp_path / "fifo.csv")
+    os.symlink("/dev/zero", tmp_path / "zero.csv")
+    os.symlink("/dev/zero", tmp_path / "zero.pkl")
+    for name, load in (
+        ("fifo.csv", ds.load_feature_file),
+        ("zero.csv", ds.load_feature_file),
+        ("zero.pkl", ds.load_transitions),
+    ):
+        with pytest.raises(ValueError, match="not a regular file"):
+            load(tmp_path / name)
+    (tmp_path / "wide.csv").write_text("0," * (2**20 + 5) + "0\n")
+    with pytest.raises(ValueError, match="more than .* cells"):
+        ds.load_feature_file(tmp_path / "wide.csv")

@@ -154,9 +154,13 @@ def _check_npy_header(fh, size: int, what: str) -> None:
     version = fmt.read_magic(fh)
     read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
     shape, _, dtype = read(fh)  # the header only, checked by NumPy; no data read
+    if dtype.kind not in "fiub" or dtype.itemsize == 0 or dtype.fields or dtype.subdtype:
+        raise ValueError(f"{what} has dtype {dtype}, not numbers")
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if claimed > size:
         raise ValueError(f"{what} claims {claimed} bytes of data; the file holds {size}")
+    if max(shape, default=0) > max(size, 1):  # (10**9, 0) holds nothing but claims rows
+        raise ValueError(f"{what} claims a shape of {shape}; the file holds {size} bytes")
 
 
 def check_labels(

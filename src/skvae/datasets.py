@@ -12,7 +12,6 @@ simulator (see ``tests/rl_data.py``), not on the published datasets themselves.
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._csvio import read_numbers
 from ._inputs import check_numpy_claims, numpy_file_errors
-from ._persistence import load_plain_pickle
+from ._plainpickle import check_regular_file, load_plain_pickle
 
 TRANSITION_KEYS = (
     "observations",
@@ -340,8 +340,9 @@ def load_transitions(
     (4, 2)
     """
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not file.exists():
         raise FileNotFoundError(f"Dataset file not found: {file}")
+    check_regular_file(file)
     suffix = file.suffix.lower()
     if suffix == ".pkl":
         if allow_code_execution:
@@ -370,15 +371,26 @@ def load_transitions(
 FEATURE_FILE_SUFFIXES = (".npy", ".csv")
 
 
-def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
+def load_feature_file(
+    path: str | os.PathLike, header: bool | None = None
+) -> tuple[np.ndarray, list[str] | None]:
     """A plain feature array: a ``.npy`` file, or a ``.csv`` file with or without a
     header row, as pandas' ``to_csv`` writes it by default (its unnamed first column,
     the index, is left out).
+
+    Every line of numbers in a CSV file is one row, in order (blank lines and lines
+    starting with ``#`` are not rows); a byte order mark is stripped; empty cells and
+    pandas' missing markers (``NA``, ``NaN``, ``null``, ...) are missing values. The
+    first line is a header when it holds a name, or is pandas' integer header
+    ``0,1,...`` (with a warning); a first line of missing cells only is refused unless
+    ``header`` says which it is.
 
     Parameters
     ----------
     path : path-like
         The file; ``.npy`` (read without unpickling) or ``.csv`` (comma-separated).
+    header : bool or None, default=None
+        For ``.csv``: whether the first line is a header (None: by the rules above).
 
     Returns
     -------
@@ -391,51 +403,21 @@ def load_feature_file(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | 
     --------
     >>> import os, tempfile
     >>> f = os.path.join(tempfile.mkdtemp(), "x.csv")
-    >>> _ = open(f, "w").write("speed,load\\n1.0,2.0\\n3.0,4.0\\n")
+    >>> _ = open(f, "w").write("speed,load\\n1.0,2.0\\n3.0,NA\\n")
     >>> X, names = load_feature_file(f)
-    >>> X.shape, names
-    ((2, 2), ['speed', 'load'])
+    >>> X.tolist(), names
+    ([[1.0, 2.0], [3.0, nan]], ['speed', 'load'])
     """
     file = Path(path)
-    if file.suffix.lower() not in FEATURE_FILE_SUFFIXES:
+    suffix = file.suffix.lower()
+    if suffix not in FEATURE_FILE_SUFFIXES:
         raise ValueError(f"{file}: a feature file is .npy or .csv; got {file.suffix!r}.")
+    check_regular_file(file)
+    if suffix == ".csv":
+        return read_numbers(file, header)
     with open(file, "rb") as fh, numpy_file_errors(file):
-        if file.suffix.lower() == ".npy":
-            check_numpy_claims(fh, file)
-            return np.load(fh, allow_pickle=False), None
-        first = fh.readline().decode("utf-8", errors="replace").strip()
-        fields = [f.strip().strip('"') for f in first.split(",")]
-        try:
-            [float(f) for f in fields]
-            names = None
-        except ValueError:
-            names = fields
-        fh.seek(0)
-        skip = 0 if names is None else 1
-        with warnings.catch_warnings():  # an empty file is reported below, in one line
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                X = np.loadtxt(fh, delimiter=",", ndmin=2, skiprows=skip)
-            except ValueError:  # empty cells (pandas writes NaN so) are missing values
-                fh.seek(0)
-                X = np.loadtxt(
-                    fh, delimiter=",", ndmin=2, skiprows=skip, converters=_number_or_missing
-                )
-    if X.size == 0:
-        raise ValueError(f"{file}: no rows of numbers.")
-    if names is not None and X.shape[1] != len(names):
-        raise ValueError(
-            f"{file}: the header names {len(names)} columns but the rows have {X.shape[1]}."
-        )
-    if names is not None and names[0] == "":  # pandas' index column, written unnamed
-        X, names = X[:, 1:], names[1:]
-    return X, names
-
-
-def _number_or_missing(field: str | bytes) -> float:
-    """A CSV field as a float; an empty one is a missing value (NaN)."""
-    text = field.decode() if isinstance(field, bytes) else field
-    return float(text) if text.strip() else float("nan")
+        check_numpy_claims(fh, file)
+        return np.load(fh, allow_pickle=False), None
 
 
 def _check_transitions(data: dict[str, Any], source: str) -> dict[str, np.ndarray]:
