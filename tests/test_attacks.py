@@ -719,3 +719,66 @@ def test_plain_data_reads_as_the_pickle_module_wrote_it():
                 assert back[key].flags.writeable
             else:
                 assert back[key] == value and type(back[key]) is type(value), (protocol, key)
+
+
+# ------------------------------------------------------------- values that pass validation work
+def test_every_value_that_passes_validation_works(model, tmp_path):
+    from skvae._thresholds import conformal_offset
+    from skvae.compat import VAE
+    from skvae.penalty import RewardPenalty
+
+    det, good, X = model
+    # alpha just below 1: the largest calibration score, not an IndexError
+    cal = np.sort(np.random.RandomState(0).normal(size=50))
+    assert conformal_offset(cal, 1 - 1e-12) == cal[-1]
+    flagged = skvae.VAEOutlierDetector(epochs=3, alpha=1 - 1e-12, random_state=0).fit(X)
+    assert np.isin(flagged.predict(X), (-1, 1)).all()
+    # penalties: thresholds beyond float range refused up front, huge shapes finite
+    with pytest.raises(ValueError, match="thr must be a finite number"):
+        RewardPenalty(det, thr=10**400)
+    for kind in ("hinge", "softplus", "hinge_tanh", "nll", "inverse", "linear"):
+        pen = RewardPenalty(det, kind=kind, scale=1e308, coef=1e308, thr=1e300)
+        assert np.isfinite(pen.penalty(X[:5] * 100)).all(), kind
+        assert np.isfinite(pen.penalize(np.ones(5), X[:5] * 100)).all(), kind
+        tensor = pen.penalize(torch.ones(5), torch.as_tensor(X[:5] * 100, dtype=torch.float32))
+        assert torch.isfinite(tensor).all(), kind
+    low = RewardPenalty(det, kind="inverse").penalize(np.ones(5, np.float16), X[:5] * 100)
+    assert low.dtype == np.float16 and np.isfinite(low).all()
+    # match_penalty_scale's dict: every field checked, one ValueError
+    vae = VAE.load_model(str(good))
+    ref = VAE.load_model(str(good))
+    for bad, match in (
+        ({"thr": float("nan")}, "finite"),
+        ({"std": -1.0}, ">= 0"),
+        ({"mean": float("inf")}, "finite"),
+        ({"thr": 1e6}, "standard deviations"),
+        ({"threshold_candidates": {5: float("nan")}}, "finite"),
+        ({"threshold_candidates": {"x": 1.0}}, "percentiles"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            vae["model"].match_penalty_scale({**ref, **bad})
+    with pytest.raises(ValueError, match="lacks"):
+        vae["model"].match_penalty_scale({"model": ref["model"]})
+    # the outlier scorer with one class is an error, not NaN
+    with pytest.raises(ValueError, match="both classes"):
+        skvae.outlier_scorer()(det, X[:10], -np.ones(10))
+    # n_jobs=0 is refused when fitting and in a model file
+    with pytest.raises(ValueError, match="n_jobs"):
+        skvae.VAEOutlierDetector(n_jobs=0).fit(X)
+    path = _with_meta(model, tmp_path, lambda m: m["params"].update(n_jobs=0))
+    with pytest.raises(ValueError, match="n_jobs"):
+        skvae.load(path)
+
+
+def test_a_huge_scaling_samples_and_reconstructs_finite_values(model, tmp_path):
+    det, good, X = model
+    members = _members(good)
+    state = torch.load(io.BytesIO(members["weights.pt"]), weights_only=True)
+    state["center"] = torch.full_like(state["center"], 1e300)
+    state["scale"] = torch.full_like(state["scale"], 1e300)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    members["weights.pt"] = buffer.getvalue()
+    loaded = skvae.load(_write(tmp_path / "huge.skvae", members))
+    assert np.isfinite(loaded.sample(20, random_state=0)).all()
+    assert np.isfinite(loaded.reconstruct(X[:5] * 1e300)).all()

@@ -219,8 +219,11 @@ class VAEEnsemble(nn.Module):
         return CLIP if self.config["decoder_df"] is None else T_TARGET_CLIP
 
     def unscale_output(self, z: torch.Tensor) -> torch.Tensor:
-        """The inverse of :meth:`scale_input` (without the clipping)."""
-        return z * self.scale.to(z.dtype) + self.center.to(z.dtype)
+        """The inverse of :meth:`scale_input` (without the clipping), in the scaling's
+        float64 (a large scale would overflow float32), kept within float64's range."""
+        out = z.to(self.scale.dtype) * self.scale + self.center
+        limit = torch.finfo(out.dtype).max
+        return out.clamp(min=-limit, max=limit)
 
     def row_macs(self) -> int:
         """Multiply-adds of one row's forward pass through every member."""

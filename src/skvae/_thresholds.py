@@ -81,7 +81,9 @@ def conformal_pvalues(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray
 def conformal_offset(calibration: np.ndarray, alpha: float) -> float:
     """The score threshold at which flagging ``score < offset`` is flagging
     ``pvalue <= alpha`` for sorted ``calibration`` scores."""
-    m = int(np.floor(alpha * (len(calibration) + 1) + 1e-9)) - 1
+    # p <= alpha flags the rows whose count k = #{cal <= s} is below floor(alpha (n+1));
+    # for alpha < 1 that is every row below the largest calibration score at most
+    m = min(int(np.floor(alpha * (len(calibration) + 1) + 1e-9)) - 1, len(calibration) - 1)
     if m < 0:
         raise ValueError(
             f"alpha={alpha} needs at least {int(np.ceil(1 / alpha)) - 1} calibration rows; "

@@ -227,7 +227,12 @@ def outlier_scorer(metric: str = "roc_auc"):
     def scorer(estimator, X, y) -> float:
         y = np.asarray(y).ravel()
         values = set(np.unique(y).tolist())
-        is_anomaly = y == -1 if values <= {-1, 1} and -1 in values else check_labels(y, len(y))
+        if values <= {-1, 1} and -1 in values:  # predict's convention
+            if values != {-1, 1}:
+                raise ValueError("y must contain both classes, +1 (inlier) and -1 (outlier).")
+            is_anomaly = y == -1
+        else:
+            is_anomaly = check_labels(y, len(y))
         return float(metrics[metric](is_anomaly, -np.asarray(estimator.score_samples(X))))
 
     scorer.__name__ = f"outlier_{metric}"

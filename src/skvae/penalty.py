@@ -118,13 +118,10 @@ class RewardPenalty:
                 raise ValueError(f"pvalue must be in (0, 1); got {pvalue!r}.")
             offset = conformal_offset(detector.calibration_scores_, float(pvalue))
             thr = normalize(offset, self.mean_, self.std_)
-        self.thr_ = (
-            float(thr)
-            if thr is not None
-            else float(normalize(detector.offset_, self.mean_, self.std_))
+        self.thr_ = finite_number(
+            thr if thr is not None else normalize(detector.offset_, self.mean_, self.std_),
+            "thr",
         )
-        if not np.isfinite(self.thr_):
-            raise ValueError(f"thr must be finite; got {self.thr_!r}.")
 
     def normalized_scores(self, X):
         """Scores of ``X`` in units of the training scores' standard deviation.
@@ -173,9 +170,15 @@ class RewardPenalty:
         penalty : ndarray or torch.Tensor of shape (n_samples,)
             The penalty, of ``s``'s kind.
         """
-        if isinstance(s, torch.Tensor):
-            return _penalty_torch(self.kind, s, self.thr_, self.scale)
-        return _penalty_numpy(self.kind, np.asarray(s, dtype=np.float64), self.thr_, self.scale)
+        if isinstance(s, torch.Tensor):  # in float64 where the device has it, then
+            # within the dtype's finite range: a huge scale, coef or thr is never inf
+            dtype = s.dtype if s.is_floating_point() else torch.float32
+            wide = torch.float32 if s.device.type == "mps" else torch.float64
+            p = _penalty_torch(self.kind, s.to(wide), self.thr_, self.scale)
+            limit = torch.finfo(dtype).max
+            return p.clamp(min=-limit, max=limit).to(dtype)
+        p = _penalty_numpy(self.kind, np.asarray(s, dtype=np.float64), self.thr_, self.scale)
+        return np.clip(p, -np.finfo(np.float64).max, np.finfo(np.float64).max)
 
     def penalize(self, rewards, X):
         """Penalised rewards ``rewards - coef * penalty(X)``.
@@ -197,15 +200,24 @@ class RewardPenalty:
         n_rewards = rewards.numel() if isinstance(rewards, torch.Tensor) else np.size(rewards)
         if n_rewards != p.shape[0]:
             raise ValueError(f"rewards has {n_rewards} values but X has {p.shape[0]} rows.")
+        # computed in float64 (float32 where a device has no float64), then kept within
+        # the rewards' dtype's finite range: a large penalty on float16 rewards is the
+        # dtype's lowest value, never -inf
         if isinstance(rewards, torch.Tensor):
             if not rewards.is_floating_point():  # integer rewards: not truncated
                 rewards = rewards.to(torch.float64)
-            p = torch.as_tensor(p, device=rewards.device, dtype=rewards.dtype)
-            return rewards - self.coef * p.reshape(rewards.shape)
+            wide = torch.float32 if rewards.device.type == "mps" else torch.float64
+            p = torch.as_tensor(p, device=rewards.device).to(wide).reshape(rewards.shape)
+            out = rewards.to(wide) - self.coef * p
+            limit = torch.finfo(rewards.dtype).max
+            return out.clamp(min=-limit, max=limit).to(rewards.dtype)
         rewards = np.asarray(rewards)
         # float rewards keep their dtype; integer rewards become float64 (not truncated)
         dtype = rewards.dtype if rewards.dtype.kind == "f" else np.float64
-        return (rewards - self.coef * np.asarray(p).reshape(rewards.shape)).astype(dtype)
+        with np.errstate(over="ignore"):
+            out = rewards.astype(np.float64) - self.coef * np.asarray(p).reshape(rewards.shape)
+        limit = np.finfo(dtype).max
+        return np.clip(out, -limit, limit).astype(dtype)
 
 
 def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.ndarray:
