@@ -214,8 +214,13 @@ CLI_ERRORS = {
         None,
     ),
     "required argument missing": (
+        ["score", "m.skvae"],
+        r"^skvae score: error: the following arguments are required",
+        None,
+    ),
+    "evaluate without labels": (
         ["evaluate", "m.skvae"],
-        r"^skvae evaluate: error: the following arguments are required",
+        r"^skvae: error: give a labelled file \(with --label-column\) or --normal and --anomaly",
         None,
     ),
     "unknown command": (["info"], r"^skvae: error: argument command: invalid choice: 'info'", None),
@@ -343,9 +348,29 @@ CLI_ERRORS = {
         "features with every value missing .* 1",
         None,
     ),
-    "missing output folder": (
-        ["score", "{good}", "{x}", "--output", "{tmp}/missing/s.npy"],
-        "folder",
+    "output folder under a file": (
+        ["score", "{good}", "{x}", "--output", "{x}/sub/s.csv"],
+        r"x\.npy is a file, not a folder",
+        None,
+    ),
+    "model save path under a file, before training": (
+        ["train", "--data-path", "{x}", "--model-save-path", "{x}/sub/m", "--quiet"],
+        r"^skvae: error: the model .*x\.npy is a file, not a folder",
+        "training",
+    ),
+    "unknown --set key": (
+        ["train", "--data-path", "{x}", "--set", "n_estimator=3"],
+        "unknown key n_estimator; known keys: ",
+        None,
+    ),
+    "--set value out of range": (
+        ["train", "--data-path", "{x}", "--set", "trim_fraction=2"],
+        "--trim-fraction must be a float in the range",
+        None,
+    ),
+    "contamination and anomaly_fraction": (
+        ["train", "--data-path", "{x}", "--contamination", "0.1", "--set", "anomaly_fraction=0.1"],
+        "give contamination or anomaly_fraction",
         None,
     ),
     "output under a file": (["score", "{good}", "{x}", "--output", "{x}/s.npy"], "folder", None),
@@ -482,27 +507,73 @@ def test_every_option_has_help():
 
 
 def test_train_and_score_plain_feature_files(tmp_path, capsys):
+    """A CSV user's train/score/evaluate give the Python API's model and results."""
+    import warnings
+
     pd = pytest.importorskip("pandas")
     X, y = skvae.make_synthetic(600, 4, random_state=0)
     frame = pd.DataFrame(X, columns=["speed", "load", "temp", "rpm"])
     frame.to_csv(tmp_path / "train.csv")  # pandas' default: a header and an index column
     np.save(tmp_path / "train.npy", X)
     for name in ("train.csv", "train.npy"):
-        args = ["train", "--data-path", str(tmp_path / name), "--epochs", "3", "--quiet"]
+        args = ["train", "--data-path", str(tmp_path / name), "--quiet"]
         assert main([*args, "--model-save-path", str(tmp_path / name)]) == 0
     det, info = skvae.load(tmp_path / "train.csv.skvae", return_info=True)
-    assert info["feature_names"] == ["speed", "load", "temp", "rpm"]
-    assert det.n_features_in_ == 4 and info["features"] is None
-    assert skvae.load(tmp_path / "train.npy.skvae", return_info=True)[1]["feature_names"] is None
+    # no config: the estimator's defaults, all rows, its own shuffled validation split
+    reference = skvae.VAEOutlierDetector(random_state=0).fit(X)
+    assert det.get_params() == {**reference.get_params(), "verbose": 0}
+    np.testing.assert_array_equal(det.score_samples(frame), reference.score_samples(X))
+    assert det.offset_ == reference.offset_
+    assert list(det.feature_names_in_) == ["speed", "load", "temp", "rpm"]
+    assert info["splits"] == {
+        "n_train": 600, "n_test": 0, "validation_fraction": 0.1, "test_fraction": 0.0,
+        "shuffle": True,
+    }  # fmt: skip
+    assert not hasattr(skvae.load(tmp_path / "train.npy.skvae"), "feature_names_in_")
     capsys.readouterr()
-    out = tmp_path / "s.npy"
+    out = tmp_path / "out" / "s.csv"  # missing folders are made, as train makes them
     model = str(tmp_path / "train.csv.skvae")
-    assert main(["score", model, str(tmp_path / "train.csv"), "--output", str(out)]) == 0
-    np.testing.assert_allclose(np.load(out), det.score_samples(X))
-    # columns that are not the model's are named
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's feature-name warning included
+        args = ["score", model, str(tmp_path / "train.csv"), "--output", str(out), "--pvalues"]
+        assert main(args) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["score", "decision", "label", "pvalue"]
+    np.testing.assert_array_equal(table["score"], reference.score_samples(X))
+    np.testing.assert_array_equal(table["label"], reference.predict(X))
+    np.testing.assert_allclose(table["decision"], reference.decision_function(X))
+    np.testing.assert_array_equal(table["pvalue"], reference.pvalues(X))
+    # columns that are not the model's are named, whichever way the model has them
     frame.rename(columns={"rpm": "torque"}).to_csv(tmp_path / "other.csv", index=False)
     assert main(["score", model, str(tmp_path / "other.csv")]) == 2
-    assert "are not the model's" in capsys.readouterr().err
+    assert "missing rpm; not the model's: torque" in capsys.readouterr().err
+    # a labelled file: labels out of a column, anomaly = 1 (or --anomaly-label)
+    frame.assign(y=y).to_csv(tmp_path / "labelled.csv", index=False)
+    args = ["evaluate", model, str(tmp_path / "labelled.csv"), "--label-column", "y"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    expected = skvae.evaluation.evaluate_anomaly_detection(reference, X[y == 0], X[y == 1])
+    assert f"ROC AUC: {expected.roc_auc:.4f}" in printed
+    frame.assign(y=np.where(y == 1, 7, 3)).to_csv(tmp_path / "seven.csv", index=False)
+    args = ["evaluate", model, str(tmp_path / "seven.csv"), "--label-column", "y"]
+    assert main([*args, "--anomaly-label", "7"]) == 0
+    assert f"ROC AUC: {expected.roc_auc:.4f}" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "need both anomalies" in capsys.readouterr().err
+
+
+def test_train_flags_set_and_test_split_of_a_feature_file(tmp_path, capsys):
+    X, _ = skvae.make_synthetic(300, 3, random_state=0)
+    np.save(tmp_path / "x.npy", X)
+    args = ["train", "--data-path", str(tmp_path / "x.npy"), "--quiet", "--contamination", "0.05"]
+    args += ["--score-type", "reconstruction", "--n-estimators", "2", "--test-fraction", "0.2"]
+    args += ["--set", "hidden_dims=[16, 8]", "--set", "epochs=30", "--obs_dim", "11", "1"]
+    assert main([*args, "--model-save-path", str(tmp_path / "m")]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on 240 rows" in printed and "test (60 rows)" in printed
+    det, info = skvae.load(tmp_path / "m.skvae", return_info=True)
+    assert (det.contamination, det.score_type, det.n_estimators) == (0.05, "reconstruction", 2)
+    assert tuple(det.hidden_dims) == (16, 8) and info["splits"]["n_test"] == 60
 
 
 def test_missing_values_pass_through_the_command_line(tmp_path):
@@ -526,7 +597,7 @@ def test_missing_values_pass_through_the_command_line(tmp_path):
     )
     scores = np.load(out)
     assert np.isfinite(scores).all()
-    np.testing.assert_allclose(scores, det.score_samples(X))
+    np.testing.assert_allclose(scores, det.score_samples(frame))
 
 
 @pytest.mark.slow

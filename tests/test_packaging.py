@@ -57,15 +57,16 @@ IMPORTS = {
     "_scaling": set(),
     "_network": {"_device", "_inputs"},
     "_training": {"_network"},
-    "_persistence": {"__version__", "_inputs", "_network", "_thresholds"},
+    "_plainpickle": set(),
+    "_csvio": {"_network", "_plainpickle"},
+    "_persistence": {"__version__", "_inputs", "_network", "_plainpickle", "_thresholds"},
     "_estimator": {*HELPERS, "_network", "_training"},
-    "datasets": {"_inputs", "_persistence"},
+    "datasets": {"_csvio", "_inputs", "_plainpickle"},
     "plotting": {"_inputs"},
     "evaluation": {"_inputs", "_persistence", "plotting"},
     "penalty": {"_inputs", "_thresholds"},
-    "cli": {"__version__", "_estimator", *HELPERS, "datasets", "evaluation", "plotting"},
-    "compat": {"_estimator", "_network", "datasets", "evaluation", "plotting"}
-    | (HELPERS - {"_inputs"}),
+    "cli": {"__version__", "_csvio", "_estimator", *HELPERS, "datasets", "evaluation", "plotting"},
+    "compat": {"_estimator", "_network", "datasets", "evaluation", "plotting", *HELPERS},
 }
 
 

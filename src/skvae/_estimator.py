@@ -313,7 +313,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "scaling": [StrOptions({"robust", "standard"}), None],
         "precision": [StrOptions({"auto", "float32", "float64"})],
         "device": [str],
-        "n_jobs": [Integral, None],
+        # scikit-learn's meaning: 0 means nothing (joblib refuses it)
+        "n_jobs": [
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -603,7 +608,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.device_ = device
         self.n_features_in_ = module.config["n_features"]
         if feature_names_in is not None:
-            self.feature_names_in_ = np.asarray(feature_names_in, dtype=object)
+            self._name_features(feature_names_in)
         self.center_ = module.center.detach().cpu().double().numpy().copy()
         self.scale_ = module.scale.detach().cpu().double().numpy().copy()
         self.latent_dim_ = module.latent_dim
@@ -617,6 +622,18 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             score_mean=float(scores.mean()) if score_mean is None else score_mean,
             score_std=float(scores.std()) if score_std is None else score_std,
         )
+
+    def _name_features(self, names) -> None:
+        """Set ``feature_names_in_`` to ``names`` (unique strings, one a feature): for
+        a fitted model whose rows came without names, such as those of a CSV file read
+        by the command line."""
+        names = [str(n) for n in names] if names is not None else []
+        if len(names) != self.n_features_in_ or len(set(names)) != len(names):
+            raise ValueError(
+                f"feature names must be {self.n_features_in_} unique strings; got "
+                f"{short_repr(names)}"
+            )
+        self.feature_names_in_ = np.asarray(names, dtype=object)
 
     def _set_offset(
         self,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
+import warnings
 from importlib import resources
 from numbers import Integral, Real
 from pathlib import Path
@@ -25,6 +27,7 @@ from sklearn.utils._param_validation import (
 )
 
 from . import __version__
+from ._csvio import write_table
 from ._device import resolve_device
 from ._estimator import VAEOutlierDetector, load
 from ._inputs import short_repr
@@ -84,7 +87,23 @@ CONFIG_KEYS = {
     # The old module's Gaussian decoder; a number is the Student-t likelihood's degrees
     # of freedom (the library's default is 5).
     "decoder_df": None,
+    # The estimator's name for anomaly_fraction (give one of the two).
+    "contamination": None,
+    # Plain feature files (.csv, .npy): the estimator's shuffled validation split, and a
+    # shuffled test split only when asked (transition files use val_ratio/test_ratio).
+    "validation_fraction": 0.1,
+    "test_fraction": 0.0,
+    # The estimator's other hyperparameters, with its defaults.
+    "alpha": None,
+    "n_score_samples": 10,
+    "decoder_variance": "feature",
+    "weight_decay": 0.0,
+    "precision": "auto",
+    "n_jobs": None,
 }
+# Keys that only split transition files (plain feature files use validation_fraction
+# and test_fraction).
+TRANSITION_SPLIT_KEYS = ("val_ratio", "test_ratio", "shuffle")
 # Percentiles the ``thresholds`` command prints by default.
 THRESHOLD_PERCENTILES = (1, 5, 10, 15, 20)
 SCORE_OUTPUT_SUFFIXES = (".npy", ".csv", ".txt")
@@ -151,10 +170,12 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     return _read_config(path)[0]
 
 
-def _read_config(path) -> tuple[dict[str, Any], bool]:
+def _read_config(path) -> tuple[dict[str, Any], bool, set[str]]:
+    """The config (defaults updated with the file's values), whether it is a shipped
+    one, and the keys the file set."""
     config = dict(CONFIG_KEYS)
     if path is None:
-        return config, False
+        return config, False, set()
     import yaml
 
     text, source, shipped = _config_text(path)
@@ -177,7 +198,7 @@ def _read_config(path) -> tuple[dict[str, Any], bool]:
     for key, value in loaded.items():
         check_config_value(key, value, source)
     config.update(loaded)
-    return config, shipped
+    return config, shipped, set(map(str, loaded))
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -203,6 +224,8 @@ def _no_aliases_loader():
 # estimator's own ``_parameter_constraints`` check them.
 SAME_NAMED = ("latent_dim", "hidden_dims", "epochs", "batch_size", "lr", "beta", "patience")
 SAME_NAMED += ("device", "n_estimators", "max_samples", "trim_fraction", "score_type", "decoder_df")
+SAME_NAMED += ("contamination", "validation_fraction", "alpha", "n_score_samples")
+SAME_NAMED += ("decoder_variance", "weight_decay", "precision", "n_jobs")
 ESTIMATOR_KEYS = {key: key for key in SAME_NAMED} | {
     "anomaly_fraction": "contamination",
     "seed": "random_state",
@@ -226,6 +249,7 @@ CLI_KEY_CONSTRAINTS = {
     "next_observations": [StrOptions({"stored", "qlearning"})],
     "shuffle": ["boolean"],
     "scaling": [StrOptions({"auto", "robust", "standard"}), None],
+    "test_fraction": [Interval(Real, 0, 1, closed="left")],
 }
 
 
@@ -269,6 +293,8 @@ def check_config_value(key: str, value, source: str | None = "the config") -> No
     ...     print(e)
     config key val_ratio in hopper.yaml must be a float in the range [0.0, 1.0); got '0.2'
     """
+    if key == "contamination" and value is None:
+        return  # not given: anomaly_fraction decides
     if key in ESTIMATOR_KEYS:
         constraints = VAEOutlierDetector._parameter_constraints[ESTIMATOR_KEYS[key]]
     else:
@@ -293,28 +319,38 @@ def check_config_value(key: str, value, source: str | None = "the config") -> No
 
 
 def _detector_from_config(config: dict[str, Any], verbose: int) -> VAEOutlierDetector:
+    params = {param: config[key] for key, param in ESTIMATOR_KEYS.items() if key != "contamination"}
+    if config["contamination"] is not None:
+        params["contamination"] = config["contamination"]
     hidden = config["hidden_dims"]
-    return VAEOutlierDetector(
-        latent_dim=config["latent_dim"],
-        hidden_dims=tuple(hidden) if hidden else None,
-        beta=config["beta"],
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        lr=config["lr"],
-        patience=config["patience"],
-        contamination=config["anomaly_fraction"],
-        score_type=config["score_type"],
-        n_estimators=config["n_estimators"],
-        max_samples=config["max_samples"],
-        trim_fraction=config["trim_fraction"],
-        decoder_df=config["decoder_df"],
-        scaling=scaling_for(config["score_type"])
-        if config["scaling"] == "auto"
-        else config["scaling"],
-        device=str(config["device"]),
-        random_state=config["seed"],
-        verbose=verbose,
+    params["hidden_dims"] = tuple(hidden) if hidden else None
+    params["device"] = str(config["device"])
+    params["scaling"] = (
+        scaling_for(config["score_type"]) if config["scaling"] == "auto" else config["scaling"]
     )
+    return VAEOutlierDetector(**params, verbose=verbose)
+
+
+def estimator_defaults() -> dict[str, Any]:
+    """The config values that give :class:`VAEOutlierDetector`'s defaults: what
+    ``skvae train`` uses for a plain feature file without a config (``seed`` stays 0,
+    so runs repeat).
+
+    Returns
+    -------
+    values : dict
+        Config keys and values.
+
+    Examples
+    --------
+    >>> estimator_defaults()["score_type"], estimator_defaults()["hidden_dims"]
+    ('elbo', None)
+    """
+    defaults = VAEOutlierDetector().get_params()
+    values = {key: defaults[param] for key, param in ESTIMATOR_KEYS.items() if key != "seed"}
+    values["contamination"] = None  # anomaly_fraction carries the estimator's default
+    values["scaling"] = defaults["scaling"]
+    return values
 
 
 def _label(config: dict[str, Any]) -> str:
@@ -323,42 +359,80 @@ def _label(config: dict[str, Any]) -> str:
     return str(config["task"])
 
 
-def _cmd_train(args) -> int:
-    config, shipped = _read_config(args.config)
-    for key in (
-        "task",
-        "data_path",
-        "epochs",
-        "device",
-        "seed",
-        "model_save_path",
-        "fig_save_path",
-        "latent_dim",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            check_config_value(key, value, None)
-            config[key] = value
+def _parse_set(text: str) -> tuple[str, Any]:
+    """A ``--set KEY=VALUE`` item: the value is read as YAML (``5``, ``0.1``, ``null``,
+    ``[64, 32]``, ``auto``)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise CLIError(f"--set {text}: give KEY=VALUE (e.g. --set n_estimators=10)")
+    if key not in CONFIG_KEYS:
+        raise CLIError(
+            f"--set {text}: unknown key {key}; known keys: {', '.join(sorted(CONFIG_KEYS))}"
+        )
+    try:
+        return key, yaml.load(value, Loader=_no_aliases_loader()) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise CLIError(f"--set {text}: {' '.join(str(exc).split())}") from None
+
+
+# Flags of ``skvae train`` that set a config key of the same name.
+TRAIN_FLAGS = (
+    "task", "data_path", "epochs", "device", "seed", "model_save_path", "fig_save_path",
+    "latent_dim", "contamination", "score_type", "n_estimators", "test_fraction",
+)  # fmt: skip
+
+
+def _train_config(args) -> tuple[dict[str, Any], bool, bool]:
+    """The training config of ``args``: the config file's values (or, for a plain
+    feature file without one, the estimator's defaults), then ``--set`` items, then
+    the flags; whether the data is a plain feature file, and the config is shipped."""
+    config, shipped, given = _read_config(args.config)
+    data_path = args.data_path if args.data_path is not None else config["data_path"]
+    plain = data_path is not None and Path(str(data_path)).suffix.lower() in FEATURE_FILE_SUFFIXES
+    if plain and args.config is None:
+        config.update(estimator_defaults())
+    overrides = dict(_parse_set(item) for item in args.set or [])
+    overrides.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    for key, value in overrides.items():
+        check_config_value(key, value, None)
+    config.update(overrides)
+    given |= set(overrides)
+    if "contamination" in given and "anomaly_fraction" in given:
+        raise CLIError("give contamination or anomaly_fraction (its old name), not both")
     if shipped and args.data_path is not None:
         # a shipped config with the user's own data: the model is named after the data
         if args.task is None:
             config["task"] = None
         if args.model_save_path is None:
             config["model_save_path"] = None
+    if plain and given & set(TRANSITION_SPLIT_KEYS):
+        print(
+            f"skvae: warning: {', '.join(sorted(given & set(TRANSITION_SPLIT_KEYS)))} split "
+            "transition files; a feature file is split by validation_fraction and "
+            "test_fraction",
+            file=sys.stderr,
+        )
+    return config, plain, shipped
+
+
+def _cmd_train(args) -> int:
+    config, plain, _ = _train_config(args)
     if config["task"] is None and config["data_path"] is None:
         raise CLIError("give a task (--task or 'task:' in the config) or --data-path")
     label = _label(config)
-    save = model_path(config["model_save_path"] or label)
+    save = check_output(model_path(config["model_save_path"] or label), "the model")
+    if config["fig_save_path"]:
+        check_output(Path(str(config["fig_save_path"])) / "figure.png", "--fig-save-path")
     _config_device(config, from_command_line=args.device is not None)
-    plain = config["data_path"] is not None and (
-        Path(str(config["data_path"])).suffix.lower() in FEATURE_FILE_SUFFIXES
-    )
-    if plain:  # a tabular feature file: each row is its own "episode"
-        X, names = load_feature_file(config["data_path"])
+    names = None
+    if plain:  # a tabular feature file: rows, in the order of the file
+        X, names = load_feature_file(config["data_path"], header=args.header)
         if X.ndim != 2:
             raise CLIError(f"{config['data_path']}: the features must be a 2D array of rows")
-        ends = np.ones(len(X), dtype=bool)
-        data = {"observations": X, "terminals": ends, "timeouts": np.zeros_like(ends)}
+        data = None
     else:
         data = load_dataset(
             task=config["task"],
@@ -367,13 +441,14 @@ def _cmd_train(args) -> int:
             allow_code_execution=args.allow_code_execution,
         )
         X = make_features(data, config["features"])
-        names = feature_names(data, config["features"])
     if config["input_dim"] is not None and int(config["input_dim"]) != X.shape[1]:
         raise CLIError(
             f"config input_dim={config['input_dim']} but the data has {X.shape[1]} "
             f"features ({config['features']})"
         )
-    try:
+    if plain:
+        train, val, test = _plain_split(len(X), config["test_fraction"], config["seed"])
+    else:
         train, val, test = split_indices(
             data,
             config["val_ratio"],
@@ -381,59 +456,122 @@ def _cmd_train(args) -> int:
             shuffle=config["shuffle"],
             random_state=config["seed"],
         )
-    except TypeError as exc:
-        raise CLIError(f"config keys val_ratio and test_ratio must be numbers ({exc})") from exc
     if args.compute_thresholds_only:
         return _compute_thresholds_only(save, X, val, train)
     # progress unless --quiet or 'verbose: false'; --verbose adds the losses of each check
     verbose = 0 if args.quiet or not config["verbose"] else 2 if args.verbose else 1
     detector = _detector_from_config(config, verbose=verbose)
     print(f"training {label} ({len(X)} rows); the model will be written to {save}")
-    detector.fit(X[train], validation_data=X[val] if len(val) else None)
+    if plain:  # the estimator's own fit: its validation split, its threshold
+        detector.fit(X[train])
+        if names is not None:
+            detector._name_features(names)
+    else:
+        detector.fit(X[train], validation_data=X[val] if len(val) else None)
     print(
         f"trained on {len(train)} rows ({X.shape[1]} features): "
         f"{detector.n_epochs_} epochs, kept epoch {detector.best_epoch_}"
     )
     held_out = X[val] if len(val) else X[train]
-    # the one rule of the offline-RL entry points (compat's fit + save_model too): the
-    # threshold and its candidates from the validation rows, mean and std from training
-    offset, mean, std, candidates = heldout_statistics(
-        -detector.decision_scores_,
-        detector.score_samples(X[val]) if len(val) else None,
-        detector.contamination,
-    )
-    detector._set_offset(offset, score_mean=mean, score_std=std)
+    info: dict[str, Any] = {}
+    if not plain:
+        # the one rule of the offline-RL entry points (compat's fit + save_model too):
+        # the threshold and its candidates from the validation rows, mean and std from
+        # training
+        offset, mean, std, candidates = heldout_statistics(
+            -detector.decision_scores_,
+            detector.score_samples(X[val]) if len(val) else None,
+            detector.contamination,
+        )
+        detector._set_offset(offset, score_mean=mean, score_std=std)
+        info["threshold_candidates"] = candidates
+        info["threshold_candidates_on"] = "validation" if len(val) else "training"
     if len(test):
         s = detector.score_samples(X[test])
         print(
-            f"test: mean score {s.mean():.4f}, flagged {np.mean(s < detector.offset_):.1%} "
-            f"(expected about {detector.contamination:.1%})"
+            f"test ({len(test)} rows): mean score {s.mean():.4f}, flagged "
+            f"{np.mean(s < detector.offset_):.1%} (expected about {detector.contamination:.1%})"
         )
     layout = config["features"]
-    info = {
-        "label": label,
-        "task": config["task"],
-        "data_path": None if config["data_path"] is None else str(config["data_path"]),
-        "features": None if plain else list(FEATURE_LAYOUTS.get(layout, layout)),
-        "feature_names": names,
-        "splits": {
-            "n_train": int(len(train)),
-            "n_val": int(len(val)),
-            "n_test": int(len(test)),
-            "val_ratio": config["val_ratio"],
-            "test_ratio": config["test_ratio"],
-            "shuffle": bool(config["shuffle"]),
-        },
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
-        "threshold_candidates": candidates,
-        "threshold_candidates_on": "validation" if len(val) else "training",
-        "written_by": "skvae train",
-    }
+    splits: dict[str, Any] = {"n_train": int(len(train)), "n_test": int(len(test))}
+    if plain:
+        splits.update(
+            validation_fraction=config["validation_fraction"],
+            test_fraction=config["test_fraction"],
+            shuffle=True,
+        )
+    else:
+        splits.update(
+            n_val=int(len(val)),
+            val_ratio=config["val_ratio"],
+            test_ratio=config["test_ratio"],
+            shuffle=bool(config["shuffle"]),
+        )
+    info.update(
+        label=label,
+        task=config["task"],
+        data_path=None if config["data_path"] is None else str(config["data_path"]),
+        features=None if plain else list(FEATURE_LAYOUTS.get(layout, layout)),
+        feature_names=names if plain else feature_names(data, layout),
+        splits=splits,
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
+        written_by="skvae train",
+    )
     detector.save(save, info=info)
     print(f"saved {save}")
     if config["fig_save_path"]:
         _save_figures(detector, held_out, Path(str(config["fig_save_path"])), save)
     return 0
+
+
+def _plain_split(n_rows: int, test_fraction: float, seed) -> tuple[np.ndarray, ...]:
+    """Rows of a plain feature file: a seeded, shuffled test split of ``test_fraction``
+    (none by default); the rest trains (the estimator holds out its own validation
+    rows). Returns ``(train, val, test)`` with ``val`` empty, each sorted."""
+    n_test = int(test_fraction * n_rows)
+    if n_test and n_rows - n_test < 2:
+        raise CLIError(f"--test-fraction {test_fraction} leaves fewer than 2 training rows")
+    order = np.random.RandomState(seed).permutation(n_rows)
+    return np.sort(order[n_test:]), order[:0], np.sort(order[:n_test])
+
+
+def check_output(path: str | Path, what: str) -> Path:
+    """``path`` as a file this process can write, checked before any work: not a
+    folder, in a folder that exists or can be made (missing folders are made when the
+    file is written), writable. Every command checks its outputs with this.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to be written.
+    what : str
+        What it is, for the message (``'--output'``, ``'the model'``).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The path, with ``~`` expanded.
+
+    Examples
+    --------
+    >>> check_output("/proc/version/x.csv", "--output")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skvae.cli.CLIError: --output /proc/version/x.csv: /proc/version is a file, not a folder
+    """
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise CLIError(f"{what} {path} is a folder; give a file name")
+    if out.exists() and not out.is_file():
+        raise CLIError(f"{what} {path} exists and is not a regular file")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CLIError(f"{what} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CLIError(f"{what} {path}: {out if out.exists() else folder} is not writable")
+    return out
 
 
 def _config_device(config: dict[str, Any], from_command_line: bool) -> None:
@@ -512,9 +650,52 @@ def _load_model(args) -> tuple[VAEOutlierDetector, dict]:
     )
 
 
-def _load_features(args, path: str, info: dict) -> np.ndarray:
+def _model_names(model: VAEOutlierDetector, info: dict) -> list[str] | None:
+    """The model's feature names: ``feature_names_in_``, else (models written by
+    ``skvae train`` before 0.4) the names its file's ``info`` kept."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        return [str(n) for n in names]
+    recorded = info.get("feature_names")
+    if isinstance(recorded, list) and len(recorded) == model.n_features_in_:
+        return [str(n) for n in recorded]
+    return None
+
+
+def _check_names(names: list[str] | None, model_names: list[str] | None, file) -> None:
+    """A CSV header must name the model's features, in its order."""
+    if names is None or model_names is None or names == model_names:
+        return
+    missing = [n for n in model_names if n not in names]
+    extra = [n for n in names if n not in model_names]
+    if missing or extra:
+        detail = (
+            f"missing {', '.join(missing) or 'none'}; not the model's: {', '.join(extra) or 'none'}"
+        )
+    else:
+        detail = "the same names in another order"
+    raise CLIError(f"the columns of {file} are not the model's features ({detail})")
+
+
+def _split_label_column(X, names, label_column: str, file) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, labels)`` of a labelled CSV file: the column named ``label_column``
+    (or, as a number, at that 0-based position) is taken out as the labels."""
+    if names is not None and label_column in names:
+        j = names.index(label_column)
+    elif label_column.isdigit() and int(label_column) < X.shape[1]:
+        j = int(label_column)
+    else:
+        shown = ", ".join(names) if names is not None else f"{X.shape[1]} unnamed columns"
+        raise CLIError(f"{file} has no column {label_column!r} ({shown})")
+    keep = [k for k in range(X.shape[1]) if k != j]
+    features = X[:, keep]
+    return (features, [names[k] for k in keep] if names else None), X[:, j]
+
+
+def _load_features(args, path: str, info: dict, model_names=None, label_column=None):
     """An array file (.npy, .csv) as is, or a transitions file turned into features in
-    the layout the model was trained on."""
+    the layout the model was trained on. With ``label_column``, a ``.csv`` file's
+    ``((X, names), labels)``."""
     file = Path(path)
     if not file.is_file():
         raise CLIError(f"there is no data file {file}")
@@ -534,13 +715,10 @@ def _load_features(args, path: str, info: dict) -> np.ndarray:
                 f"--features {args.features} does not match the model's feature layout {recorded}"
             )
     if file.suffix.lower() in FEATURE_FILE_SUFFIXES:
-        X, names = load_feature_file(file)
-        recorded_names = info.get("feature_names")
-        if names is not None and recorded_names is not None and names != recorded_names:
-            raise CLIError(
-                f"the columns of {file} ({', '.join(names)}) are not the model's "
-                f"({', '.join(recorded_names)})"
-            )
+        X, names = load_feature_file(file, header=args.header)
+        if label_column is not None:
+            return _split_label_column(X, names, label_column, file)
+        _check_names(names, model_names, file)
         return X
     layout = tuple(recorded) if recorded is not None else (args.features or "next_obs_action")
     data = load_dataset(data_path=file, allow_code_execution=args.allow_code_execution)
@@ -551,18 +729,31 @@ def _model_and_scores(args, data: str):
     """Load the model of ``args.model``, read the features of the file ``data`` and
     score them: ``(model, info, X, scores)``."""
     model, info = _load_model(args)
-    X = _load_features(args, data, info)
+    X = _load_features(args, data, info, _model_names(model, info))
     _check_dim(model, X)
     return model, info, X, model.score_samples(X)
 
 
+# The command line checks a CSV file's names itself and scores arrays: scikit-learn's
+# warning that an array has no feature names would be noise.
+_NO_NAMES = "X does not have valid feature names"
+
+
 def _cmd_score(args) -> int:
-    output = None if args.output is None else _score_output(args.output)
-    explain = None if args.explain is None else _score_output(args.explain, (".csv",))
-    pvalues = None if args.pvalues is None else _score_output(args.pvalues)
+    output = None if args.output is None else _score_output(args.output, "--output")
+    explain = None if args.explain is None else _score_output(args.explain, "--explain", (".csv",))
+    pvalues = (
+        args.pvalues if args.pvalues in (None, True) else _score_output(args.pvalues, "--pvalues")
+    )
+    if pvalues is True and (output is None or output.suffix.lower() != ".csv"):
+        raise CLIError("--pvalues without a file adds a column to a .csv --output; give one")
     _refuse_clobbering(
         {"the data": args.data, "the model": args.model},
-        {"--output": output, "--explain": explain, "--pvalues": pvalues},
+        {
+            "--output": output,
+            "--explain": explain,
+            "--pvalues": pvalues if isinstance(pvalues, Path) else None,
+        },
     )
     model, info, X, s = _model_and_scores(args, args.data)
     print(
@@ -571,28 +762,22 @@ def _cmd_score(args) -> int:
     )
     thr = normalize(model.offset_, model.score_mean_, model.score_std_)
     print(f"threshold: offset_ {model.offset_!r} (score units), thr {thr!r} (normalised)")
+    p = model.pvalues(X) if pvalues is not None else None
     if output is not None:
-        atomic_write(output, lambda fh: _write_scores(fh, output.suffix.lower(), s))
+        columns = {"score": s, "decision": s - model.offset_}
+        columns["label"] = np.where(columns["decision"] < 0, -1, 1)  # predict's
+        if pvalues is True:
+            columns["pvalue"] = p
+        atomic_write(output, lambda fh: _write_scores(fh, output.suffix.lower(), columns))
         print(f"scores written to {output}")
-    if pvalues is not None:
-        p = model.pvalues(X)
-        atomic_write(pvalues, lambda fh: _write_scores(fh, pvalues.suffix.lower(), p))
+    if isinstance(pvalues, Path):
+        atomic_write(pvalues, lambda fh: _write_scores(fh, pvalues.suffix.lower(), {"pvalue": p}))
         print(f"p-values written to {pvalues} ({np.mean(p <= 0.05):.1%} at or below 0.05)")
     if explain is not None:
         contributions, latent = model.feature_contributions(X, return_latent=True)
-        names = info.get("feature_names") or [
-            str(n)
-            for n in getattr(model, "feature_names_in_", [f"x[{j}]" for j in range(X.shape[1])])
-        ]
+        names = _model_names(model, info) or [f"x[{j}]" for j in range(X.shape[1])]
         table = np.column_stack([contributions, latent])
-        header = ",".join([*names, "latent"])
-
-        def write(fh) -> None:
-            text = io.StringIO()
-            np.savetxt(text, table, delimiter=",", header=header, comments="")
-            fh.write(text.getvalue().encode())
-
-        atomic_write(explain, write)
+        atomic_write(explain, lambda fh: write_table(fh, [*names, "latent"], table))
         print(f"feature contributions written to {explain}")
     return 0
 
@@ -614,36 +799,53 @@ def _refuse_clobbering(inputs: dict[str, str], outputs: dict[str, Path | None]) 
         seen[where] = flag
 
 
-def _score_output(path: str, suffixes=SCORE_OUTPUT_SUFFIXES) -> Path:
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise CLIError(f"output {path} is a folder; give a file name")
+def _score_output(path: str, flag: str, suffixes=SCORE_OUTPUT_SUFFIXES) -> Path:
+    out = check_output(path, flag)
     if out.suffix.lower() not in suffixes:
         raise CLIError(
-            f"output {path}: unsupported extension {out.suffix or '(none)'!r}; use "
+            f"{flag} {path}: unsupported extension {out.suffix or '(none)'!r}; use "
             f"{', '.join(suffixes)}"
         )
-    if not out.parent.is_dir():
-        raise CLIError(f"output {path}: the folder {out.parent} does not exist")
     return out
 
 
-def _write_scores(fh, suffix: str, scores: np.ndarray) -> None:
+def _write_scores(fh, suffix: str, columns: dict[str, np.ndarray]) -> None:
+    """A ``.csv`` file gets every column under a header; ``.npy`` and ``.txt`` the
+    first column alone (raw scores, or p-values), one value a line."""
+    first = next(iter(columns.values()))
     if suffix == ".npy":
-        np.save(fh, scores)
+        np.save(fh, first)
+    elif suffix == ".csv":
+        write_table(fh, list(columns), np.column_stack(list(columns.values())).astype(object))
     else:
         text = io.StringIO()
-        np.savetxt(text, scores, delimiter=",")
+        np.savetxt(text, first, delimiter=",")
         fh.write(text.getvalue().encode())
 
 
 def _cmd_evaluate(args) -> int:
+    if (args.data is None) == (args.normal is None and args.anomaly is None):
+        raise CLIError("give a labelled file (with --label-column) or --normal and --anomaly")
     model, info = _load_model(args)
-    X_normal = _load_features(args, args.normal, info)
-    X_anomaly = _load_features(args, args.anomaly, info)
+    names = _model_names(model, info)
+    if args.data is not None:
+        if args.label_column is None:
+            raise CLIError(f"{args.data}: name the label column with --label-column")
+        if Path(args.data).suffix.lower() != ".csv":
+            raise CLIError(f"{args.data}: a labelled file is a .csv file")
+        (X, columns), labels = _load_features(args, args.data, info, names, args.label_column)
+        _check_names(columns, names, args.data)
+        is_anomaly = _anomalies(labels, args.anomaly_label, args.data)
+        X_normal, X_anomaly = X[~is_anomaly], X[is_anomaly]
+    else:
+        if args.normal is None or args.anomaly is None:
+            raise CLIError("give both --normal and --anomaly")
+        X_normal = _load_features(args, args.normal, info, names)
+        X_anomaly = _load_features(args, args.anomaly, info, names)
     _check_dim(model, X_normal)
     _check_dim(model, X_anomaly)
     report = evaluate_anomaly_detection(model, X_normal, X_anomaly)
+    print(f"{len(X_normal)} normal rows, {len(X_anomaly)} anomalies")
     print(f"ROC AUC: {report.roc_auc:.4f}")
     print(f"Accuracy: {report.accuracy:.4f}")
     print(f"Average precision: {report.average_precision:.4f}")
@@ -652,6 +854,21 @@ def _cmd_evaluate(args) -> int:
         f"anomaly score {report.anomaly_score_mean:.4f} +- {report.anomaly_score_std:.4f}"
     )
     return 0
+
+
+def _anomalies(labels: np.ndarray, anomaly_label: float, file) -> np.ndarray:
+    """Which rows are anomalies: label ``anomaly_label``; every other label is normal.
+    Missing labels are an error, and both kinds must be present."""
+    if np.isnan(labels).any():
+        raise CLIError(f"{file}: the label column has missing values")
+    is_anomaly = labels == anomaly_label
+    if is_anomaly.all() or not is_anomaly.any():
+        found = ", ".join(f"{v:g}" for v in np.unique(labels)[:5])
+        raise CLIError(
+            f"{file}: the labels ({found}) need both anomalies (= --anomaly-label "
+            f"{anomaly_label:g}) and normal rows"
+        )
+    return is_anomaly
 
 
 def _cmd_thresholds(args) -> int:
@@ -670,6 +887,16 @@ def _check_dim(model: VAEOutlierDetector, X: np.ndarray) -> None:
         raise CLIError(
             f"the data has {X.shape[1]} features but the model expects {model.n_features_in_}"
         )
+
+
+def _contamination(text: str) -> float | str:
+    """A ``--contamination`` value: ``auto`` or a number (its range is the estimator's)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
 
 
 def _percentile(text: str) -> float:
@@ -711,6 +938,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"skvae {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    header = {
+        "action": argparse.BooleanOptionalAction,
+        "default": None,
+        "help": "whether the first line of a .csv file is a header (default: decided by "
+        "rule, and an ambiguous first line is an error)",
+    }
     unsafe = {
         "action": "store_true",
         "dest": "allow_code_execution",
@@ -733,6 +966,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=int, help="passes over the training rows (config: epochs)")
     train.add_argument(
+        "--contamination",
+        type=_contamination,
+        help="expected fraction of outliers in the training rows, or 'auto' (config: "
+        "contamination, or its old name anomaly_fraction)",
+    )
+    train.add_argument(
+        "--score-type",
+        "--score_type",
+        dest="score_type",
+        help="elbo, reconstruction, reconstruction_probability or squared_error",
+    )
+    train.add_argument(
+        "--n-estimators", "--n_estimators", dest="n_estimators", type=int, help="ensemble size"
+    )
+    train.add_argument(
+        "--test-fraction",
+        "--test_fraction",
+        dest="test_fraction",
+        type=float,
+        help="feature files: hold out this shuffled fraction of rows as a test split "
+        "(default: none)",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set any config key (docs/cli.md lists them), e.g. --set hidden_dims=[64,32]; "
+        "repeatable",
+    )
+    train.add_argument("--header", **header)
+    train.add_argument(
         "--device",
         help="cpu, cuda, cuda:N or auto; a CUDA device this machine lacks is an error here, "
         "while a config's falls back to the CPU with a warning",
@@ -747,7 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{flag}",
             dest=flag,
             type=int,
-            help="accepted for old command lines; the data gives the dimensions",
+            nargs="+",
+            help="accepted for old command lines (GORMPO's takes a list); the data gives "
+            "the dimensions",
         )
     train.add_argument(
         "--fig-save-path",
@@ -792,23 +1058,50 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="+",
             help="hidden sizes, only for model files of the old vae_module",
         )
+        cmd.add_argument("--header", **header)
         cmd.add_argument("--allow-code-execution", **unsafe)
         return cmd
 
     score = model_command("score", "score samples with a saved model")
     score.add_argument("data", help=".npy/.csv feature array or a transitions file")
-    score.add_argument("--output", help="write the scores to this .npy, .csv or .txt file")
+    score.add_argument(
+        "--output",
+        help="write the scores to this file: .csv with a header (score, decision, label as "
+        "predict gives it: +1 inlier, -1 outlier; pvalue with --pvalues), .npy or .txt the "
+        "raw scores",
+    )
     score.add_argument(
         "--explain",
         help="write each feature's contribution to the score to this .csv file "
         "(one named column per feature, then the latent term)",
     )
-    score.add_argument("--pvalues", help="write conformal p-values to this .npy, .csv or .txt file")
+    score.add_argument(
+        "--pvalues",
+        nargs="?",
+        const=True,
+        help="add conformal p-values to the .csv --output, or, given a file, write them "
+        "there (.npy, .csv or .txt)",
+    )
     score.set_defaults(func=_cmd_score)
 
     evaluate = model_command("evaluate", "ROC AUC and accuracy on labelled data")
-    evaluate.add_argument("--normal", required=True, help="file of normal rows (label 0)")
-    evaluate.add_argument("--anomaly", required=True, help="file of anomalous rows (label 1)")
+    evaluate.add_argument("data", nargs="?", help="a labelled .csv file (with --label-column)")
+    evaluate.add_argument(
+        "--label-column",
+        "--label_column",
+        dest="label_column",
+        help="the column of the labels (a header name, or a 0-based position)",
+    )
+    evaluate.add_argument(
+        "--anomaly-label",
+        "--anomaly_label",
+        dest="anomaly_label",
+        type=float,
+        default=1.0,
+        help="the label of an anomaly (default: 1); every other label is normal",
+    )
+    evaluate.add_argument("--normal", help="or: a file of normal rows only")
+    evaluate.add_argument("--anomaly", help="and a file of anomalous rows only")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     thresholds = model_command("thresholds", "threshold candidates at percentiles")
@@ -848,7 +1141,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage mistake (already printed)
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_NAMES, category=UserWarning)
+            return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise
