@@ -336,12 +336,7 @@ CLI_ERRORS = {
     ),
     "junk .npy": (["score", "{good}", "{junk_npy}"], "^skvae: error: {junk_npy}: ", "allow_pickle"),
     "junk .csv": (["score", "{good}", "{junk_csv}"], "^skvae: error: {junk_csv}: ", "allow_pickle"),
-    # missing values are scored; a row with none observed and infinity are not
-    "row all missing": (
-        ["score", "{good}", "{empty_row}"],
-        r"every value missing \(NaN\): row 2",
-        None,
-    ),
+    # missing values are scored (a row with none observed too); infinity is not
     "infinity": (["score", "{good}", "{inf}"], "infinity", None),
     "training feature all missing": (
         ["train", "--data-path", "{empty_col}", "--model-save-path", "{tmp}/e"],
@@ -618,3 +613,27 @@ def test_ctrl_c_while_the_command_imports_exits_130_without_a_traceback():
         if process.returncode == 0:  # the import won the race: nothing to test
             continue
         assert process.returncode == 130 and "Traceback" not in err, err
+
+
+def test_a_row_with_nothing_observed_gets_a_score_and_one_warning_line(tmp_path, capsys):
+    X, _ = skvae.make_synthetic(300, 3, random_state=0)
+    np.save(tmp_path / "x.npy", X)
+    args = ["train", "--data-path", str(tmp_path / "x.npy"), "--epochs", "5", "--quiet"]
+    assert main([*args, "--model-save-path", str(tmp_path / "m")]) == 0
+    rows = X[:6].copy()
+    rows[2] = np.nan
+    (tmp_path / "rows.csv").write_text(
+        "a,b,c\n"
+        + "\n".join(",".join("" if np.isnan(v) else repr(v) for v in r) for r in rows.tolist())
+    )
+    capsys.readouterr()
+    out = tmp_path / "s.csv"
+    assert (
+        main(["score", str(tmp_path / "m.skvae"), str(tmp_path / "rows.csv"), "--output", str(out)])
+        == 0
+    )
+    err = capsys.readouterr().err
+    expected = "1 row(s) of X have every value missing (NaN): each scores as the median"
+    assert err == f"skvae: warning: {expected} training score.\n"
+    table = np.genfromtxt(out, delimiter=",", names=True)
+    assert len(table) == 6 and np.isfinite(table["score"]).all() and table["label"][2] == 1

@@ -423,7 +423,7 @@ def test_pandas_feature_names():
 @pytest.mark.parametrize(
     "X, match",
     [
-        (np.array([[np.nan, np.nan], [2.0, 3.0]]), "every value missing"),
+        (np.full((2, 2), np.nan), "X has no row with an observed value"),
         (np.array([[1.0, np.nan], [2.0, np.nan]]), "features with every value missing"),
         (np.array([[1.0, np.inf], [2.0, 3.0]]), "infinity"),
         (np.empty((0, 3)), "0 sample"),
@@ -440,8 +440,8 @@ def test_bad_input_at_score_time(fitted, data):
     X, _ = data
     with pytest.raises(ValueError, match="features"):
         fitted.score_samples(X[:, :3])
-    with pytest.raises(ValueError, match="NaN"):
-        fitted.predict(np.full((2, X.shape[1]), np.nan))
+    with pytest.raises(ValueError, match="infinity"):
+        fitted.predict(np.full((2, X.shape[1]), np.inf))
     with pytest.raises(NotFittedError):
         VAEOutlierDetector().score_samples(X)
 
@@ -642,7 +642,7 @@ def test_divergence_message_names_the_loss_that_went_non_finite(monkeypatch):
         (lambda X: X[:10, :3], "validation_data: X has 3 features, but .* expecting 4"),
         (
             lambda X: np.full((10, 4), np.nan),
-            "validation_data: X has rows with every value missing",
+            "validation_data: it has no row with an observed value",
         ),
         (lambda X: np.full((10, 4), np.inf), "validation_data: Input X contains infinity"),
         (lambda X: X[:0], r"validation_data: Found array with 0 sample\(s\)"),
@@ -876,20 +876,47 @@ def test_dataframes_with_missing_values_keep_their_labels():
     assert list(c.columns) == ["a", "b", "c"] and (c.to_numpy()[frame.isna().to_numpy()] == 0).all()
 
 
-def test_rows_with_every_value_missing_are_named_by_every_method():
-    X, _ = make_synthetic(200, 3, random_state=0)
-    det = VAEOutlierDetector(epochs=3, random_state=0).fit(X)
-    bad = X[:5].copy()
-    bad[[1, 3]] = np.nan
-    methods = [det.score_samples, det.decision_function, det.predict, det.pvalues]
-    methods += [det.feature_contributions, det.predict_proba, det.encode, det.reconstruct]
-    for method in methods:
-        with pytest.raises(ValueError, match=r"every value missing \(NaN\): row 1, 3\."):
-            method(bad)
-    with pytest.raises(ValueError, match="every value missing"):
-        det.score_samples(torch.as_tensor(bad))
+def test_rows_with_every_value_missing_get_a_defined_result_from_every_method():
+    """Never a failed batch: such a row scores as the median training row (a normalised
+    score near 0, an inlier with a p-value near 0.5), with one warning a call."""
+    X, _ = make_synthetic(300, 3, random_state=0)
+    X[np.random.RandomState(0).rand(*X.shape) < 0.2] = np.nan
+    X[np.isnan(X).all(1), 0] = 0.0
+    blank = X[:5].copy()
+    blank[[1, 3]] = np.nan
+    train = np.vstack([X, blank])
+    with pytest.warns(UserWarning, match="2 row.* every value missing.* left out of training"):
+        det = VAEOutlierDetector(epochs=20, random_state=0).fit(train)
+    assert len(det.decision_scores_) == len(train)
+    median = -np.median(det.decision_scores_)
+    for method, expected in (
+        (det.score_samples, median),
+        (det.decision_function, median - det.offset_),
+        (det.predict, 1),
+    ):
+        with pytest.warns(UserWarning, match="2 row.* every value missing"):
+            out = method(blank)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out[[1, 3]], expected, rtol=1e-6)
+    with pytest.warns(UserWarning, match="every value missing"):
+        assert 0.3 < det.pvalues(blank)[1] < 0.7
+    with pytest.warns(UserWarning, match="no feature contributes"):
+        c, latent = det.feature_contributions(blank, return_latent=True)
+    assert (c[[1, 3]] == 0).all() and np.allclose(latent[[1, 3]], median)
+    with pytest.warns(UserWarning, match="encoded as the prior"):
+        mu, logvar = det.encode(blank)
+    assert (mu[[1, 3]] == 0).all() and (logvar[[1, 3]] == 0).all()
+    with pytest.warns(UserWarning, match="centre of the input scaling"):
+        np.testing.assert_allclose(det.reconstruct(blank)[[1, 3]], [det.center_] * 2)
+    with pytest.warns(UserWarning, match="every value missing"):
+        tensor = det.score_samples(torch.as_tensor(blank))
+    np.testing.assert_allclose(tensor[[1, 3]].numpy(), median, rtol=1e-6)
+    # the other rows score as if the blank ones were not there
+    with pytest.warns(UserWarning, match="every value missing"):
+        beside = det.score_samples(blank)[[0, 2, 4]]
+    np.testing.assert_array_equal(beside, det.score_samples(blank[[0, 2, 4]]))
     with pytest.raises(ValueError, match="infinity"):
-        det.score_samples(np.where(np.isnan(bad), np.inf, bad))
+        det.score_samples(np.where(np.isnan(blank), np.inf, blank))
 
 
 def test_the_estimator_says_it_takes_missing_values():

@@ -90,12 +90,14 @@ def test_inf_and_all_missing_rows_are_rejected_clearly(shape, bad, where, data):
     X_inf, X_empty = X.copy(), X.copy()
     X_inf[i, j] = bad
     X_empty[i] = np.nan
-    for X_bad, match in ((X_inf, "infinity"), (X_empty, f"every value missing.*row {i}")):
-        with pytest.raises(ValueError, match=match):
-            if where == "fit":
-                _fit_score(X_bad)
-            else:
-                _fit_score(X, X_bad)
+    with pytest.raises(ValueError, match="infinity"):
+        if where == "fit":
+            _fit_score(X_inf)
+        else:
+            _fit_score(X, X_inf)
+    if shape[0] > 1 or where == "score":  # a row with nothing observed: a defined score
+        s = _fit_score(X_empty) if where == "fit" else _fit_score(X, X_empty)
+        assert np.isfinite(s).all()
 
 
 @SETTINGS

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, scoring_dtype, torch_threads
 from ._inputs import (
+    blank_rows,
     check_out_of_core,
     check_tensor,
     check_values,
@@ -22,6 +25,7 @@ from ._inputs import (
     is_dense,
     is_out_of_core,
     short_repr,
+    warn_empty_rows,
 )
 from ._network import (
     MAX_DECODER_DF,
@@ -419,17 +423,22 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             X = self._validate_out_of_core(X, reset=True)
         else:
             X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite=ALLOW_NAN)
-            check_values(X)
+        # rows with every value missing teach nothing: left out of training, they score
+        # as the median training row
+        blank = blank_rows(X)
+        if len(blank) == len(X):
+            raise ValueError("X has no row with an observed value (every value is NaN).")
         hidden_dims = self._check_hidden_dims()
         device = resolve_device(self.device)
         n_samples, n_features = X.shape
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
+        kept = np.setdiff1d(np.arange(n_samples), blank)
         if validation_data is not None:
-            train_idx, val_idx = np.arange(n_samples), np.arange(0)
+            train_idx, val_idx = kept, np.arange(0)
         else:
-            train_idx, val_idx = self._split(n_samples, rng)
+            train_idx, val_idx = (kept[i] for i in self._split(len(kept), rng))
         n_rows = self._member_rows(len(train_idx))
         # Each member's subsample of training rows, drawn without replacement.
         subsets = np.stack(
@@ -498,7 +507,10 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                     reset=False,
                     ensure_all_finite=ALLOW_NAN,
                 )
-                check_values(X_val)
+                blank_val = check_values(X_val, empty_ok=True)
+                if len(blank_val) == len(X_val):
+                    raise ValueError("it has no row with an observed value")
+                X_val = np.delete(X_val, blank_val, axis=0)
             except ValueError as exc:  # scikit-learn's message says X
                 raise ValueError(f"validation_data: {exc}") from None
             Z_val = self._training_tensor(module, X_val, device)
@@ -534,7 +546,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         del Z, Z_val
         module.to(dtype=scoring_dtype(device, self.precision))
 
-        scores = self._forward(module, X, "score")
+        with warnings.catch_warnings():  # said once, here, for fit
+            warnings.filterwarnings("ignore", message=".*every value missing")
+            scores = self._forward(module, X, "score")
+        if len(blank):
+            scores[blank] = np.median(scores[kept])  # the median stays the median
+            warn_empty_rows(
+                len(blank), "left out of training; each scores as the median training score"
+            )
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
@@ -719,16 +738,42 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         with torch_threads(getattr(self, "n_jobs", None), work=work):
             return self._forward_rows(module, X, what, member)
 
+    def _empty_rows(self, module: VAEEnsemble, what: str) -> tuple[Any, str]:
+        """What a row with every value missing gets from ``what``: the result for a row
+        that tells nothing beyond the training data (the prior, for the latent code),
+        and the warning's words for it. Its score is the median training score (the
+        mean, ``score_mean_``, for files that kept no training scores); in ``fit``,
+        before the training scores are known, NaN, filled in once they are."""
+        typical = np.nan
+        if hasattr(self, "score_mean_"):
+            train = getattr(self, "decision_scores_", np.zeros(0))
+            typical = -float(np.median(train)) if len(train) else self.score_mean_
+        d, k = module.config["n_features"], module.latent_dim
+        return {
+            "score": (typical, "each scores as the median training score"),
+            "contributions": (
+                [0.0] * d + [typical],
+                "no feature contributes; the latent term is the median training score",
+            ),
+            "encode": ([0.0] * (2 * k), "each is encoded as the prior (mean 0, log-variance 0)"),
+            "reconstruct": (
+                module.center.tolist(),
+                "each is reconstructed as the centre of the input scaling",
+            ),
+        }[what]
+
     def _forward_rows(self, module: VAEEnsemble, X, what: str, member: int = 0):
+        empty = self._empty_rows(module, what)
         if what == "score":
             score_type = self.score_type
-            return forward_rows(module, X, lambda net, z: net.scores(z, score_type))
+            return forward_rows(module, X, lambda net, z: net.scores(z, score_type), empty=empty)
         if what == "encode":
             return forward_rows(
                 module,
                 X,
                 lambda net, z: torch.cat([t[member] for t in net.posterior(z)], -1),
                 width=2 * module.latent_dim,
+                empty=empty,
             )
         if what == "contributions":
             score_type = self.score_type
@@ -737,6 +782,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 X,
                 lambda net, z: net.contributions(z, score_type),
                 width=module.config["n_features"] + 1,
+                empty=empty,
             )
         if what == "reconstruct":
             return forward_rows(
@@ -744,6 +790,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
                 X,
                 lambda net, z: net.unscale_output(net.decode(net.posterior(z)[0])[0].mean(0)),
                 width=module.config["n_features"],
+                empty=empty,
             )
         raise ValueError(f"unknown inference {what!r}")  # pragma: no cover
 

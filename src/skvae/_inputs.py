@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 
@@ -42,27 +43,40 @@ def finite_number(value, name: str) -> float:
     return out
 
 
-def check_values(chunk: np.ndarray | torch.Tensor, first_row: int = 0) -> None:
+def check_values(chunk: np.ndarray | torch.Tensor, first_row: int = 0, empty_ok: bool = False):
     """Raise ValueError when rows ``chunk`` (an array or tensor; its first row is row
-    ``first_row`` of X) hold infinity or a row with no observed value: NaN is a
-    missing value, but a row needs one that is not."""
+    ``first_row`` of X) hold infinity, or (unless ``empty_ok``) a row with no observed
+    value: NaN is a missing value. Returns the positions in ``chunk`` of the rows with
+    every value missing (an int array, empty when there are none)."""
     if isinstance(chunk, torch.Tensor):
         if not chunk.is_floating_point():
-            return
+            return np.zeros(0, dtype=int)
         infinite, empty = bool(torch.isinf(chunk).any()), torch.isnan(chunk).all(1)
         empty = empty.nonzero().flatten().cpu().numpy() if bool(empty.any()) else []
     else:
         if chunk.dtype.kind not in "fc":
-            return
+            return np.zeros(0, dtype=int)
         infinite, empty = bool(np.isinf(chunk).any()), np.flatnonzero(np.isnan(chunk).all(1))
     if infinite:
         raise ValueError("Input X contains infinity.")
-    if len(empty):
+    if len(empty) and not empty_ok:
         rows = ", ".join(str(first_row + int(i)) for i in empty[:5])
         more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
         raise ValueError(
             f"X has rows with every value missing (NaN): row {rows}{more}. A row needs at "
-            "least one observed value to be scored."
+            "least one observed value to be trained on."
+        )
+    return np.asarray(empty, dtype=int)
+
+
+def warn_empty_rows(n_empty: int, what: str) -> None:
+    """The one warning about rows with every value missing: how many, and ``what``
+    they got instead of a computed result."""
+    if n_empty:
+        warnings.warn(
+            f"{n_empty} row(s) of X have every value missing (NaN): {what}.",
+            UserWarning,
+            stacklevel=4,
         )
 
 
@@ -106,14 +120,27 @@ def check_tensor(X: torch.Tensor, n_features: int, owner: str) -> torch.Tensor:
 
 def gather_rows(X, rows: np.ndarray) -> np.ndarray:
     """``X[rows]`` (sorted row indices) for an out-of-core ``X``, read in contiguous
-    chunks (fast for h5py, unlike fancy indexing); checks every value read."""
+    chunks (fast for h5py, unlike fancy indexing); checks every value read (rows with
+    every value missing are found by :func:`blank_rows` beforehand)."""
     parts = []
     for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK):
         chunk = np.asarray(X[block])
-        check_values(chunk, block.start)
+        check_values(chunk, block.start, empty_ok=True)
         lo, hi = np.searchsorted(rows, [block.start, block.stop])
         parts.append(chunk[rows[lo:hi] - block.start].astype(np.float64))
     return np.concatenate(parts)
+
+
+def blank_rows(X) -> np.ndarray:
+    """The rows of ``X`` (in memory or out of core, read in chunks) with every value
+    missing; infinity is a ValueError."""
+    if not is_out_of_core(X):
+        return check_values(X, empty_ok=True)
+    found = [
+        block.start + check_values(np.asarray(X[block]), block.start, empty_ok=True)
+        for block in gen_batches(X.shape[0], OUT_OF_CORE_CHUNK)
+    ]
+    return np.concatenate(found)
 
 
 # A member of an .npz archive may inflate to this many times its compressed size, plus

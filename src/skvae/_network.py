@@ -18,6 +18,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from sklearn.utils._chunking import get_chunk_n_rows
 from torch import nn
 
 from ._device import restore_device, scoring_dtype
-from ._inputs import check_values
+from ._inputs import check_values, warn_empty_rows
 
 LOG_2PI = math.log(2.0 * math.pi)
 # Scaled inputs are clipped to +-CLIP (when the module clips) before the encoder sees
@@ -837,6 +838,7 @@ def forward_rows(
     X,
     fn: Callable[[VAEEnsemble, torch.Tensor], torch.Tensor],
     width: int | None = None,
+    empty: tuple[Any, str] | None = None,
 ):
     """Apply ``fn`` (network, scaled rows -> one value, or ``width`` values, per row) to
     the rows of ``X`` in chunks of one fixed shape.
@@ -848,8 +850,10 @@ def forward_rows(
     is computed again in float64, so float32 fails on no row that float64 can score.
     ``X`` is a 2D array, a memmap, an h5py dataset or a tensor, checked chunk by chunk
     as it is read (:func:`~skvae._inputs.check_values`: NaN is a missing value;
-    infinity and rows with every value missing are errors). Returns a float64 array,
-    or for a tensor a tensor on its device.
+    infinity is an error). A row with every value missing is an error too, unless
+    ``empty = (value, what)`` gives its result (a scalar, or ``width`` values), which it
+    then gets without being computed, with one warning (saying ``what``) for all such
+    rows. Returns a float64 array, or for a tensor a tensor on its device.
     """
     device = net.center.device
     dtype = next(net.parameters()).dtype
@@ -864,33 +868,45 @@ def forward_rows(
     )
     buffer = torch.zeros((chunk, n_features), dtype=dtype, device=device)
     wide = None  # the float64 network and buffer, made when a row first overflows
+    empty_ok, n_empty = empty is not None, 0
     with torch.inference_mode():
         for rows in gen_batches(n_rows, chunk):
             n = rows.stop - rows.start
             if tensor_input:
                 x = X[rows].to(device)
-                check_values(x, rows.start)
+                blank = check_values(x, rows.start, empty_ok)
                 if device.type == "cpu" or x.dtype == torch.float64:
                     x = x.to(torch.float64)
                 else:
                     x = x.to(dtype)
             else:
                 part = np.asarray(X[rows])  # a view for in-memory arrays
-                check_values(part, rows.start)
+                blank = check_values(part, rows.start, empty_ok)
                 part = np.ascontiguousarray(part, dtype=np.float64)  # one chunk, not all X
                 with warnings.catch_warnings():  # read-only input (a memmap): torch reads it
                     warnings.filterwarnings(
                         "ignore", message="The given NumPy array is not writable"
                     )
                     x = torch.from_numpy(part).to(device)
+            if len(blank):  # computed from the centre, then replaced by empty's value
+                x = x.clone()
+                x[torch.as_tensor(blank, device=x.device)] = net.center.to(x.device, x.dtype)
             buffer[:n] = net.scale_input(x)
             result = fn(net, buffer)[:n]
             if dtype != torch.float64:
                 result, wide = _overflowed_in_float64(net, fn, x, result, buffer, wide)
+            if len(blank):
+                result = result.clone()
+                result[torch.as_tensor(blank, device=result.device)] = torch.as_tensor(
+                    empty[0], dtype=result.dtype, device=result.device
+                )
+                n_empty += len(blank)
             if tensor_input:
                 out[rows] = result
             else:
                 out[rows] = result.to("cpu", torch.float64).numpy()
+    if empty is not None:
+        warn_empty_rows(n_empty, empty[1])
     return out.to(X.device) if tensor_input else out
 
 

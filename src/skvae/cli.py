@@ -1117,6 +1117,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, *args, **kwargs) -> None:
+    """A warning, as the command line prints it: one line on stderr."""
+    print(f"skvae: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code.
 
@@ -1143,6 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_NO_NAMES, category=UserWarning)
+            warnings.showwarning = _warning_line
             return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
