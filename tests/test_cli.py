@@ -637,3 +637,20 @@ def test_a_row_with_nothing_observed_gets_a_score_and_one_warning_line(tmp_path,
     assert err == f"skvae: warning: {expected} training score.\n"
     table = np.genfromtxt(out, delimiter=",", names=True)
     assert len(table) == 6 and np.isfinite(table["score"]).all() and table["label"][2] == 1
+
+
+def test_names_with_commas_and_newlines_survive_train_score_and_explain(tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, _ = skvae.make_synthetic(200, 3, random_state=0)
+    names = ["speed, km/h", 'load\n"peak"', "temp"]
+    pd.DataFrame(X, columns=names).to_csv(tmp_path / "x.csv", index=False)
+    args = ["train", "--data-path", str(tmp_path / "x.csv"), "--epochs", "3", "--quiet"]
+    assert main([*args, "--model-save-path", str(tmp_path / "m")]) == 0
+    assert list(skvae.load(tmp_path / "m.skvae").feature_names_in_) == names
+    why = tmp_path / "why.csv"
+    assert (
+        main(["score", str(tmp_path / "m.skvae"), str(tmp_path / "x.csv"), "--explain", str(why)])
+        == 0
+    )
+    table = pd.read_csv(why)
+    assert list(table.columns) == [*names, "latent"] and len(table) == 200

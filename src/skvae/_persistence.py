@@ -583,6 +583,8 @@ def _is_count(value, low: int = 1) -> bool:
 # (a tampered file that would flag everything or nothing, and whose penalties would
 # overflow); thresholds of fitted models lie a few standard deviations out.
 MAX_OFFSET_STDS = 1000
+# Longest feature name a model file may hold.
+MAX_NAME_LENGTH = 4096
 
 
 def _gaussian_decoder(params: dict, network: dict) -> None:
@@ -732,13 +734,20 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
     for key in ("n_epochs", "best_epoch"):
         if not _is_count(getattr(fitted, key), 0):
             raise ValueError(f"{path}: metadata field 'fitted.{key}' is invalid")
-    names = fitted.feature_names_in
-    if names is not None and (
-        not isinstance(names, list)
-        or len(names) != fitted.n_features_in
-        or not all(isinstance(n, str) for n in names)
+    for names, where in (
+        (fitted.feature_names_in, "metadata field 'fitted.feature_names_in'"),
+        (record.info.get("feature_names"), "info field 'feature_names'"),
     ):
-        raise ValueError(f"{path}: metadata field 'fitted.feature_names_in' is invalid")
+        if names is not None and (
+            not isinstance(names, list)
+            or len(names) != fitted.n_features_in
+            or not all(isinstance(n, str) and len(n) <= MAX_NAME_LENGTH for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ValueError(
+                f"{path}: {where} must be {fitted.n_features_in} unique strings of at most "
+                f"{MAX_NAME_LENGTH} characters"
+            )
     history = fitted.history
     if not isinstance(history, dict) or not all(
         isinstance(k, str) and isinstance(v, list) and all(x is None or _is_number(x) for x in v)
