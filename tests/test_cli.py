@@ -654,3 +654,13 @@ def test_names_with_commas_and_newlines_survive_train_score_and_explain(tmp_path
     )
     table = pd.read_csv(why)
     assert list(table.columns) == [*names, "latent"] and len(table) == 200
+
+
+def test_every_config_key_is_documented_on_one_page():
+    from pathlib import Path
+
+    from skvae.cli import CONFIG_KEYS
+
+    page = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    missing = [key for key in CONFIG_KEYS if f"`{key}`" not in page]
+    assert not missing, missing

@@ -286,3 +286,18 @@ def test_plot_training_curves_writes_atomically(tmp_path):
     target.chmod(0o640)
     plot_training_curves({"train_loss": [3.0, 2.0]}, save_path=target)
     assert target.stat().st_mode & 0o777 == 0o640  # the mode of the file it replaced
+
+
+def test_a_pickle_save_path_names_the_path_to_use(tmp_path):
+    """GORMPO's toy_experiments saved to '.../vae_model.pkl': one line naming the stem."""
+    X = np.random.RandomState(0).rand(100, 3).astype(np.float32)
+    model = VAE(3, 2, [8, 4])
+    model.fit(X, X, epochs=2)
+    folder = tmp_path / "toy"
+    with pytest.raises(
+        ValueError, match=r"save to .*toy/vae_model \(it writes .*vae_model\.skvae"
+    ) as info:
+        model.save_model(str(folder / "vae_model.pkl"), X)
+    assert "\n" not in str(info.value)
+    model.save_model(str(folder / "vae_model"), X)  # the path the message names works
+    assert VAE.load_model(str(folder / "vae_model"))["model"].input_dim == 3

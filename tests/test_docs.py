@@ -111,7 +111,7 @@ QUOTES = [
         "offline_rl_penalty.py",
         r"behaviour policy: ([0-9.]+)\n.*random policy: ([0-9.]+)\s+\(ROC AUC in vs out: ([0-9.]+)"
         r"\)\n.*stronger: ([0-9.]+)\s+\(ROC AUC in vs out: ([0-9.]+)\)",
-        1.3,
+        1.05,  # a few percent: the example is seeded
     ),
 ]
 

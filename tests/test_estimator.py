@@ -711,7 +711,8 @@ def test_progress_counts_steps_with_their_rate_and_verbose_2_adds_checks(data, c
     assert "\r" not in err and "step 2/2" in err and "steps/s" in err and "train_loss" in err
     VAEOutlierDetector(epochs=40, verbose=2, random_state=0).fit(X)
     lines = capsys.readouterr().err.splitlines()
-    assert sum("check after epoch" in line for line in lines) == 2  # checks every 20 steps
+    assert sum("check at step" in line for line in lines) == 2  # checks every 20 steps
+    assert "check at step 20/40" in lines[0] or any("check at step 20/40" in x for x in lines)
     # on a terminal, tqdm's bar in steps
     terminal = io.StringIO()
     terminal.isatty = lambda: True
@@ -720,6 +721,16 @@ def test_progress_counts_steps_with_their_rate_and_verbose_2_adds_checks(data, c
         progress.step()
     progress.close()
     assert "5/5" in terminal.getvalue() and "step/s" in terminal.getvalue()
+    # at 80 columns, with the losses shown, the bar keeps most of the line
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    progress = Progress(100, 1, terminal, ncols=80)
+    for _ in range(50):
+        progress.step()
+    progress.check(3, {"train_loss": 12.3456, "recon": -3.21, "kl": 4.5, "val_loss": 13.789})
+    progress.bar.refresh()
+    line = terminal.getvalue().split("\r")[-1]
+    assert len(line) <= 80 and len(line.split("|")[1]) >= 18, line  # was 1 cell
 
 
 @pytest.mark.parametrize(

@@ -332,9 +332,12 @@ def model_path(save_path: str | os.PathLike) -> Path:
     if path.name.endswith(SUFFIX):
         return path
     if path.suffix.lower() in (*PICKLE_SUFFIXES, ".pth", ".pt", ".json"):
+        stem = path.with_suffix("")
         raise ValueError(
-            f"skvae writes {SUFFIX} model files; give the save path without the "
-            f"{path.suffix} extension (or ending in {SUFFIX})"
+            f"{save_path}: skvae writes {SUFFIX} model files, not {path.suffix}; save to "
+            f"{stem} (it writes {stem}{SUFFIX}, which load_model({str(stem)!r}), skvae.load "
+            f"and skvae score read; code that opens {path.name}_model.pth itself needs "
+            "load_model instead)"
         )
     return path.with_name(path.name + SUFFIX)
 

@@ -40,19 +40,26 @@ class Progress:
     every check on a line of their own.
     """
 
-    def __init__(self, total_steps: int, verbose: int, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        verbose: int,
+        stream: TextIO | None = None,
+        ncols: int | None = None,
+    ) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.total, self.verbose, self.done = total_steps, int(verbose), 0
         self.start = self.last_line = time.perf_counter()
         self.losses: dict[str, float] = {}
         terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = (
-            tqdm(
+            tqdm(  # a short description and one loss: the bar keeps its width at 80
                 total=total_steps,
-                desc="VAEOutlierDetector.fit",
+                desc="fit",
                 unit="step",
                 mininterval=0.5,
                 file=self.stream,
+                ncols=ncols,
             )
             if self.verbose and terminal
             else None
@@ -67,11 +74,12 @@ class Progress:
 
     def check(self, epoch: int, losses: dict[str, float]) -> None:
         self.losses = losses
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
-        if self.verbose >= 2:
+        if self.bar is not None and losses:
+            key = "val_loss" if "val_loss" in losses else next(iter(losses))
+            self.bar.set_postfix_str(f"{key.removesuffix('_loss')} {losses[key]:.4g}")
+        if self.verbose >= 2:  # in steps, as the bar and the progress lines count
             text = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
-            self._write(f"VAEOutlierDetector.fit: check after epoch {epoch}: {text}")
+            self._write(f"VAEOutlierDetector.fit: check at step {self.done}/{self.total}: {text}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -422,6 +422,8 @@ def _cmd_train(args) -> int:
     config, plain, _ = _train_config(args)
     if config["task"] is None and config["data_path"] is None:
         raise CLIError("give a task (--task or 'task:' in the config) or --data-path")
+    if config["data_path"] is not None:
+        _check_data_suffix(config["data_path"])
     label = _label(config)
     save = check_output(model_path(config["model_save_path"] or label), "the model")
     if config["fig_save_path"]:
@@ -641,6 +643,18 @@ def _save_figures(detector: VAEOutlierDetector, X_held_out, folder: Path, save: 
         print(f"figure written to {file}")
 
 
+DATA_SUFFIXES = (*FEATURE_FILE_SUFFIXES, ".npz", ".hdf5", ".h5", ".pkl")
+
+
+def _check_data_suffix(path) -> None:
+    """Refuse, in one line listing every format, a data file skvae does not read."""
+    if Path(str(path)).suffix.lower() not in DATA_SUFFIXES:
+        raise CLIError(
+            f"{path}: unsupported data file {Path(str(path)).suffix or '(no extension)'!r}; "
+            "use a feature file (.csv, .npy) or a transitions file (.npz, .hdf5, .h5, .pkl)"
+        )
+
+
 def _load_model(args) -> tuple[VAEOutlierDetector, dict]:
     return load(
         args.model,
@@ -697,8 +711,9 @@ def _load_features(args, path: str, info: dict, model_names=None, label_column=N
     the layout the model was trained on. With ``label_column``, a ``.csv`` file's
     ``((X, names), labels)``."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise CLIError(f"there is no data file {file}")
+    _check_data_suffix(file)
     recorded = info.get("features")
     if args.features is not None and args.features not in FEATURE_LAYOUTS:
         unknown = [k for k in args.features.split(",") if k not in TRANSITION_KEYS]

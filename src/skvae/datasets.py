@@ -559,10 +559,16 @@ def make_features(
     [2.0, 2.0, 1.0]
     """
     keys = FEATURE_LAYOUTS.get(layout, layout) if isinstance(layout, str) else layout
-    if isinstance(keys, str) or not all(k in dataset for k in keys):
+    if isinstance(keys, str):
         raise ValueError(
             f"Unknown feature layout {layout!r}: use one of {sorted(FEATURE_LAYOUTS)} "
-            f"or a tuple of dataset keys ({sorted(dataset)})."
+            f"or a tuple of dataset keys ({sorted(map(str, dataset))})."
+        )
+    missing = [k for k in keys if k not in dataset]
+    if missing:
+        raise ValueError(
+            f"The feature layout {layout!r} needs the key(s) {missing}, which the dataset "
+            f"lacks (it has {sorted(map(str, dataset))})."
         )
     return np.concatenate(
         [np.asarray(dataset[k], dtype=np.float32).reshape(len(dataset[k]), -1) for k in keys],
