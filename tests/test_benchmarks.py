@@ -349,3 +349,47 @@ def test_missing_benchmark_blanks_as_it_says():
     inliers, anomalies = np.isnan(mnar[:3000]).mean(), np.isnan(mnar[3000:]).mean()
     assert abs(inliers - 0.2) < 0.02 and abs(anomalies - 0.4) < 0.03
     assert mb.blank(X, y, "complete", rng) is X
+
+
+def test_statistics_rank_and_wilcoxon_over_sets():
+    stats = load("odds_benchmark.py").statistics
+    datasets, names = ["a", "b", "c", "d", "e", "f"], ["skvae", "peer", "tied"]
+    auc = {"skvae": [0.9, 0.8, 0.7, 0.9, 0.6, 0.8], "peer": [0.8, 0.7, 0.6, 0.8, 0.5, 0.7]}
+    auc["tied"] = auc["skvae"]
+    table = {
+        (ds, n): {"roc_auc": auc[n][i], "average_precision": auc[n][i] / 2}
+        for i, ds in enumerate(datasets)
+        for n in names
+    }
+    out = stats(table, datasets, names)
+    assert out["skvae"]["average_rank"] == out["tied"]["average_rank"] == 1.5
+    assert out["peer"]["average_rank"] == 3.0
+    assert out["peer"]["roc_auc_wins"] == 6 and out["peer"]["roc_auc_wilcoxon_p"] == pytest.approx(
+        0.03125
+    )
+    assert out["tied"]["roc_auc_wilcoxon_p"] == 1.0 and out["tied"]["roc_auc_wins"] == 0
+
+
+@pytest.mark.parametrize(
+    "row_start, name",
+    [("| ADBench, 20 sets", "adbench_peers"), ("| ODDS (9 sets)", "odds_peers"),
+     ("| 6 held-out sets", "holdout_peers")],
+)  # fmt: skip
+def test_readme_peer_table_is_the_recorded_runs(row_start, name):
+    module = load("odds_benchmark.py")
+    rows = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())["rows"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    names = list(dict.fromkeys(r["detector"] for r in rows))
+    s = module.statistics(module.summarise(rows, datasets, names), datasets, names)
+    (line,) = [x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith(row_start)]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    for cell, detector in zip(cells[1:5], ["skvae", "eif", "mcd", "iforest"]):
+        expected = (
+            f"{s[detector]['roc_auc']:.3f} / {s[detector]['average_precision']:.3f} "
+            f"({s[detector]['average_rank']:.2f})"
+        )
+        assert cell == expected, (detector, cell, expected)
+    p = [float(v) for v in cells[5].split(" / ")]
+    assert p == pytest.approx(
+        [s["eif"]["roc_auc_wilcoxon_p"], s["mcd"]["roc_auc_wilcoxon_p"]], abs=0.006
+    )
