@@ -788,3 +788,55 @@ def test_a_huge_scaling_samples_and_reconstructs_finite_values(model, tmp_path):
     loaded = skvae.load(_write(tmp_path / "huge.skvae", members))
     assert np.isfinite(loaded.sample(20, random_state=0)).all()
     assert np.isfinite(loaded.reconstruct(X[:5] * 1e300)).all()
+
+
+# ------------------------------------------------------------- rows in, scores out, files that lie
+@pytest.mark.parametrize(
+    "head, cell",
+    [("\ufeff", "1.0"), ("0,1,2,3\n", "1.0"), ("", "NaN"), ("", "NA"), ("", ""),
+     ("# exported\n", "1.0"), (",0,1,2,3\n", "1.0")],
+)  # fmt: skip
+def test_one_csv_row_in_one_score_out_in_order(head, cell, model, tmp_path, capsys):
+    """The first-row cases that used to drop or add a row: 10 rows in, 10 scores out."""
+    det, good, X = model
+    rows = X[:10].copy()
+    missing = cell != "1.0"
+    if missing:
+        rows[0, 0] = np.nan
+    lines = [
+        ",".join(cell if missing and (i, j) == (0, 0) else repr(v) for j, v in enumerate(r))
+        for i, r in enumerate(rows.tolist())
+    ]
+    if head.startswith(","):  # pandas' index column under its integer header
+        lines = [f"{i},{line}" for i, line in enumerate(lines)]
+    (tmp_path / "x.csv").write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "s.csv"
+    assert main(["score", str(good), str(tmp_path / "x.csv"), "--output", str(out)]) == 0
+    scores = np.genfromtxt(out, delimiter=",", names=True)["score"]
+    np.testing.assert_array_equal(scores, det.score_samples(rows))  # 10 rows, in order
+
+
+def test_files_that_claim_what_they_do_not_hold_fail_fast_at_every_command(model, tmp_path, capsys):
+    import os
+
+    from numpy.lib import format as fmt
+
+    _, good, _ = model
+    with open(tmp_path / "hollow.npy", "wb") as fh:  # 128 bytes claiming 10**9 rows
+        fmt.write_array_header_1_0(
+            fh, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 0)}
+        )
+    os.mkfifo(tmp_path / "fifo.csv")
+    os.symlink("/dev/zero", tmp_path / "zero.csv")
+    for name in ("hollow.npy", "fifo.csv", "zero.csv"):
+        data = str(tmp_path / name)
+        for argv in (
+            ["train", "--data-path", data, "--quiet", "--model-save-path", str(tmp_path / "m")],
+            ["score", str(good), data],
+            ["thresholds", str(good), data],
+        ):
+            before = _rss_mib()
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and ("regular file" in err or "claims" in err), err
+            assert _rss_mib() - before < 100

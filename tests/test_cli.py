@@ -338,6 +338,12 @@ CLI_ERRORS = {
     "junk .csv": (["score", "{good}", "{junk_csv}"], "^skvae: error: {junk_csv}: ", "allow_pickle"),
     # missing values are scored (a row with none observed too); infinity is not
     "infinity": (["score", "{good}", "{inf}"], "infinity", None),
+    "a .txt data file": (
+        ["score", "{good}", "{good}.txt"],
+        r"unsupported data file '\.txt'; use a feature file \(\.csv, \.npy\) or a transitions "
+        r"file \(\.npz, \.hdf5, \.h5, \.pkl\)",
+        None,
+    ),
     "training feature all missing": (
         ["train", "--data-path", "{empty_col}", "--model-save-path", "{tmp}/e"],
         "features with every value missing .* 1",
@@ -439,6 +445,7 @@ def error_files(d4rl_dir, tmp_path_factory):
         names[name] = str(tmp / f"{name}.npy")
     (tmp / "junk.npy").write_bytes(b"not numpy")
     (tmp / "junk.csv").write_text("1,2,x\n")
+    (tmp / "good.skvae.txt").write_text("1,2\n")
     (tmp / "garbage.skvae").write_bytes(np.random.RandomState(1).bytes(300))
     joblib.dump({"not": "a model"}, tmp / "m.joblib")
     names.update(

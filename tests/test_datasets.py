@@ -371,3 +371,10 @@ def test_feature_files_that_claim_what_they_do_not_hold(tmp_path):
     (tmp_path / "wide.csv").write_text("0," * (2**20 + 5) + "0\n")
     with pytest.raises(ValueError, match="more than .* cells"):
         ds.load_feature_file(tmp_path / "wide.csv")
+
+
+def test_make_features_names_the_keys_a_dict_lacks():
+    with pytest.raises(ValueError, match=r"needs the key\(s\) \['next_observations', 'actions'\]"):
+        ds.make_features({"observations": np.zeros((3, 2))})
+    with pytest.raises(ValueError, match="Unknown feature layout 'nope'"):
+        ds.make_features({"observations": np.zeros((3, 2))}, "nope")
