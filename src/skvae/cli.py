@@ -666,7 +666,7 @@ def _load_model(args) -> tuple[VAEOutlierDetector, dict]:
 
 def _model_names(model: VAEOutlierDetector, info: dict) -> list[str] | None:
     """The model's feature names: ``feature_names_in_``, else (models written by
-    ``skvae train`` before 0.4) the names its file's ``info`` kept."""
+    ``skvae train`` before feature names were fitted) the names its file's ``info`` kept."""
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
         return [str(n) for n in names]
