@@ -541,6 +541,7 @@ def test_train_and_score_plain_feature_files(tmp_path, capsys):
         assert main(args) == 0
     table = pd.read_csv(out)
     assert list(table.columns) == ["score", "decision", "label", "pvalue"]
+    assert out.read_text().splitlines()[1].split(",")[2] in ("1", "-1")  # an integer label
     np.testing.assert_array_equal(table["score"], reference.score_samples(X))
     np.testing.assert_array_equal(table["label"], reference.predict(X))
     np.testing.assert_allclose(table["decision"], reference.decision_function(X))

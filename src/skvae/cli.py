@@ -830,8 +830,11 @@ def _write_scores(fh, suffix: str, columns: dict[str, np.ndarray]) -> None:
     first = next(iter(columns.values()))
     if suffix == ".npy":
         np.save(fh, first)
-    elif suffix == ".csv":
-        write_table(fh, list(columns), np.column_stack(list(columns.values())).astype(object))
+    elif suffix == ".csv":  # each column keeps its type: labels stay integers
+        table = np.empty((len(first), len(columns)), dtype=object)
+        for j, values in enumerate(columns.values()):
+            table[:, j] = np.asarray(values).tolist()
+        write_table(fh, list(columns), table)
     else:
         text = io.StringIO()
         np.savetxt(text, first, delimiter=",")
