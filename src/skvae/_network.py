@@ -895,16 +895,18 @@ def forward_rows(
             result = fn(net, buffer)[:n]
             if dtype != torch.float64:
                 result, wide = _overflowed_in_float64(net, fn, x, result, buffer, wide)
-            if len(blank):
-                result = result.clone()
-                result[torch.as_tensor(blank, device=result.device)] = torch.as_tensor(
-                    empty[0], dtype=result.dtype, device=result.device
-                )
-                n_empty += len(blank)
             if tensor_input:
                 out[rows] = result
             else:
                 out[rows] = result.to("cpu", torch.float64).numpy()
+            if len(blank):  # the given value, in the output's precision
+                at = rows.start + blank
+                if tensor_input:
+                    at = torch.as_tensor(at, device=out.device)
+                    out[at] = torch.as_tensor(empty[0], dtype=out.dtype, device=out.device)
+                else:
+                    out[at] = np.asarray(empty[0], dtype=np.float64)
+                n_empty += len(blank)
     if empty is not None:
         warn_empty_rows(n_empty, empty[1])
     return out.to(X.device) if tensor_input else out
