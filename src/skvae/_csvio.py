@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._inputs import check_regular_file
 from ._network import MAX_NETWORK
-from ._plainpickle import check_regular_file
 
 MAX_COLUMNS = MAX_NETWORK["n_features"] + 1  # the features, and pandas' index column
 CHUNK_ROWS = 8192
@@ -75,6 +75,28 @@ class _Lines:
             yield line
 
 
+def _is_header(first: list[str], file: Path) -> bool:
+    """Whether the first row is a header, by the module's rules."""
+    kinds = {_kind(c) for c in first}
+    if "text" in kinds:
+        return True
+    if _integer_header(first):
+        warnings.warn(
+            f"{file}: reading the first row ({','.join(first)[:40]}) as pandas' integer "
+            "header; pass header=False (--no-header) if it is data",
+            UserWarning,
+            stacklevel=4,
+        )
+        return True
+    if kinds == {"missing"}:
+        raise ValueError(
+            f"{file}: the first row holds no number and no name, so it may be a header or a "
+            "row with every value missing: pass header=True or header=False (--header or "
+            "--no-header)"
+        )
+    return False
+
+
 def _cell(text: str, file: Path, line: int, column: int) -> float:
     text = text.strip()
     if text in MISSING:
@@ -118,25 +140,7 @@ def read_numbers(
                 raise ValueError(f"{file}: no rows of numbers.")
             first_line = lines.number
             if header is None:
-                kinds = {_kind(c) for c in first}
-                if "text" in kinds:
-                    header = True
-                elif _integer_header(first):
-                    header = True
-                    warnings.warn(
-                        f"{file}: reading the first row ({','.join(first)[:40]}) as pandas' "
-                        "integer header; pass header=False (--no-header) if it is data",
-                        UserWarning,
-                        stacklevel=3,
-                    )
-                elif kinds == {"missing"}:
-                    raise ValueError(
-                        f"{file}: the first row holds no number and no name, so it may be a "
-                        "header or a row with every value missing: pass header=True or "
-                        "header=False (--header or --no-header)"
-                    )
-                else:
-                    header = False
+                header = _is_header(first, file)
             names = [c.strip() for c in first] if header else None
             n_columns = len(first)
             chunks, pending = [], [] if header else [(first_line, first)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from ._inputs import (
     is_dense,
     is_out_of_core,
     short_repr,
-    warn_empty_rows,
 )
 from ._network import (
     MAX_DECODER_DF,
@@ -546,14 +544,12 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         del Z, Z_val
         module.to(dtype=scoring_dtype(device, self.precision))
 
-        with warnings.catch_warnings():  # said once, here, for fit
-            warnings.filterwarnings("ignore", message=".*every value missing")
-            scores = self._forward(module, X, "score")
+        # rows with nothing observed: NaN here, then the median of the others (which the
+        # median of all the training scores then is, as later calls give them)
+        unseen = "left out of training; each scores as the median training score"
+        scores = self._forward(module, X, "score", empty=(np.nan, unseen))
         if len(blank):
-            scores[blank] = np.median(scores[kept])  # the median stays the median
-            warn_empty_rows(
-                len(blank), "left out of training; each scores as the median training score"
-            )
+            scores[blank] = np.median(scores[kept])
         if not np.isfinite(scores).all():
             raise ValueError(
                 "The fitted model produces non-finite scores on the training data; "
@@ -646,7 +642,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         """Set ``feature_names_in_`` to ``names`` (unique strings, one a feature): for
         a fitted model whose rows came without names, such as those of a CSV file read
         by the command line."""
-        names = [str(n) for n in names] if names is not None else []
+        names = [str(n) for n in names]
         if len(names) != self.n_features_in_ or len(set(names)) != len(names):
             raise ValueError(
                 f"feature names must be {self.n_features_in_} unique strings; got "
@@ -730,24 +726,25 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             return self._validate_out_of_core(X, reset=False)
         return validate_data(self, X, dtype="numeric", reset=False, ensure_all_finite=ALLOW_NAN)
 
-    def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0):
+    def _forward(self, module: VAEEnsemble, X, what: str, member: int = 0, empty=None):
         """The one inference path: ``what`` is ``'score'``, ``'contributions'``,
-        ``'encode'`` or ``'reconstruct'``; ``X`` already validated."""
+        ``'encode'`` or ``'reconstruct'``; ``X`` already validated. ``empty`` is what a
+        row with every value missing gets, and the warning's words for it (default:
+        :meth:`_empty_rows`)."""
+        if empty is None:
+            empty = self._empty_rows(module, what)
         # a pass has the rows of one chunk at most (pickles of 0.1 lack n_jobs)
         work = min(X.shape[0], chunk_rows(module)) * module.row_macs()
         with torch_threads(getattr(self, "n_jobs", None), work=work):
-            return self._forward_rows(module, X, what, member)
+            return self._forward_rows(module, X, what, member, empty)
 
     def _empty_rows(self, module: VAEEnsemble, what: str) -> tuple[Any, str]:
         """What a row with every value missing gets from ``what``: the result for a row
         that tells nothing beyond the training data (the prior, for the latent code),
         and the warning's words for it. Its score is the median training score (the
-        mean, ``score_mean_``, for files that kept no training scores); in ``fit``,
-        before the training scores are known, NaN, filled in once they are."""
-        typical = np.nan
-        if hasattr(self, "score_mean_"):
-            train = getattr(self, "decision_scores_", np.zeros(0))
-            typical = -float(np.median(train)) if len(train) else self.score_mean_
+        mean, ``score_mean_``, for files that kept no training scores)."""
+        train = getattr(self, "decision_scores_", np.zeros(0))
+        typical = -float(np.median(train)) if len(train) else getattr(self, "score_mean_", np.nan)
         d, k = module.config["n_features"], module.latent_dim
         return {
             "score": (typical, "each scores as the median training score"),
@@ -762,8 +759,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             ),
         }[what]
 
-    def _forward_rows(self, module: VAEEnsemble, X, what: str, member: int = 0):
-        empty = self._empty_rows(module, what)
+    def _forward_rows(self, module: VAEEnsemble, X, what: str, member: int, empty):
         if what == "score":
             score_type = self.score_type
             return forward_rows(module, X, lambda net, z: net.scores(z, score_type), empty=empty)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import warnings
 import zipfile
@@ -30,6 +31,24 @@ def short_repr(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for messages (a value can be huge)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def check_regular_file(path: str | os.PathLike, info: os.stat_result | None = None) -> int:
+    """The size of ``path``, a regular file (links followed); a FIFO, device, socket or
+    folder is a ValueError naming it, found before anything opens it (a FIFO would
+    hang the reader, a device such as ``/dev/zero`` never ends)."""
+    if info is None:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"File not found: {path}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"{path} is a folder; give the path of a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(
+            f"{path} is not a regular file (a FIFO, device or socket); refusing to read it"
+        )
+    return info.st_size
 
 
 def finite_number(value, name: str) -> float:

@@ -540,7 +540,7 @@ def _read_skvae(path: Path) -> ModelRecord:
             state=state,
             fitted=Fitted.from_json(fitted, path),
             decision_scores=decision_scores,
-            info=_info_from_json(info),
+            info=dict(info),  # check_candidates turns JSON's string keys back into ints
             source=f"skvae-{version}",
             calibration_scores=calibration_scores,
         ),
@@ -775,11 +775,6 @@ def validate_record(record: ModelRecord, path) -> ModelRecord:
             record.info["threshold_candidates"], f"{path}: info field"
         )
     return record
-
-
-def _info_from_json(info: dict) -> dict:
-    """JSON turns the integer percentile keys of threshold candidates into strings."""
-    return dict(info)  # check_candidates turns the keys back into percentiles
 
 
 # ---------------------------------------------------------------------------- pairs

@@ -27,13 +27,14 @@ import io
 import os
 import pickletools
 import re
-import stat
 import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._inputs import check_regular_file
 
 MAX_DEPTH = 64
 MEMORY_FACTOR = 10
@@ -280,7 +281,7 @@ class _Reader:
 
     def item(self, value: Any) -> Any:
         """``value`` as an element of a container: placeholders become what they
-        built (or are refused when unfinished); its depth is known."""
+        built (or are refused when unfinished)."""
         if isinstance(value, (_DType, _Array)):
             if value.value is None:
                 raise _Refused("an array used before its values were given")
@@ -383,12 +384,8 @@ def _run(data: bytes, budget: int) -> Any:
             else:
                 reader.container(tuple(items), items)
         elif name == "DICT":
-            target = {}
-            reader.container(target, [])
-            stack.pop()
             items = reader.pop_mark()
-            _setitems(reader, target, items)
-            stack.append(target)
+            _setitems(reader, reader.container({}, []), items)
         elif name in ("SETITEM", "SETITEMS"):
             items = reader.pop(2) if name == "SETITEM" else reader.pop_mark()
             _setitems(reader, reader.top_mutable((dict,)), items)
@@ -505,36 +502,11 @@ def read_regular_file(path: str | os.PathLike, limit: int | None = None) -> byte
     check_regular_file(path)
     # O_NONBLOCK: a FIFO put in the file's place since the check does not hang the open
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with open(fd, "rb", buffering=0) as fh:
+    with open(fd, "rb") as fh:
         size = check_regular_file(path, os.fstat(fh.fileno()))
         if limit is not None and size > limit:
             raise ValueError(f"{path} is {size} bytes, over the limit of {limit}")
-        chunks, left = [], size  # what the file held when checked, never more
-        while left > 0:
-            chunk = fh.read(min(left, 2**24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
-
-def check_regular_file(path: str | os.PathLike, info: os.stat_result | None = None) -> int:
-    """The size of ``path``, a regular file (links followed); a FIFO, device, socket or
-    folder is a ValueError naming it, found before anything opens it (a FIFO would
-    hang the reader, a device such as ``/dev/zero`` never ends)."""
-    if info is None:
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"File not found: {path}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ValueError(f"{path} is a folder; give the path of a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(
-            f"{path} is not a regular file (a FIFO, device or socket); refusing to read it"
-        )
-    return info.st_size
+        return fh.read(size)  # what the file held when checked, never more
 
 
 def load_plain_pickle(path: str | os.PathLike, limit: int | None = None) -> Any:

@@ -691,25 +691,29 @@ def _check_names(names: list[str] | None, model_names: list[str] | None, file) -
     raise CLIError(f"the columns of {file} are not the model's features ({detail})")
 
 
-def _split_label_column(X, names, label_column: str, file) -> tuple[np.ndarray, np.ndarray]:
-    """``(features, labels)`` of a labelled CSV file: the column named ``label_column``
-    (or, as a number, at that 0-based position) is taken out as the labels."""
-    if names is not None and label_column in names:
-        j = names.index(label_column)
-    elif label_column.isdigit() and int(label_column) < X.shape[1]:
-        j = int(label_column)
+def _load_labelled(args, path: str, model_names) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, labels)`` of a labelled CSV file: the column ``--label-column``
+    names (a header name, or a 0-based position) holds the labels; the other columns
+    must be the model's features."""
+    if Path(path).suffix.lower() != ".csv":
+        raise CLIError(f"{path}: a labelled file is a .csv file")
+    X, names = load_feature_file(path, header=args.header)
+    column = args.label_column
+    if names is not None and column in names:
+        j = names.index(column)
+    elif column.isdigit() and int(column) < X.shape[1]:
+        j = int(column)
     else:
         shown = ", ".join(names) if names is not None else f"{X.shape[1]} unnamed columns"
-        raise CLIError(f"{file} has no column {label_column!r} ({shown})")
+        raise CLIError(f"{path} has no column {column!r} ({shown})")
     keep = [k for k in range(X.shape[1]) if k != j]
-    features = X[:, keep]
-    return (features, [names[k] for k in keep] if names else None), X[:, j]
+    _check_names([names[k] for k in keep] if names else None, model_names, path)
+    return X[:, keep], X[:, j]
 
 
-def _load_features(args, path: str, info: dict, model_names=None, label_column=None):
-    """An array file (.npy, .csv) as is, or a transitions file turned into features in
-    the layout the model was trained on. With ``label_column``, a ``.csv`` file's
-    ``((X, names), labels)``."""
+def _load_features(args, path: str, info: dict, model_names=None) -> np.ndarray:
+    """An array file (.npy, .csv) as is (a CSV header must name ``model_names``), or a
+    transitions file turned into features in the layout the model was trained on."""
     file = Path(path)
     if not file.exists():
         raise CLIError(f"there is no data file {file}")
@@ -731,8 +735,6 @@ def _load_features(args, path: str, info: dict, model_names=None, label_column=N
             )
     if file.suffix.lower() in FEATURE_FILE_SUFFIXES:
         X, names = load_feature_file(file, header=args.header)
-        if label_column is not None:
-            return _split_label_column(X, names, label_column, file)
         _check_names(names, model_names, file)
         return X
     layout = tuple(recorded) if recorded is not None else (args.features or "next_obs_action")
@@ -849,10 +851,7 @@ def _cmd_evaluate(args) -> int:
     if args.data is not None:
         if args.label_column is None:
             raise CLIError(f"{args.data}: name the label column with --label-column")
-        if Path(args.data).suffix.lower() != ".csv":
-            raise CLIError(f"{args.data}: a labelled file is a .csv file")
-        (X, columns), labels = _load_features(args, args.data, info, names, args.label_column)
-        _check_names(columns, names, args.data)
+        X, labels = _load_labelled(args, args.data, names)
         is_anomaly = _anomalies(labels, args.anomaly_label, args.data)
         X_normal, X_anomaly = X[~is_anomaly], X[is_anomaly]
     else:

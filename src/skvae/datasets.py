@@ -20,8 +20,8 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._csvio import read_numbers
-from ._inputs import check_numpy_claims, numpy_file_errors
-from ._plainpickle import check_regular_file, load_plain_pickle
+from ._inputs import check_numpy_claims, check_regular_file, numpy_file_errors
+from ._plainpickle import load_plain_pickle
 
 TRANSITION_KEYS = (
     "observations",
@@ -412,9 +412,9 @@ def load_feature_file(
     suffix = file.suffix.lower()
     if suffix not in FEATURE_FILE_SUFFIXES:
         raise ValueError(f"{file}: a feature file is .npy or .csv; got {file.suffix!r}.")
-    check_regular_file(file)
     if suffix == ".csv":
-        return read_numbers(file, header)
+        return read_numbers(file, header)  # which checks the file itself
+    check_regular_file(file)
     with open(file, "rb") as fh, numpy_file_errors(file):
         check_numpy_claims(fh, file)
         return np.load(fh, allow_pickle=False), None

@@ -170,15 +170,12 @@ class RewardPenalty:
         penalty : ndarray or torch.Tensor of shape (n_samples,)
             The penalty, of ``s``'s kind.
         """
-        if isinstance(s, torch.Tensor):  # in float64 where the device has it, then
-            # within the dtype's finite range: a huge scale, coef or thr is never inf
+        # computed wide, then kept finite in s's dtype: a huge scale or thr is never inf
+        if isinstance(s, torch.Tensor):
             dtype = s.dtype if s.is_floating_point() else torch.float32
-            wide = torch.float32 if s.device.type == "mps" else torch.float64
-            p = _penalty_torch(self.kind, s.to(wide), self.thr_, self.scale)
-            limit = torch.finfo(dtype).max
-            return p.clamp(min=-limit, max=limit).to(dtype)
+            return _finite(_penalty_torch(self.kind, _wide(s), self.thr_, self.scale), dtype)
         p = _penalty_numpy(self.kind, np.asarray(s, dtype=np.float64), self.thr_, self.scale)
-        return np.clip(p, -np.finfo(np.float64).max, np.finfo(np.float64).max)
+        return _finite(p, np.float64)
 
     def penalize(self, rewards, X):
         """Penalised rewards ``rewards - coef * penalty(X)``.
@@ -200,24 +197,34 @@ class RewardPenalty:
         n_rewards = rewards.numel() if isinstance(rewards, torch.Tensor) else np.size(rewards)
         if n_rewards != p.shape[0]:
             raise ValueError(f"rewards has {n_rewards} values but X has {p.shape[0]} rows.")
-        # computed in float64 (float32 where a device has no float64), then kept within
-        # the rewards' dtype's finite range: a large penalty on float16 rewards is the
-        # dtype's lowest value, never -inf
+        # computed wide, then kept finite in the rewards' dtype: a large penalty on
+        # float16 rewards is the dtype's lowest value, never -inf
         if isinstance(rewards, torch.Tensor):
             if not rewards.is_floating_point():  # integer rewards: not truncated
                 rewards = rewards.to(torch.float64)
-            wide = torch.float32 if rewards.device.type == "mps" else torch.float64
-            p = torch.as_tensor(p, device=rewards.device).to(wide).reshape(rewards.shape)
-            out = rewards.to(wide) - self.coef * p
-            limit = torch.finfo(rewards.dtype).max
-            return out.clamp(min=-limit, max=limit).to(rewards.dtype)
+            p = _wide(torch.as_tensor(p, device=rewards.device)).reshape(rewards.shape)
+            return _finite(_wide(rewards) - self.coef * p, rewards.dtype)
         rewards = np.asarray(rewards)
         # float rewards keep their dtype; integer rewards become float64 (not truncated)
         dtype = rewards.dtype if rewards.dtype.kind == "f" else np.float64
         with np.errstate(over="ignore"):
             out = rewards.astype(np.float64) - self.coef * np.asarray(p).reshape(rewards.shape)
-        limit = np.finfo(dtype).max
-        return np.clip(out, -limit, limit).astype(dtype)
+        return _finite(out, dtype)
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float64, or float32 on a device without float64 (Apple's MPS)."""
+    return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+
+
+def _finite(values, dtype):
+    """``values`` (an array or tensor) in ``dtype``, with what lies beyond its range
+    (infinity included) at its largest finite magnitude."""
+    if isinstance(values, torch.Tensor):
+        limit = torch.finfo(dtype).max
+        return values.clamp(min=-limit, max=limit).to(dtype)
+    limit = np.finfo(dtype).max
+    return np.clip(values, -limit, limit).astype(dtype)
 
 
 def _penalty_numpy(kind: str, s: np.ndarray, thr: float, scale: float) -> np.ndarray:
