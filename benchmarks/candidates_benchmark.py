@@ -13,31 +13,56 @@ Two candidates that need more than a hyperparameter (those that are one run thro
   ``product``). The VAE here trains on the other nine tenths.
 - ``distinct``: each distinct row counts once in training (exact copies dropped
   before ``fit``), against the defaults on the rows as they are.
+- ``scores``: other scores of one default fit: its reconstruction term alone, its
+  latent term (-KL) alone, the two each standardised by their median and IQR on the
+  training rows and summed, the importance-weighted bound (16 draws, IWAE) instead of
+  the ELBO at the posterior mean, the latent term replaced by the log-density of the
+  posterior mean under a Gaussian of the training rows' codes (the aggregate
+  posterior), and the ELBO summed with IsolationForest's score, each standardised the
+  same way (``with_iforest``).
+- ``capacity``: ensembles whose members differ in capacity, hedging against a
+  capacity nobody can choose without labels: five one-member fits with latent sizes
+  from 1 to the default (``latent_range``), with hidden widths from a quarter of the
+  default to all of it (``width_range``), with both (``width_and_latent_range``),
+  and the width range inside the batched network (hidden units beyond a member's
+  width start at zero weights and, as ReLUs at 0, stay there: ``width_range_batched``).
+  Controls: five one-member fits of the defaults (``five_single_fits``) and the
+  defaults with another random stream (``other_stream``), which shows how far the
+  means move by chance.
+- ``params``: the defaults against the estimator with ``--params`` (JSON) in one run.
 
 Example::
 
     python benchmarks/candidates_benchmark.py mixture --benchmark odds --seeds 0 1 \
         --out benchmarks/results/candidates_mixture_odds.json
+    python benchmarks/candidates_benchmark.py params --params '{"beta": 2}' \
+        --benchmark adbench
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-from adbench_benchmark import DEFAULT_DATA_DIR as ADBENCH_DIR  # same folder
-from adbench_benchmark import adbench_protocol, adbench_split
-from holdout_benchmark import holdout_sets
-from odds_benchmark import DEFAULT_DATA_DIR as ODDS_DIR
-from odds_benchmark import odds_split, one_thread
+import torch
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
+from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from skvae import VAEOutlierDetector
+from skvae._estimator import default_hidden_dims, default_latent_dim
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adbench_benchmark import DEFAULT_DATA_DIR as ADBENCH_DIR  # noqa: E402
+from adbench_benchmark import adbench_protocol, adbench_split  # noqa: E402
+from holdout_benchmark import holdout_sets  # noqa: E402
+from odds_benchmark import DEFAULT_DATA_DIR as ODDS_DIR  # noqa: E402
+from odds_benchmark import odds_split, one_thread  # noqa: E402
 
 
 def distinct_holdout(X: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +139,135 @@ def distinct(X_tr, X_te, seed):
     return scores, {"distinct_rows": len(unique), "rows": len(X_tr)}
 
 
+def _standardised(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``values`` centred on ``reference``'s median, in units of its IQR."""
+    q1, median, q3 = np.percentile(reference, [25, 50, 75])
+    return (values - median) / max(q3 - q1, 1e-12)
+
+
+@torch.inference_mode()
+def _terms(det: VAEOutlierDetector, X: np.ndarray, draws: int = 16):
+    """Per-member reconstruction and latent terms of the ELBO, the importance-weighted
+    bound with ``draws`` draws, and the posterior means, of rows ``X``."""
+    net = det.module_
+    x = net.scale_input(torch.as_tensor(X, dtype=torch.float64)).to(net.center.dtype)
+    x = x.float() if next(net.parameters()).dtype == torch.float32 else x
+    mu, logvar = net.encode(x)
+    mean, dec_logvar = net.decode(mu)
+    reconstruction = net.log_density(x, mean, dec_logvar).sum(-1)
+    latent = -net.kl_divergence(mu, logvar)
+    generator, std, weights = torch.Generator().manual_seed(0), torch.exp(0.5 * logvar), []
+    for _ in range(draws):
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        z = mu + std * eps
+        mean, dec_logvar = net.decode(z)
+        log_joint = net.log_density(x, mean, dec_logvar).sum(-1) - 0.5 * z.square().sum(-1)
+        log_q = -0.5 * eps.square().sum(-1) - 0.5 * logvar.sum(-1)
+        weights.append(log_joint - log_q)
+    iwae = torch.logsumexp(torch.stack(weights), 0) - np.log(draws)
+    return tuple(t.double().numpy() for t in (reconstruction, latent, iwae, mu))
+
+
+def score_variants(X_tr, X_te, seed):
+    det = VAEOutlierDetector(random_state=seed).fit(X_tr)
+    rec, lat, iwae, mu = _terms(det, X_te)
+    rec_tr, lat_tr, _, mu_tr = _terms(det, X_tr)
+    code_density = []
+    for m in range(mu.shape[0]):  # each member's codes of the training rows
+        code_density.append(_gaussian(LedoitWolf().fit(mu_tr[m]))(mu[m]))
+    elbo, elbo_tr = (rec + lat).mean(0), (rec_tr + lat_tr).mean(0)
+    forest = IsolationForest(random_state=seed).fit(X_tr)
+    return {
+        "defaults": elbo,
+        "reconstruction_term": rec.mean(0),
+        "latent_term": lat.mean(0),
+        "standardised_terms": _standardised(rec.mean(0), rec_tr.mean(0))
+        + _standardised(lat.mean(0), lat_tr.mean(0)),
+        "iwae": iwae.mean(0),
+        "aggregate_posterior": (rec + np.asarray(code_density)).mean(0),
+        "with_iforest": _standardised(elbo, elbo_tr)
+        + _standardised(forest.score_samples(X_te), forest.score_samples(X_tr)),
+    }, {}
+
+
+def _single_fits(X_tr, X_te, seed, configs):
+    """The mean score of one-member fits, one per configuration."""
+    return np.mean(
+        [
+            VAEOutlierDetector(random_state=100 * seed + i, n_estimators=1, **config)
+            .fit(X_tr)
+            .score_samples(X_te)
+            for i, config in enumerate(configs)
+        ],
+        axis=0,
+    )
+
+
+# Five members' hidden widths, as fractions of the default widths.
+WIDTH_FRACTIONS = (0.25, 0.375, 0.5, 0.75, 1.0)
+
+
+def _zero_beyond_widths(module) -> None:
+    """Start member ``i``'s hidden units beyond ``WIDTH_FRACTIONS`` (spread over the
+    members) of each hidden layer at zero weights: as ReLUs at 0 they pass no gradient,
+    so they stay at zero and the member keeps the smaller width."""
+    fractions = np.interp(
+        np.linspace(0, 1, module.n_members),
+        np.linspace(0, 1, len(WIDTH_FRACTIONS)),
+        WIDTH_FRACTIONS,
+    )
+    with torch.no_grad():
+        for layer in [*module.encoder_layers, *module.decoder_layers]:
+            for i, fraction in enumerate(fractions):
+                keep = max(1, round(fraction * layer.out_features))
+                layer.weight[i, :, keep:] = 0
+                layer.bias[i, :, keep:] = 0
+
+
+def _width_range_batched(X_tr, X_te, seed):
+    from skvae import _network
+
+    original = _network.VAEEnsemble.reset_parameters
+
+    def reset(module, generator):
+        original(module, generator)
+        _zero_beyond_widths(module)
+
+    _network.VAEEnsemble.reset_parameters = reset
+    try:
+        return VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te)
+    finally:
+        _network.VAEEnsemble.reset_parameters = original
+
+
+def capacity(X_tr, X_te, seed):
+    d = X_tr.shape[1]
+    latent = default_latent_dim(d)
+    latents = [1, max(1, latent // 2), max(1, (3 * latent) // 4), latent, latent]
+    widths = [tuple(round(f * h) for h in default_hidden_dims(d)) for f in WIDTH_FRACTIONS]
+    return {
+        "defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te),
+        "other_stream": VAEOutlierDetector(random_state=seed + 1000).fit(X_tr).score_samples(X_te),
+        "five_single_fits": _single_fits(X_tr, X_te, seed, [{}] * 5),
+        "latent_range": _single_fits(X_tr, X_te, seed, [{"latent_dim": k} for k in latents]),
+        "width_range": _single_fits(X_tr, X_te, seed, [{"hidden_dims": w} for w in widths]),
+        "width_and_latent_range": _single_fits(
+            X_tr, X_te, seed, [{"hidden_dims": w, "latent_dim": k} for w, k in zip(widths, latents)]
+        ),
+        "width_range_batched": _width_range_batched(X_tr, X_te, seed),
+    }, {}
+
+
+def params_candidate(params: dict):
+    def run(X_tr, X_te, seed):
+        return {
+            "defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te),
+            "params": VAEOutlierDetector(random_state=seed, **params).fit(X_tr).score_samples(X_te),
+        }, {}
+
+    return run
+
+
 def _holdout_adbench_split(_, dataset: str, seed: int):
     """A set of ``holdout_benchmark.py`` under ADBench's protocol."""
     X, y = next((X, y) for name, X, y in holdout_sets(seed) if name == dataset)
@@ -122,7 +276,10 @@ def _holdout_adbench_split(_, dataset: str, seed: int):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("candidate", choices=["mixture", "distinct"])
+    parser.add_argument(
+        "candidate", choices=["mixture", "distinct", "scores", "capacity", "params"]
+    )
+    parser.add_argument("--params", type=json.loads, default={}, help="for 'params'")
     parser.add_argument(
         "--benchmark", choices=["adbench", "odds", "holdout-adbench"], default="adbench"
     )
@@ -142,7 +299,12 @@ def main(argv=None) -> None:
         pattern = "*.npz" if adbench else "*.mat"
         datasets = args.datasets or sorted(p.stem for p in folder.glob(pattern))
         seeds = args.seeds or ([1, 2, 3] if adbench else [0, 1, 2])
-    run = {"mixture": mixture, "distinct": distinct}[args.candidate]
+    run = {
+        "mixture": mixture,
+        "distinct": distinct,
+        "scores": score_variants,
+        "capacity": capacity,
+    }.get(args.candidate) or params_candidate(args.params)
     rows = []
     for ds in datasets:
         for seed in seeds:
@@ -160,6 +322,9 @@ def main(argv=None) -> None:
         n: {
             "roc_auc": float(np.mean([r[n] for r in rows])),
             "average_precision": float(np.mean([r[f"{n}_ap"] for r in rows])),
+            "per_set_roc_auc": {
+                ds: float(np.mean([r[n] for r in rows if r["dataset"] == ds])) for ds in datasets
+            },
         }
         for n in names
     }
@@ -168,6 +333,8 @@ def main(argv=None) -> None:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {"candidate": args.candidate, "benchmark": args.benchmark, "seeds": seeds}
+        if args.candidate == "params":
+            record["params"] = args.params
         args.out.write_text(json.dumps({**record, "summary": summary, "rows": rows}, indent=1))
 
 

@@ -393,3 +393,59 @@ def test_readme_peer_table_is_the_recorded_runs(row_start, name):
     assert p == pytest.approx(
         [s["eif"]["roc_auc_wilcoxon_p"], s["mcd"]["roc_auc_wilcoxon_p"]], abs=0.006
     )
+
+
+@pytest.mark.parametrize("candidate", ["scores", "capacity", "params"])
+def test_candidates_benchmark(tmp_path, candidate):
+    out = tmp_path / "candidates.json"
+    extra = ("--params", '{"beta": 2.0}') if candidate == "params" else ()
+    run(
+        "candidates_benchmark.py",
+        *(candidate, "--benchmark", "holdout-adbench", "--datasets", "wine", "--seeds", "0"),
+        *extra,
+        *("--out", str(out)),
+    )
+    record = json.loads(out.read_text())
+    names = {
+        "scores": ["defaults", "reconstruction_term", "latent_term", "standardised_terms"]
+        + ["iwae", "aggregate_posterior", "with_iforest"],
+        "capacity": ["defaults", "other_stream", "five_single_fits", "latent_range"]
+        + ["width_range", "width_and_latent_range", "width_range_batched"],
+        "params": ["defaults", "params"],
+    }[candidate]
+    assert list(record["summary"]) == names
+    for summary in record["summary"].values():
+        assert 0.0 <= summary["roc_auc"] <= 1.0
+        assert list(summary["per_set_roc_auc"]) == ["wine"]
+    if candidate == "params":
+        assert record["params"] == {"beta": 2.0}
+    # every candidate's defaults are the estimator's own
+    X_tr, X_te, y_te = load("candidates_benchmark.py")._holdout_adbench_split(None, "wine", 0)
+    scores = VAEOutlierDetector(random_state=0).fit(X_tr).score_samples(X_te)
+    from sklearn.metrics import roc_auc_score
+
+    assert record["rows"][0]["defaults"] == pytest.approx(roc_auc_score(y_te, -scores))
+
+
+def test_candidates_width_range_keeps_each_members_width():
+    candidates = load("candidates_benchmark.py")
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 8))
+    from skvae import _network
+
+    original = _network.VAEEnsemble.reset_parameters
+
+    def reset(module, generator):
+        original(module, generator)
+        candidates._zero_beyond_widths(module)
+
+    _network.VAEEnsemble.reset_parameters = reset
+    try:
+        det = VAEOutlierDetector(random_state=0, epochs=30).fit(X)
+    finally:
+        _network.VAEEnsemble.reset_parameters = original
+    layer = det.module_.encoder_layers[0]  # 64 hidden units; members keep 16, 24, 32, 48, 64
+    for member, keep in enumerate([16, 24, 32, 48, 64]):
+        assert torch.all(layer.weight[member, :, keep:] == 0)
+        assert torch.all(layer.weight[member, :, :keep] != 0)
+    assert np.isfinite(det.score_samples(X)).all()
