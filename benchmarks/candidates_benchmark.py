@@ -18,8 +18,9 @@ Two candidates that need more than a hyperparameter (those that are one run thro
   training rows and summed, the importance-weighted bound (16 draws, IWAE) instead of
   the ELBO at the posterior mean, the latent term replaced by the log-density of the
   posterior mean under a Gaussian of the training rows' codes (the aggregate
-  posterior), and the ELBO summed with IsolationForest's score, each standardised the
-  same way (``with_iforest``).
+  posterior), the ELBO summed with IsolationForest's score, each standardised the
+  same way (``with_iforest``), and the members' ELBOs combined otherwise than by
+  their mean: their minimum, their median and their mixture (log-mean-exp).
 - ``capacity``: ensembles whose members differ in capacity, hedging against a
   capacity nobody can choose without labels: five one-member fits with latent sizes
   from 1 to the default (``latent_range``), with hidden widths from a quarter of the
@@ -29,6 +30,14 @@ Two candidates that need more than a hyperparameter (those that are one run thro
   Controls: five one-member fits of the defaults (``five_single_fits``) and the
   defaults with another random stream (``other_stream``), which shows how far the
   means move by chance.
+- ``selection``: the five one-member fits of ``width_and_latent_range`` trained on
+  four fifths of the training rows, chosen or weighted by their ELBO on the other
+  fifth (drawn by distinct value): their mean (``average``), the fit with the
+  highest held-out mean ELBO (``pick``), the members' mixture with weights fitted
+  by EM on the held-out rows (``stack``), and the members' mean with those weights
+  (``weighted``).
+- ``streams``: the defaults with five random streams (``random_state`` plus 0, 1000,
+  ..., 4000) on the same splits: how far one set's result moves by chance.
 - ``params``: the defaults against the estimator with ``--params`` (JSON) in one run.
 
 Example::
@@ -187,6 +196,9 @@ def score_variants(X_tr, X_te, seed):
         "aggregate_posterior": (rec + np.asarray(code_density)).mean(0),
         "with_iforest": _standardised(elbo, elbo_tr)
         + _standardised(forest.score_samples(X_te), forest.score_samples(X_tr)),
+        "members_min": (rec + lat).min(0),
+        "members_median": np.median(rec + lat, axis=0),
+        "members_mixture": logsumexp(rec + lat, axis=0),
     }, {}
 
 
@@ -241,20 +253,66 @@ def _width_range_batched(X_tr, X_te, seed):
 
 
 def capacity(X_tr, X_te, seed):
-    d = X_tr.shape[1]
-    latent = default_latent_dim(d)
-    latents = [1, max(1, latent // 2), max(1, (3 * latent) // 4), latent, latent]
-    widths = [tuple(round(f * h) for h in default_hidden_dims(d)) for f in WIDTH_FRACTIONS]
+    ranges = _capacity_range(X_tr.shape[1])
     return {
         "defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te),
         "other_stream": VAEOutlierDetector(random_state=seed + 1000).fit(X_tr).score_samples(X_te),
         "five_single_fits": _single_fits(X_tr, X_te, seed, [{}] * 5),
-        "latent_range": _single_fits(X_tr, X_te, seed, [{"latent_dim": k} for k in latents]),
-        "width_range": _single_fits(X_tr, X_te, seed, [{"hidden_dims": w} for w in widths]),
-        "width_and_latent_range": _single_fits(
-            X_tr, X_te, seed, [{"hidden_dims": w, "latent_dim": k} for w, k in zip(widths, latents)]
+        "latent_range": _single_fits(
+            X_tr, X_te, seed, [{"latent_dim": c["latent_dim"]} for c in ranges]
         ),
+        "width_range": _single_fits(
+            X_tr, X_te, seed, [{"hidden_dims": c["hidden_dims"]} for c in ranges]
+        ),
+        "width_and_latent_range": _single_fits(X_tr, X_te, seed, ranges),
         "width_range_batched": _width_range_batched(X_tr, X_te, seed),
+    }, {}
+
+
+def _capacity_range(d: int) -> list[dict]:
+    """Five members' hidden widths and latent sizes, from small to the defaults."""
+    latent = default_latent_dim(d)
+    latents = [1, max(1, latent // 2), max(1, (3 * latent) // 4), latent, latent]
+    widths = [tuple(round(f * h) for h in default_hidden_dims(d)) for f in WIDTH_FRACTIONS]
+    return [{"hidden_dims": w, "latent_dim": k} for w, k in zip(widths, latents)]
+
+
+def em_weights(log_densities: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Mixture weights of densities (rows of ``log_densities``, over the same samples)
+    that maximise the mixture's likelihood of those samples."""
+    k = len(log_densities)
+    weights = np.full(k, 1.0 / k)
+    for _ in range(iterations):
+        joint = np.log(weights)[:, None] + log_densities
+        weights = np.exp(joint - logsumexp(joint, axis=0)).mean(1).clip(1e-6)
+        weights /= weights.sum()
+    return weights
+
+
+def selection(X_tr, X_te, seed):
+    fit_rows, held = distinct_holdout(X_tr, 0.2, np.random.RandomState(seed))
+    test, held_out = [], []
+    for i, config in enumerate(_capacity_range(X_tr.shape[1])):
+        det = VAEOutlierDetector(random_state=100 * seed + i, n_estimators=1, **config)
+        det.fit(X_tr[fit_rows])
+        test.append(det.score_samples(X_te))
+        held_out.append(det.score_samples(X_tr[held]))
+    test, held_out = np.asarray(test), np.asarray(held_out)
+    weights = em_weights(held_out)
+    return {
+        "average": test.mean(0),
+        "pick": test[np.argmax(held_out.mean(1))],
+        "stack": logsumexp(np.log(weights)[:, None] + test, axis=0),
+        "weighted": weights @ test,
+    }, {"weights": weights.tolist()}
+
+
+def streams(X_tr, X_te, seed):
+    return {
+        f"stream_{k}": VAEOutlierDetector(random_state=seed + 1000 * k)
+        .fit(X_tr)
+        .score_samples(X_te)
+        for k in range(5)
     }, {}
 
 
@@ -277,7 +335,8 @@ def _holdout_adbench_split(_, dataset: str, seed: int):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "candidate", choices=["mixture", "distinct", "scores", "capacity", "params"]
+        "candidate",
+        choices=["mixture", "distinct", "scores", "capacity", "selection", "streams", "params"],
     )
     parser.add_argument("--params", type=json.loads, default={}, help="for 'params'")
     parser.add_argument(
@@ -304,6 +363,8 @@ def main(argv=None) -> None:
         "distinct": distinct,
         "scores": score_variants,
         "capacity": capacity,
+        "selection": selection,
+        "streams": streams,
     }.get(args.candidate) or params_candidate(args.params)
     rows = []
     for ds in datasets:

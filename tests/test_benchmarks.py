@@ -395,7 +395,7 @@ def test_readme_peer_table_is_the_recorded_runs(row_start, name):
     )
 
 
-@pytest.mark.parametrize("candidate", ["scores", "capacity", "params"])
+@pytest.mark.parametrize("candidate", ["scores", "capacity", "selection", "streams", "params"])
 def test_candidates_benchmark(tmp_path, candidate):
     out = tmp_path / "candidates.json"
     extra = ("--params", '{"beta": 2.0}') if candidate == "params" else ()
@@ -408,9 +408,12 @@ def test_candidates_benchmark(tmp_path, candidate):
     record = json.loads(out.read_text())
     names = {
         "scores": ["defaults", "reconstruction_term", "latent_term", "standardised_terms"]
-        + ["iwae", "aggregate_posterior", "with_iforest"],
+        + ["iwae", "aggregate_posterior", "with_iforest", "members_min", "members_median"]
+        + ["members_mixture"],
         "capacity": ["defaults", "other_stream", "five_single_fits", "latent_range"]
         + ["width_range", "width_and_latent_range", "width_range_batched"],
+        "selection": ["average", "pick", "stack", "weighted"],
+        "streams": [f"stream_{k}" for k in range(5)],
         "params": ["defaults", "params"],
     }[candidate]
     assert list(record["summary"]) == names
@@ -419,6 +422,12 @@ def test_candidates_benchmark(tmp_path, candidate):
         assert list(summary["per_set_roc_auc"]) == ["wine"]
     if candidate == "params":
         assert record["params"] == {"beta": 2.0}
+    if candidate == "streams":
+        record["rows"][0]["defaults"] = record["rows"][0]["stream_0"]
+    if candidate == "selection":
+        weights = record["rows"][0]["weights"]
+        assert len(weights) == 5 and sum(weights) == pytest.approx(1.0)
+        return
     # every candidate's defaults are the estimator's own
     X_tr, X_te, y_te = load("candidates_benchmark.py")._holdout_adbench_split(None, "wine", 0)
     scores = VAEOutlierDetector(random_state=0).fit(X_tr).score_samples(X_te)
@@ -449,3 +458,14 @@ def test_candidates_width_range_keeps_each_members_width():
         assert torch.all(layer.weight[member, :, keep:] == 0)
         assert torch.all(layer.weight[member, :, :keep] != 0)
     assert np.isfinite(det.score_samples(X)).all()
+
+
+def test_candidates_em_weights_find_the_generating_mixture():
+    candidates = load("candidates_benchmark.py")
+    rng = np.random.RandomState(0)
+    from scipy.stats import norm
+
+    # samples from 0.8 N(0, 1) + 0.2 N(4, 1), judged by the two components' densities
+    x = np.where(rng.rand(20_000) < 0.8, rng.normal(0, 1, 20_000), rng.normal(4, 1, 20_000))
+    weights = candidates.em_weights(np.array([norm.logpdf(x, 0, 1), norm.logpdf(x, 4, 1)]))
+    assert weights == pytest.approx([0.8, 0.2], abs=0.01)
