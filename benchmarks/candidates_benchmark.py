@@ -1,7 +1,8 @@
 """Candidate changes to the detector, measured against the defaults in one run.
 
-Two candidates that need more than a hyperparameter (those that are one run through
-``adbench_benchmark.py --detectors skvae --skvae-params '{...}'``):
+Candidates that need more than a hyperparameter (one hyperparameter on ADBench or
+ODDS alone is one run of ``adbench_benchmark.py --detectors skvae --skvae-params
+'{...}'``; ``params`` below runs it on every benchmark here):
 
 - ``mixture``: a robust Gaussian on the detector's own scaled inputs (Ledoit-Wolf
   covariance refitted three times on the 90 % of rows it explains best), mixed with
@@ -159,8 +160,8 @@ def _terms(det: VAEOutlierDetector, X: np.ndarray, draws: int = 16):
     """Per-member reconstruction and latent terms of the ELBO, the importance-weighted
     bound with ``draws`` draws, and the posterior means, of rows ``X``."""
     net = det.module_
-    x = net.scale_input(torch.as_tensor(X, dtype=torch.float64)).to(net.center.dtype)
-    x = x.float() if next(net.parameters()).dtype == torch.float32 else x
+    x = net.scale_input(torch.as_tensor(X, dtype=torch.float64))
+    x = x.to(next(net.parameters()).dtype)  # the network's precision
     mu, logvar = net.encode(x)
     mean, dec_logvar = net.decode(mu)
     reconstruction = net.log_density(x, mean, dec_logvar).sum(-1)
