@@ -19,9 +19,12 @@ ODDS alone is one run of ``adbench_benchmark.py --detectors skvae --skvae-params
   training rows and summed, the importance-weighted bound (16 draws, IWAE) instead of
   the ELBO at the posterior mean, the latent term replaced by the log-density of the
   posterior mean under a Gaussian of the training rows' codes (the aggregate
-  posterior), the ELBO summed with IsolationForest's score, each standardised the
-  same way (``with_iforest``), and the members' ELBOs combined otherwise than by
-  their mean: their minimum, their median and their mixture (log-mean-exp).
+  posterior) or under a five-component Gaussian mixture of them (``latent_mixture``),
+  the robust Gaussian of ``mixture`` as a sixth member of the ensemble (the mean of
+  the five ELBOs and its log-density: ``gaussian_member``), the ELBO summed with
+  IsolationForest's score, each standardised the same way (``with_iforest``), and
+  the members' ELBOs combined otherwise than by their mean: their minimum, their
+  median and their mixture (log-mean-exp).
 - ``capacity``: ensembles whose members differ in capacity, hedging against a
   capacity nobody can choose without labels: five one-member fits with latent sizes
   from 1 to the default (``latent_range``), with hidden widths from a quarter of the
@@ -63,6 +66,7 @@ from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.mixture import GaussianMixture
 
 from skvae import VAEOutlierDetector
 from skvae._estimator import default_hidden_dims, default_latent_dim
@@ -182,10 +186,17 @@ def score_variants(X_tr, X_te, seed):
     det = VAEOutlierDetector(random_state=seed).fit(X_tr)
     rec, lat, iwae, mu = _terms(det, X_te)
     rec_tr, lat_tr, _, mu_tr = _terms(det, X_tr)
-    code_density = []
+    code_density, code_mixture = [], []
     for m in range(mu.shape[0]):  # each member's codes of the training rows
         code_density.append(_gaussian(LedoitWolf().fit(mu_tr[m]))(mu[m]))
+        codes = GaussianMixture(5, reg_covar=1e-3, random_state=seed).fit(mu_tr[m])
+        code_mixture.append(codes.score_samples(mu[m]))
     elbo, elbo_tr = (rec + lat).mean(0), (rec_tr + lat_tr).mean(0)
+
+    def scale(X):
+        return np.clip((X - det.center_) / det.scale_, -10, 10)
+
+    gaussian = trimmed_gaussian(scale(X_tr))(scale(X_te))
     forest = IsolationForest(random_state=seed).fit(X_tr)
     return {
         "defaults": elbo,
@@ -195,6 +206,8 @@ def score_variants(X_tr, X_te, seed):
         + _standardised(lat.mean(0), lat_tr.mean(0)),
         "iwae": iwae.mean(0),
         "aggregate_posterior": (rec + np.asarray(code_density)).mean(0),
+        "latent_mixture": (rec + np.asarray(code_mixture)).mean(0),
+        "gaussian_member": (len(rec) * elbo + gaussian) / (len(rec) + 1),
         "with_iforest": _standardised(elbo, elbo_tr)
         + _standardised(forest.score_samples(X_te), forest.score_samples(X_tr)),
         "members_min": (rec + lat).min(0),

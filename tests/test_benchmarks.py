@@ -408,8 +408,8 @@ def test_candidates_benchmark(tmp_path, candidate):
     record = json.loads(out.read_text())
     names = {
         "scores": ["defaults", "reconstruction_term", "latent_term", "standardised_terms"]
-        + ["iwae", "aggregate_posterior", "with_iforest", "members_min", "members_median"]
-        + ["members_mixture"],
+        + ["iwae", "aggregate_posterior", "latent_mixture", "gaussian_member", "with_iforest"]
+        + ["members_min", "members_median", "members_mixture"],
         "capacity": ["defaults", "other_stream", "five_single_fits", "latent_range"]
         + ["width_range", "width_and_latent_range", "width_range_batched"],
         "selection": ["average", "pick", "stack", "weighted"],
