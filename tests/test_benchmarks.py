@@ -395,7 +395,9 @@ def test_readme_peer_table_is_the_recorded_runs(row_start, name):
     )
 
 
-@pytest.mark.parametrize("candidate", ["scores", "capacity", "selection", "streams", "params"])
+@pytest.mark.parametrize(
+    "candidate", ["scores", "capacity", "selection", "concentration", "streams", "params"]
+)
 def test_candidates_benchmark(tmp_path, candidate):
     out = tmp_path / "candidates.json"
     extra = ("--params", '{"beta": 2.0}') if candidate == "params" else ()
@@ -414,6 +416,8 @@ def test_candidates_benchmark(tmp_path, candidate):
         + ["width_range", "width_and_latent_range", "width_range_batched"],
         "selection": ["average", "pick", "stack", "weighted"],
         "streams": [f"stream_{k}" for k in range(5)],
+        "concentration": [f"{n}_{k}" for k in range(3) for n in ("defaults", "refit")]
+        + ["refit_after_full_fit"],
         "params": ["defaults", "params"],
     }[candidate]
     assert list(record["summary"]) == names
@@ -422,8 +426,9 @@ def test_candidates_benchmark(tmp_path, candidate):
         assert list(summary["per_set_roc_auc"]) == ["wine"]
     if candidate == "params":
         assert record["params"] == {"beta": 2.0}
-    if candidate == "streams":
-        record["rows"][0]["defaults"] = record["rows"][0]["stream_0"]
+    if candidate in ("streams", "concentration"):
+        first = "stream_0" if candidate == "streams" else "defaults_0"
+        record["rows"][0]["defaults"] = record["rows"][0][first]
     if candidate == "selection":
         weights = record["rows"][0]["weights"]
         assert len(weights) == 5 and sum(weights) == pytest.approx(1.0)
