@@ -61,6 +61,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -83,6 +84,11 @@ from adbench_benchmark import adbench_protocol, adbench_split  # noqa: E402
 from holdout_benchmark import holdout_sets  # noqa: E402
 from odds_benchmark import DEFAULT_DATA_DIR as ODDS_DIR  # noqa: E402
 from odds_benchmark import odds_split, one_thread  # noqa: E402
+
+
+def _scores(X_tr, X_te, random_state, **params):
+    """Test scores of the estimator with ``params`` fitted on ``X_tr``."""
+    return VAEOutlierDetector(random_state=random_state, **params).fit(X_tr).score_samples(X_te)
 
 
 def distinct_holdout(X: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -117,13 +123,17 @@ def _gaussian(estimate):
     return density
 
 
-def em_weight(a: np.ndarray, b: np.ndarray, iterations: int = 50) -> float:
-    """The mixture weight of density ``a`` against ``b`` (log-densities of the same rows)."""
-    w = 0.5
+def em_weights(log_densities: np.ndarray, iterations: int = 100, floor: float = 1e-6):
+    """Mixture weights of densities (rows of ``log_densities``, over the same samples)
+    that maximise the mixture's likelihood of those samples, each at least ``floor``
+    (before they are normalised)."""
+    k = len(log_densities)
+    weights = np.full(k, 1.0 / k)
     for _ in range(iterations):
-        la, lb = np.log(w) + a, np.log(1 - w) + b
-        w = float(np.clip(np.exp(la - np.logaddexp(la, lb)).mean(), 1e-3, 1 - 1e-3))
-    return w
+        joint = np.log(weights)[:, None] + log_densities
+        weights = np.exp(joint - logsumexp(joint, axis=0)).mean(1).clip(floor)
+        weights /= weights.sum()
+    return weights
 
 
 def mixture(X_tr, X_te, seed):
@@ -137,9 +147,9 @@ def mixture(X_tr, X_te, seed):
     gauss = trimmed_gaussian(scale(X_tr[fit_rows]))
     vae_test, vae_held = det.score_samples(X_te), det.score_samples(X_tr[held])
     g_test, g_held = gauss(scale(X_te)), gauss(scale(X_tr[held]))
-    w = em_weight(vae_held, g_held)
+    w = float(em_weights(np.array([vae_held, g_held]), iterations=50, floor=1e-3)[0])
     return {
-        "defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te),
+        "defaults": _scores(X_tr, X_te, seed),
         "vae_on_nine_tenths": vae_test,
         "gaussian": g_test,
         "mixture": logsumexp([np.log(w) + vae_test, np.log(1 - w) + g_test], axis=0),
@@ -151,11 +161,11 @@ def mixture(X_tr, X_te, seed):
 
 def distinct(X_tr, X_te, seed):
     unique = np.unique(X_tr, axis=0)
-    scores = {"defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te)}
+    scores = {"defaults": _scores(X_tr, X_te, seed)}
     if len(unique) == len(X_tr):
         scores["distinct"] = scores["defaults"]
     else:
-        scores["distinct"] = VAEOutlierDetector(random_state=seed).fit(unique).score_samples(X_te)
+        scores["distinct"] = _scores(unique, X_te, seed)
     return scores, {"distinct_rows": len(unique), "rows": len(X_tr)}
 
 
@@ -168,7 +178,8 @@ def _standardised(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def _terms(det: VAEOutlierDetector, X: np.ndarray, draws: int = 16):
     """Per-member reconstruction and latent terms of the ELBO, the importance-weighted
-    bound with ``draws`` draws, and the posterior means, of rows ``X``."""
+    bound with ``draws`` draws (None without draws), and the posterior means, of rows
+    ``X``."""
     net = det.module_
     x = net.scale_input(torch.as_tensor(X, dtype=torch.float64))
     x = x.to(next(net.parameters()).dtype)  # the network's precision
@@ -184,14 +195,16 @@ def _terms(det: VAEOutlierDetector, X: np.ndarray, draws: int = 16):
         log_joint = net.log_density(x, mean, dec_logvar).sum(-1) - 0.5 * z.square().sum(-1)
         log_q = -0.5 * eps.square().sum(-1) - 0.5 * logvar.sum(-1)
         weights.append(log_joint - log_q)
-    iwae = torch.logsumexp(torch.stack(weights), 0) - np.log(draws)
-    return tuple(t.double().numpy() for t in (reconstruction, latent, iwae, mu))
+    iwae = torch.logsumexp(torch.stack(weights), 0) - np.log(draws) if draws else None
+    return tuple(
+        None if t is None else t.double().numpy() for t in (reconstruction, latent, iwae, mu)
+    )
 
 
 def score_variants(X_tr, X_te, seed):
     det = VAEOutlierDetector(random_state=seed).fit(X_tr)
     rec, lat, iwae, mu = _terms(det, X_te)
-    rec_tr, lat_tr, _, mu_tr = _terms(det, X_tr)
+    rec_tr, lat_tr, _, mu_tr = _terms(det, X_tr, draws=0)
     code_density, code_mixture = [], []
     for m in range(mu.shape[0]):  # each member's codes of the training rows
         code_density.append(_gaussian(LedoitWolf().fit(mu_tr[m]))(mu[m]))
@@ -222,17 +235,17 @@ def score_variants(X_tr, X_te, seed):
     }, {}
 
 
+def _single_members(X_fit, seed, configs):
+    """One-member fits of ``X_fit``, one per configuration."""
+    return [
+        VAEOutlierDetector(random_state=100 * seed + i, n_estimators=1, **config).fit(X_fit)
+        for i, config in enumerate(configs)
+    ]
+
+
 def _single_fits(X_tr, X_te, seed, configs):
-    """The mean score of one-member fits, one per configuration."""
-    return np.mean(
-        [
-            VAEOutlierDetector(random_state=100 * seed + i, n_estimators=1, **config)
-            .fit(X_tr)
-            .score_samples(X_te)
-            for i, config in enumerate(configs)
-        ],
-        axis=0,
-    )
+    """The mean test score of one-member fits, one per configuration."""
+    return np.mean([det.score_samples(X_te) for det in _single_members(X_tr, seed, configs)], 0)
 
 
 # Five members' hidden widths, as fractions of the default widths.
@@ -256,7 +269,9 @@ def _zero_beyond_widths(module) -> None:
                 layer.bias[i, :, keep:] = 0
 
 
-def _width_range_batched(X_tr, X_te, seed):
+@contextlib.contextmanager
+def width_range():
+    """Inside, every new network starts with :func:`_zero_beyond_widths` applied."""
     from skvae import _network
 
     original = _network.VAEEnsemble.reset_parameters
@@ -267,26 +282,9 @@ def _width_range_batched(X_tr, X_te, seed):
 
     _network.VAEEnsemble.reset_parameters = reset
     try:
-        return VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te)
+        yield
     finally:
         _network.VAEEnsemble.reset_parameters = original
-
-
-def capacity(X_tr, X_te, seed):
-    ranges = _capacity_range(X_tr.shape[1])
-    return {
-        "defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te),
-        "other_stream": VAEOutlierDetector(random_state=seed + 1000).fit(X_tr).score_samples(X_te),
-        "five_single_fits": _single_fits(X_tr, X_te, seed, [{}] * 5),
-        "latent_range": _single_fits(
-            X_tr, X_te, seed, [{"latent_dim": c["latent_dim"]} for c in ranges]
-        ),
-        "width_range": _single_fits(
-            X_tr, X_te, seed, [{"hidden_dims": c["hidden_dims"]} for c in ranges]
-        ),
-        "width_and_latent_range": _single_fits(X_tr, X_te, seed, ranges),
-        "width_range_batched": _width_range_batched(X_tr, X_te, seed),
-    }, {}
 
 
 def _capacity_range(d: int) -> list[dict]:
@@ -297,27 +295,33 @@ def _capacity_range(d: int) -> list[dict]:
     return [{"hidden_dims": w, "latent_dim": k} for w, k in zip(widths, latents)]
 
 
-def em_weights(log_densities: np.ndarray, iterations: int = 100) -> np.ndarray:
-    """Mixture weights of densities (rows of ``log_densities``, over the same samples)
-    that maximise the mixture's likelihood of those samples."""
-    k = len(log_densities)
-    weights = np.full(k, 1.0 / k)
-    for _ in range(iterations):
-        joint = np.log(weights)[:, None] + log_densities
-        weights = np.exp(joint - logsumexp(joint, axis=0)).mean(1).clip(1e-6)
-        weights /= weights.sum()
-    return weights
+def _width_range_scores(X_tr, X_te, seed):
+    with width_range():
+        return _scores(X_tr, X_te, seed)
+
+
+def capacity(X_tr, X_te, seed):
+    ranges = _capacity_range(X_tr.shape[1])
+    return {
+        "defaults": _scores(X_tr, X_te, seed),
+        "other_stream": _scores(X_tr, X_te, seed + 1000),
+        "five_single_fits": _single_fits(X_tr, X_te, seed, [{}] * 5),
+        "latent_range": _single_fits(
+            X_tr, X_te, seed, [{"latent_dim": c["latent_dim"]} for c in ranges]
+        ),
+        "width_range": _single_fits(
+            X_tr, X_te, seed, [{"hidden_dims": c["hidden_dims"]} for c in ranges]
+        ),
+        "width_and_latent_range": _single_fits(X_tr, X_te, seed, ranges),
+        "width_range_batched": _width_range_scores(X_tr, X_te, seed),
+    }, {}
 
 
 def selection(X_tr, X_te, seed):
     fit_rows, held = distinct_holdout(X_tr, 0.2, np.random.RandomState(seed))
-    test, held_out = [], []
-    for i, config in enumerate(_capacity_range(X_tr.shape[1])):
-        det = VAEOutlierDetector(random_state=100 * seed + i, n_estimators=1, **config)
-        det.fit(X_tr[fit_rows])
-        test.append(det.score_samples(X_te))
-        held_out.append(det.score_samples(X_tr[held]))
-    test, held_out = np.asarray(test), np.asarray(held_out)
+    members = _single_members(X_tr[fit_rows], seed, _capacity_range(X_tr.shape[1]))
+    test = np.asarray([det.score_samples(X_te) for det in members])
+    held_out = np.asarray([det.score_samples(X_tr[held]) for det in members])
     weights = em_weights(held_out)
     return {
         "average": test.mean(0),
@@ -331,34 +335,28 @@ def _refit(X_tr, X_te, random_state, first_epochs="auto", fraction=0.1):
     first = VAEOutlierDetector(random_state=random_state, epochs=first_epochs).fit(X_tr)
     train_scores = first.score_samples(X_tr)
     kept = train_scores >= np.quantile(train_scores, fraction)
-    second = VAEOutlierDetector(random_state=random_state + 500).fit(X_tr[kept])
-    return second.score_samples(X_te)
+    return _scores(X_tr[kept], X_te, random_state + 500)
 
 
 def concentration(X_tr, X_te, seed):
     out = {}
     for k in range(3):
         stream = seed + 1000 * k
-        out[f"defaults_{k}"] = VAEOutlierDetector(random_state=stream).fit(X_tr).score_samples(X_te)
+        out[f"defaults_{k}"] = _scores(X_tr, X_te, stream)
         out[f"refit_{k}"] = _refit(X_tr, X_te, stream, first_epochs=20)
     out["refit_after_full_fit"] = _refit(X_tr, X_te, seed)
     return out, {}
 
 
 def streams(X_tr, X_te, seed):
-    return {
-        f"stream_{k}": VAEOutlierDetector(random_state=seed + 1000 * k)
-        .fit(X_tr)
-        .score_samples(X_te)
-        for k in range(5)
-    }, {}
+    return {f"stream_{k}": _scores(X_tr, X_te, seed + 1000 * k) for k in range(5)}, {}
 
 
 def params_candidate(params: dict):
     def run(X_tr, X_te, seed):
         return {
-            "defaults": VAEOutlierDetector(random_state=seed).fit(X_tr).score_samples(X_te),
-            "params": VAEOutlierDetector(random_state=seed, **params).fit(X_tr).score_samples(X_te),
+            "defaults": _scores(X_tr, X_te, seed),
+            "params": _scores(X_tr, X_te, seed, **params),
         }, {}
 
     return run

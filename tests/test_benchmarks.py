@@ -445,19 +445,8 @@ def test_candidates_width_range_keeps_each_members_width():
     candidates = load("candidates_benchmark.py")
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 8))
-    from skvae import _network
-
-    original = _network.VAEEnsemble.reset_parameters
-
-    def reset(module, generator):
-        original(module, generator)
-        candidates._zero_beyond_widths(module)
-
-    _network.VAEEnsemble.reset_parameters = reset
-    try:
+    with candidates.width_range():
         det = VAEOutlierDetector(random_state=0, epochs=30).fit(X)
-    finally:
-        _network.VAEEnsemble.reset_parameters = original
     layer = det.module_.encoder_layers[0]  # 64 hidden units; members keep 16, 24, 32, 48, 64
     for member, keep in enumerate([16, 24, 32, 48, 64]):
         assert torch.all(layer.weight[member, :, keep:] == 0)
