@@ -20,11 +20,16 @@ ODDS alone is one run of ``adbench_benchmark.py --detectors skvae --skvae-params
   the ELBO at the posterior mean, the latent term replaced by the log-density of the
   posterior mean under a Gaussian of the training rows' codes (the aggregate
   posterior) or under a five-component Gaussian mixture of them (``latent_mixture``),
-  the robust Gaussian of ``mixture`` as a sixth member of the ensemble (the mean of
-  the five ELBOs and its log-density: ``gaussian_member``), the ELBO summed with
-  IsolationForest's score, each standardised the same way (``with_iforest``), and
-  the members' ELBOs combined otherwise than by their mean: their minimum, their
-  median and their mixture (log-mean-exp).
+  or under the aggregate posterior itself, the mixture of the posteriors of (up to)
+  1,000 training rows (``aggregate_posterior_kde``), the robust Gaussian of
+  ``mixture`` as a sixth member of the ensemble (the mean of the five ELBOs and its
+  log-density: ``gaussian_member``), the members' ELBOs combined otherwise than by
+  their mean: their minimum, their median and their mixture (log-mean-exp), and the
+  reconstruction judged with lighter tails than the Student-t decoder's: a Gaussian
+  of the same scale (``gaussian_tails``), or only the feature furthest from its
+  reconstruction (``max_feature``: minus the largest squared residual in units of
+  the decoder's scale). (The ELBO with IsolationForest's score is
+  ``peer_ensembles``' ``with_iforest``.)
 - ``capacity``: ensembles whose members differ in capacity, hedging against a
   capacity nobody can choose without labels: five one-member fits with latent sizes
   from 1 to the default (``latent_range``), with hidden widths from a quarter of the
@@ -46,6 +51,25 @@ ODDS alone is one run of ``adbench_benchmark.py --detectors skvae --skvae-params
   the rest; with three random streams each (``refit_0``..``refit_2``), beside the
   defaults with the same three streams (``defaults_0``..``defaults_2``), and once
   with a whole default fit as the first stage (``refit_after_full_fit``).
+- ``linear_path``: a linear path beside each member's MLPs, so that a member
+  contains probabilistic PCA (a linear-Gaussian latent model) as a special case: the
+  encoder's mean adds a linear map of the (clipped) input and the decoder's mean a
+  linear map of the code, both starting at zero. Trained with autograd's gradient
+  (the hand-written one does not know the path), beside a control that trains the
+  defaults with autograd's gradient too (``autograd_control``: it scores as the
+  defaults do).
+- ``exclusion``: MCD's concentration step inside the fit, at no extra cost: at the
+  20th optimisation step each member drops for good the rows of its batch whose loss
+  is highest, 10 % (``exclude_10``) or 30 % (``exclude_30``) of them, and goes on
+  trimming the rest as before; or it stops trimming anew and keeps the 20th step's
+  trimmed rows for the rest of the fit (``freeze``).
+- ``peer_ensembles``: the default fit's ELBO summed with each classical peer's score
+  (``with_<peer>``) and with all of them (``with_all``), each standardised by its
+  median and IQR on the training rows, beside the peers alone: how far any
+  combination of these detectors gets. The summary adds the mean over sets of the
+  best peer's ROC AUC on each set, chosen with the test labels
+  (``best_peer_per_set_roc_auc``): a bound no unsupervised choice among the peers
+  reaches. The peers are those of ``odds_benchmark.py`` whose package is installed.
 - ``streams``: the defaults with five random streams (``random_state`` plus 0, 1000,
   ..., 4000) on the same splits: how far one set's result moves by chance.
 - ``params``: the defaults against the estimator with ``--params`` (JSON) in one run.
@@ -71,19 +95,27 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
-from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.mixture import GaussianMixture
+from torch import nn
 
 from skvae import VAEOutlierDetector
 from skvae._estimator import default_hidden_dims, default_latent_dim
+from skvae._network import CLIP, VAEEnsemble
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adbench_benchmark import DEFAULT_DATA_DIR as ADBENCH_DIR  # noqa: E402
 from adbench_benchmark import adbench_protocol, adbench_split  # noqa: E402
 from holdout_benchmark import holdout_sets  # noqa: E402
 from odds_benchmark import DEFAULT_DATA_DIR as ODDS_DIR  # noqa: E402
-from odds_benchmark import odds_split, one_thread  # noqa: E402
+from odds_benchmark import (  # noqa: E402
+    PEERS,
+    anomaly_scores,
+    available,
+    make_detectors,
+    odds_split,
+    one_thread,
+)
 
 
 def _scores(X_tr, X_te, random_state, **params):
@@ -178,14 +210,16 @@ def _standardised(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def _terms(det: VAEOutlierDetector, X: np.ndarray, draws: int = 16):
     """Per-member reconstruction and latent terms of the ELBO, the importance-weighted
-    bound with ``draws`` draws (None without draws), and the posterior means, of rows
-    ``X``."""
+    bound with ``draws`` draws (None without draws), the posterior means and
+    log-variances, and the squared residuals in units of the decoder's scale (members,
+    rows, features), of rows ``X``."""
     net = det.module_
     x = net.scale_input(torch.as_tensor(X, dtype=torch.float64))
     x = x.to(next(net.parameters()).dtype)  # the network's precision
     mu, logvar = net.encode(x)
     mean, dec_logvar = net.decode(mu)
     reconstruction = net.log_density(x, mean, dec_logvar).sum(-1)
+    quadratic = (x - mean).square() * torch.exp(-dec_logvar)
     latent = -net.kl_divergence(mu, logvar)
     generator, std, weights = torch.Generator().manual_seed(0), torch.exp(0.5 * logvar), []
     for _ in range(draws):
@@ -197,26 +231,42 @@ def _terms(det: VAEOutlierDetector, X: np.ndarray, draws: int = 16):
         weights.append(log_joint - log_q)
     iwae = torch.logsumexp(torch.stack(weights), 0) - np.log(draws) if draws else None
     return tuple(
-        None if t is None else t.double().numpy() for t in (reconstruction, latent, iwae, mu)
+        None if t is None else t.double().numpy()
+        for t in (reconstruction, latent, iwae, mu, logvar, quadratic)
     )
+
+
+def aggregate_posterior(mu: np.ndarray, mu_ref: np.ndarray, logvar_ref: np.ndarray):
+    """Each member's log-density of codes ``mu`` (members, rows, latent) under the
+    mixture of the diagonal Gaussian posteriors ``mu_ref``, ``exp(logvar_ref)``
+    (members, reference rows, latent), of equal weights."""
+    out = np.empty(mu.shape[:2])
+    for m in range(len(mu)):
+        var = np.exp(logvar_ref[m])
+        for start in range(0, mu.shape[1], 256):
+            diff = mu[m, start : start + 256, None, :] - mu_ref[m][None]
+            log_p = -0.5 * (diff**2 / var + np.log(2 * np.pi * var)).sum(-1)
+            out[m, start : start + 256] = logsumexp(log_p, axis=1) - np.log(len(var))
+    return out
 
 
 def score_variants(X_tr, X_te, seed):
     det = VAEOutlierDetector(random_state=seed).fit(X_tr)
-    rec, lat, iwae, mu = _terms(det, X_te)
-    rec_tr, lat_tr, _, mu_tr = _terms(det, X_tr, draws=0)
+    rec, lat, iwae, mu, _, quadratic = _terms(det, X_te)
+    rec_tr, lat_tr, _, mu_tr, _, _ = _terms(det, X_tr, draws=0)
+    reference = np.random.RandomState(seed).permutation(len(X_tr))[:1000]
+    _, _, _, mu_ref, logvar_ref, _ = _terms(det, X_tr[reference], draws=0)
     code_density, code_mixture = [], []
     for m in range(mu.shape[0]):  # each member's codes of the training rows
         code_density.append(_gaussian(LedoitWolf().fit(mu_tr[m]))(mu[m]))
         codes = GaussianMixture(5, reg_covar=1e-3, random_state=seed).fit(mu_tr[m])
         code_mixture.append(codes.score_samples(mu[m]))
-    elbo, elbo_tr = (rec + lat).mean(0), (rec_tr + lat_tr).mean(0)
+    elbo = (rec + lat).mean(0)
 
     def scale(X):
         return np.clip((X - det.center_) / det.scale_, -10, 10)
 
     gaussian = trimmed_gaussian(scale(X_tr))(scale(X_te))
-    forest = IsolationForest(random_state=seed).fit(X_tr)
     return {
         "defaults": elbo,
         "reconstruction_term": rec.mean(0),
@@ -226,12 +276,13 @@ def score_variants(X_tr, X_te, seed):
         "iwae": iwae.mean(0),
         "aggregate_posterior": (rec + np.asarray(code_density)).mean(0),
         "latent_mixture": (rec + np.asarray(code_mixture)).mean(0),
+        "aggregate_posterior_kde": (rec + aggregate_posterior(mu, mu_ref, logvar_ref)).mean(0),
         "gaussian_member": (len(rec) * elbo + gaussian) / (len(rec) + 1),
-        "with_iforest": _standardised(elbo, elbo_tr)
-        + _standardised(forest.score_samples(X_te), forest.score_samples(X_tr)),
         "members_min": (rec + lat).min(0),
         "members_median": np.median(rec + lat, axis=0),
         "members_mixture": logsumexp(rec + lat, axis=0),
+        "gaussian_tails": (lat - 0.5 * quadratic.sum(-1)).mean(0),
+        "max_feature": -quadratic.max(-1).mean(0),
     }, {}
 
 
@@ -348,6 +399,158 @@ def concentration(X_tr, X_te, seed):
     return out, {}
 
 
+class AutogradVAE(VAEEnsemble):
+    """The network, its gradient taken by autograd instead of by hand; with
+    ``linear = True`` each member also has a linear path (see ``linear_path``)."""
+
+    linear = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.linear:
+            members, features, latent = (
+                self.config[k] for k in ("n_members", "n_features", "latent_dim")
+            )
+            self.encoder_linear = nn.Parameter(torch.zeros(members, features, latent))
+            self.decoder_linear = nn.Parameter(torch.zeros(members, latent, features))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        super().reset_parameters(generator)
+        if self.linear:
+            with torch.no_grad():
+                self.encoder_linear.zero_()
+                self.decoder_linear.zero_()
+
+    def encode(self, x, inputs=None, mask=None, workspace=None):
+        mu, logvar = super().encode(x, None, mask, None)
+        if self.linear:
+            seen = x.clamp(-CLIP, CLIP) if mask is None else x.clamp(-CLIP, CLIP) * mask
+            mu = mu + torch.matmul(seen, self.encoder_linear.to(x.dtype))
+        return mu, logvar
+
+    def decode(self, z, inputs=None, workspace=None):
+        mean, logvar = super().decode(z, None, None)
+        if self.linear:
+            mean = mean + torch.matmul(z, self.decoder_linear.to(z.dtype))
+        return mean, logvar
+
+    def loss_gradient(self, x, noise, beta, trim_fraction, mask=None, workspace=None):
+        params = list(self.parameters())
+        with torch.enable_grad():
+            mu, logvar = self.encode(x, mask=mask)
+            mean, dec_logvar = self.decode(mu + torch.exp(0.5 * logvar) * noise)
+            nll = -self.log_likelihood(x, mean, dec_logvar, mask)
+            kl = self.kl_divergence(mu, logvar)
+            loss = nll + beta * kl
+            member_loss = (loss * self.trim_weights(loss.detach(), trim_fraction)).sum(1)
+            grads = torch.autograd.grad(member_loss.sum(), params)
+        for param, grad in zip(params, grads):
+            param.grad.copy_(grad)
+        return member_loss.detach(), nll.detach(), kl.detach()
+
+
+class LinearPathVAE(AutogradVAE):
+    linear = True
+
+
+@contextlib.contextmanager
+def network_class(cls):
+    """Inside, the estimator builds its network as ``cls``."""
+    from skvae import _estimator
+
+    original = _estimator.VAEEnsemble
+    _estimator.VAEEnsemble = cls
+    try:
+        yield
+    finally:
+        _estimator.VAEEnsemble = original
+
+
+def linear_path(X_tr, X_te, seed):
+    out = {"defaults": _scores(X_tr, X_te, seed)}
+    for name, cls in (("autograd_control", AutogradVAE), ("linear_path", LinearPathVAE)):
+        with network_class(cls):
+            out[name] = _scores(X_tr, X_te, seed)
+    return out, {}
+
+
+@contextlib.contextmanager
+def training_exclusion(step: int, fraction: float, freeze: bool = False):
+    """Inside, each member of a new fit drops for good, at optimisation step ``step``,
+    the ``fraction`` of its batch's rows with the highest loss, and trims the rest as
+    before; with ``freeze``, it keeps that step's trimming weights from then on
+    instead. (Each member's batch is its whole subsample, the same rows in the same
+    order every step, as with the defaults.)"""
+    original_weights = VAEEnsemble.trim_weights
+    original_gradient = VAEEnsemble.loss_gradient
+
+    def loss_gradient(module, *args, **kwargs):
+        module._in_step = True
+        try:
+            return original_gradient(module, *args, **kwargs)
+        finally:
+            module._in_step = False
+
+    def trim_weights(module, values, trim_fraction):
+        if not getattr(module, "_in_step", False):  # not a training step
+            return original_weights(values, trim_fraction)
+        module._steps = getattr(module, "_steps", 0) + 1
+        if module._steps == step:
+            n_dropped = int(round(fraction * values.shape[1]))
+            worst = torch.topk(values, n_dropped, dim=1).indices
+            module._dropped = torch.zeros_like(values, dtype=torch.bool).scatter_(1, worst, True)
+            module._frozen = original_weights(values, trim_fraction)
+        dropped = getattr(module, "_dropped", None)
+        if dropped is None:
+            return original_weights(values, trim_fraction)
+        if freeze:
+            return module._frozen
+        keep = max(1, int(round((1.0 - trim_fraction) * int((~dropped[0]).sum()))))
+        kept = torch.topk(values.masked_fill(dropped, np.inf), keep, dim=1, largest=False)
+        return torch.zeros_like(values).scatter_(1, kept.indices, 1.0 / keep)
+
+    VAEEnsemble.trim_weights, VAEEnsemble.loss_gradient = trim_weights, loss_gradient
+    try:
+        yield
+    finally:
+        VAEEnsemble.trim_weights = staticmethod(original_weights)
+        VAEEnsemble.loss_gradient = original_gradient
+
+
+def exclusion(X_tr, X_te, seed):
+    out = {"defaults": _scores(X_tr, X_te, seed)}
+    for name, settings in (
+        ("exclude_10", (20, 0.1)),
+        ("exclude_30", (20, 0.3)),
+        ("freeze", (20, 0.0, True)),
+    ):
+        with training_exclusion(*settings):
+            out[name] = _scores(X_tr, X_te, seed)
+    return out, {}
+
+
+def peer_ensembles(X_tr, X_te, seed):
+    det = VAEOutlierDetector(random_state=seed).fit(X_tr)
+    train = {"skvae": det.score_samples(X_tr)}
+    test = {"skvae": det.score_samples(X_te)}
+    for name, peer in make_detectors(available(PEERS), seed, "cpu", {}).items():
+        peer.fit(X_tr)  # normality scores (higher = more normal), as skvae's
+        train[name], test[name] = -anomaly_scores(peer, X_tr), -anomaly_scores(peer, X_te)
+    standard = {n: _standardised(test[n], train[n]) for n in test}
+    out = {"defaults": test["skvae"]}
+    out.update({n: s for n, s in test.items() if n != "skvae"})
+    out.update({f"with_{n}": standard["skvae"] + standard[n] for n in test if n != "skvae"})
+    out["with_all"] = sum(standard.values())
+    return out, {}
+
+
+def best_peer_per_set(summary: dict) -> float:
+    """The mean over sets of the best peer's ROC AUC on each (chosen with labels)."""
+    peers = [n for n in PEERS if n in summary]
+    sets = summary[peers[0]]["per_set_roc_auc"]
+    return float(np.mean([max(summary[n]["per_set_roc_auc"][ds] for n in peers) for ds in sets]))
+
+
 def streams(X_tr, X_te, seed):
     return {f"stream_{k}": _scores(X_tr, X_te, seed + 1000 * k) for k in range(5)}, {}
 
@@ -374,7 +577,8 @@ def main(argv=None) -> None:
         "candidate",
         choices=[
             *("mixture", "distinct", "scores", "capacity", "selection"),
-            *("concentration", "streams", "params"),
+            *("concentration", "linear_path", "exclusion", "peer_ensembles"),
+            *("streams", "params"),
         ],
     )
     parser.add_argument("--params", type=json.loads, default={}, help="for 'params'")
@@ -404,6 +608,9 @@ def main(argv=None) -> None:
         "capacity": capacity,
         "selection": selection,
         "concentration": concentration,
+        "linear_path": linear_path,
+        "exclusion": exclusion,
+        "peer_ensembles": peer_ensembles,
         "streams": streams,
     }.get(args.candidate) or params_candidate(args.params)
     rows = []
@@ -431,11 +638,15 @@ def main(argv=None) -> None:
     }
     for n, s in summary.items():
         print(f"{n:20s} mean ROC AUC {s['roc_auc']:.4f}  mean AP {s['average_precision']:.4f}")
+    if args.candidate == "peer_ensembles":
+        print(f"the best peer on each set, chosen with labels: {best_peer_per_set(summary):.4f}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {"candidate": args.candidate, "benchmark": args.benchmark, "seeds": seeds}
         if args.candidate == "params":
             record["params"] = args.params
+        if args.candidate == "peer_ensembles":
+            record["best_peer_per_set_roc_auc"] = best_peer_per_set(summary)
         args.out.write_text(json.dumps({**record, "summary": summary, "rows": rows}, indent=1))
 
 

@@ -396,7 +396,11 @@ def test_readme_peer_table_is_the_recorded_runs(row_start, name):
 
 
 @pytest.mark.parametrize(
-    "candidate", ["scores", "capacity", "selection", "concentration", "streams", "params"]
+    "candidate",
+    [
+        *("scores", "capacity", "selection", "concentration", "linear_path"),
+        *("exclusion", "peer_ensembles", "streams", "params"),
+    ],
 )
 def test_candidates_benchmark(tmp_path, candidate):
     out = tmp_path / "candidates.json"
@@ -408,10 +412,15 @@ def test_candidates_benchmark(tmp_path, candidate):
         *("--out", str(out)),
     )
     record = json.loads(out.read_text())
+    peers = load("odds_benchmark.py").available(load("odds_benchmark.py").PEERS)
     names = {
         "scores": ["defaults", "reconstruction_term", "latent_term", "standardised_terms"]
-        + ["iwae", "aggregate_posterior", "latent_mixture", "gaussian_member", "with_iforest"]
-        + ["members_min", "members_median", "members_mixture"],
+        + ["iwae", "aggregate_posterior", "latent_mixture", "aggregate_posterior_kde"]
+        + ["gaussian_member", "members_min", "members_median", "members_mixture"]
+        + ["gaussian_tails", "max_feature"],
+        "linear_path": ["defaults", "autograd_control", "linear_path"],
+        "exclusion": ["defaults", "exclude_10", "exclude_30", "freeze"],
+        "peer_ensembles": ["defaults", *peers, *(f"with_{p}" for p in peers), "with_all"],
         "capacity": ["defaults", "other_stream", "five_single_fits", "latent_range"]
         + ["width_range", "width_and_latent_range", "width_range_batched"],
         "selection": ["average", "pick", "stack", "weighted"],
@@ -426,6 +435,12 @@ def test_candidates_benchmark(tmp_path, candidate):
         assert list(summary["per_set_roc_auc"]) == ["wine"]
     if candidate == "params":
         assert record["params"] == {"beta": 2.0}
+    if candidate == "peer_ensembles":
+        best = max(record["summary"][p]["roc_auc"] for p in peers)  # one set, one seed
+        assert record["best_peer_per_set_roc_auc"] == pytest.approx(best)
+    if candidate == "linear_path":  # autograd's gradient trains the defaults as the hand's
+        row = record["rows"][0]
+        assert row["autograd_control"] == pytest.approx(row["defaults"], abs=1e-3)
     if candidate in ("streams", "concentration"):
         first = "stream_0" if candidate == "streams" else "defaults_0"
         record["rows"][0]["defaults"] = record["rows"][0][first]
@@ -463,3 +478,73 @@ def test_candidates_em_weights_find_the_generating_mixture():
     x = np.where(rng.rand(20_000) < 0.8, rng.normal(0, 1, 20_000), rng.normal(4, 1, 20_000))
     weights = candidates.em_weights(np.array([norm.logpdf(x, 0, 1), norm.logpdf(x, 4, 1)]))
     assert weights == pytest.approx([0.8, 0.2], abs=0.01)
+
+
+def test_candidates_autograd_gradient_is_the_hand_written_one():
+    candidates = load("candidates_benchmark.py")
+    from skvae._network import VAEEnsemble
+
+    x = torch.randn(3, 40, 6, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(3, 40, 2, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for cls in (VAEEnsemble, candidates.AutogradVAE, candidates.LinearPathVAE):
+        net = cls(6, 2, (8, 4), n_members=3, decoder_df=5.0)
+        net.reset_parameters(torch.Generator().manual_seed(2))
+        for param in net.parameters():
+            param.grad = torch.zeros_like(param)
+        loss, _, _ = net.loss_gradient(x, noise, 1.0, 0.1)
+        grads.append((loss, {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (hand_loss, hand), (auto_loss, auto), (linear_loss, linear) = grads
+    assert torch.allclose(auto_loss, hand_loss, atol=1e-5)
+    for name, grad in hand.items():
+        assert torch.allclose(auto[name], grad, atol=1e-4, rtol=1e-4), name
+    # the linear path starts at zero: the same loss, and a gradient that moves it
+    assert torch.allclose(linear_loss, hand_loss, atol=1e-5)
+    assert linear["decoder_linear"].abs().sum() > 0 and linear["encoder_linear"].abs().sum() > 0
+
+
+def test_candidates_training_exclusion_drops_rows_for_good():
+    candidates = load("candidates_benchmark.py")
+    from skvae._network import VAEEnsemble
+
+    net = VAEEnsemble(4, 2, (8,), n_members=2)
+    values = torch.rand(2, 50, generator=torch.Generator().manual_seed(0))
+    default = VAEEnsemble.trim_weights
+    with candidates.training_exclusion(step=3, fraction=0.2):
+        net._in_step = True
+        for _ in range(2):  # before the step: the defaults' trimming
+            assert torch.equal(net.trim_weights(values, 0.1), default(values, 0.1))
+        net.trim_weights(values, 0.1)  # the step: the 10 highest of each member go
+        dropped = torch.topk(values, 10, dim=1).indices
+        later = torch.rand(2, 50, generator=torch.Generator().manual_seed(1))
+        later.scatter_(1, dropped, 0.0)  # now the lowest losses, and still dropped
+        weights = net.trim_weights(later, 0.1)
+        assert torch.all(weights.gather(1, dropped) == 0)
+        assert torch.all((weights > 0).sum(1) == 36)  # 90 % of the 40 left
+        assert torch.allclose(weights.sum(1), torch.ones(2))
+    assert VAEEnsemble.trim_weights(values, 0.1).shape == values.shape  # restored
+    X = np.random.RandomState(0).normal(size=(200, 4))
+    before = VAEOutlierDetector(random_state=0, epochs=30).fit(X).score_samples(X)
+    with candidates.training_exclusion(step=20, fraction=0.1):
+        changed = VAEOutlierDetector(random_state=0, epochs=30).fit(X).score_samples(X)
+    after = VAEOutlierDetector(random_state=0, epochs=30).fit(X).score_samples(X)
+    assert not np.allclose(changed, before) and np.array_equal(after, before)
+
+
+def test_candidates_aggregate_posterior_is_the_mixture_density():
+    candidates = load("candidates_benchmark.py")
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.RandomState(0)
+    mu, mu_ref, logvar_ref = (
+        rng.normal(size=(2, 5, 3)),
+        rng.normal(size=(2, 7, 3)),
+        rng.normal(size=(2, 7, 3)),
+    )
+    out = candidates.aggregate_posterior(mu, mu_ref, logvar_ref)
+    for m in range(2):
+        densities = [
+            multivariate_normal(mu_ref[m, i], np.diag(np.exp(logvar_ref[m, i]))).pdf(mu[m])
+            for i in range(7)
+        ]
+        assert out[m] == pytest.approx(np.log(np.mean(densities, 0)))
