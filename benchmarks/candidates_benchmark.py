@@ -58,11 +58,17 @@ ODDS alone is one run of ``adbench_benchmark.py --detectors skvae --skvae-params
   (the hand-written one does not know the path), beside a control that trains the
   defaults with autograd's gradient too (``autograd_control``: it scores as the
   defaults do).
-- ``exclusion``: MCD's concentration step inside the fit, at no extra cost: at the
-  20th optimisation step each member drops for good the rows of its batch whose loss
-  is highest, 10 % (``exclude_10``) or 30 % (``exclude_30``) of them, and goes on
-  trimming the rest as before; or it stops trimming anew and keeps the 20th step's
-  trimmed rows for the rest of the fit (``freeze``).
+- ``exclusion``: MCD's concentration step inside the fit, at no extra cost, as first
+  measured (before the defaults adopted one): at the 20th optimisation step each
+  member drops for good the rows of its batch whose loss is highest, 10 %
+  (``exclude_10``) or 30 % (``exclude_30``) of them, and goes on trimming the rest
+  anew each step; or it keeps the 20th step's trimmed rows out for the rest of the
+  fit (``freeze``, close to the defaults' step, which chooses at the first check
+  by the loss at the posterior mean).
+- ``trim_anew``: the ablation of the concentration step (``skvae._training.concentrate``):
+  the defaults against the same fit with the trimmed rows chosen anew every step to
+  the end (``anew_0``..``anew_2``, as before the step was adopted), with three random
+  streams each (``defaults_0``..``defaults_2``).
 - ``peer_ensembles``: the default fit's ELBO summed with each classical peer's score
   (``with_<peer>``) and with all of them (``with_all``), each standardised by its
   median and IQR on the training rows, beside the peers alone: how far any
@@ -434,7 +440,7 @@ class AutogradVAE(VAEEnsemble):
             mean = mean + torch.matmul(z, self.decoder_linear.to(z.dtype))
         return mean, logvar
 
-    def loss_gradient(self, x, noise, beta, trim_fraction, mask=None, workspace=None):
+    def loss_gradient(self, x, noise, beta, trim_fraction, mask=None, workspace=None, kept=None):
         params = list(self.parameters())
         with torch.enable_grad():
             mu, logvar = self.encode(x, mask=mask)
@@ -442,7 +448,11 @@ class AutogradVAE(VAEEnsemble):
             nll = -self.log_likelihood(x, mean, dec_logvar, mask)
             kl = self.kl_divergence(mu, logvar)
             loss = nll + beta * kl
-            member_loss = (loss * self.trim_weights(loss.detach(), trim_fraction)).sum(1)
+            if kept is None:
+                weights = self.trim_weights(loss.detach(), trim_fraction)
+            else:
+                weights = kept.to(loss.dtype) / kept.sum(1, keepdim=True).clamp_min(1)
+            member_loss = (loss * weights).sum(1)
             grads = torch.autograd.grad(member_loss.sum(), params)
         for param, grad in zip(params, grads):
             param.grad.copy_(grad)
@@ -480,9 +490,13 @@ def training_exclusion(step: int, fraction: float, freeze: bool = False):
     the ``fraction`` of its batch's rows with the highest loss, and trims the rest as
     before; with ``freeze``, it keeps that step's trimming weights from then on
     instead. (Each member's batch is its whole subsample, the same rows in the same
-    order every step, as with the defaults.)"""
+    order every step, as with the defaults.) The fit's own concentration step
+    (``skvae._training.concentrate``) is off inside: these variants replace it."""
+    from skvae import _training
+
     original_weights = VAEEnsemble.trim_weights
     original_gradient = VAEEnsemble.loss_gradient
+    original_concentrate = _training.concentrate
 
     def loss_gradient(module, *args, **kwargs):
         module._in_step = True
@@ -510,11 +524,13 @@ def training_exclusion(step: int, fraction: float, freeze: bool = False):
         return torch.zeros_like(values).scatter_(1, kept.indices, 1.0 / keep)
 
     VAEEnsemble.trim_weights, VAEEnsemble.loss_gradient = trim_weights, loss_gradient
+    _training.concentrate = lambda *args: None
     try:
         yield
     finally:
         VAEEnsemble.trim_weights = staticmethod(original_weights)
         VAEEnsemble.loss_gradient = original_gradient
+        _training.concentrate = original_concentrate
 
 
 def exclusion(X_tr, X_te, seed):
@@ -526,6 +542,21 @@ def exclusion(X_tr, X_te, seed):
     ):
         with training_exclusion(*settings):
             out[name] = _scores(X_tr, X_te, seed)
+    return out, {}
+
+
+def trim_anew(X_tr, X_te, seed):
+    from skvae import _training
+
+    out = {}
+    for k in range(3):
+        stream = seed + 1000 * k
+        out[f"defaults_{k}"] = _scores(X_tr, X_te, stream)
+        original, _training.concentrate = _training.concentrate, lambda *args: None
+        try:
+            out[f"anew_{k}"] = _scores(X_tr, X_te, stream)
+        finally:
+            _training.concentrate = original
     return out, {}
 
 
@@ -577,7 +608,7 @@ def main(argv=None) -> None:
         "candidate",
         choices=[
             *("mixture", "distinct", "scores", "capacity", "selection"),
-            *("concentration", "linear_path", "exclusion", "peer_ensembles"),
+            *("concentration", "linear_path", "exclusion", "trim_anew", "peer_ensembles"),
             *("streams", "params"),
         ],
     )
@@ -610,6 +641,7 @@ def main(argv=None) -> None:
         "concentration": concentration,
         "linear_path": linear_path,
         "exclusion": exclusion,
+        "trim_anew": trim_anew,
         "peer_ensembles": peer_ensembles,
         "streams": streams,
     }.get(args.candidate) or params_candidate(args.params)

@@ -399,7 +399,7 @@ def test_readme_peer_table_is_the_recorded_runs(row_start, name):
     "candidate",
     [
         *("scores", "capacity", "selection", "concentration", "linear_path"),
-        *("exclusion", "peer_ensembles", "streams", "params"),
+        *("exclusion", "trim_anew", "peer_ensembles", "streams", "params"),
     ],
 )
 def test_candidates_benchmark(tmp_path, candidate):
@@ -420,6 +420,7 @@ def test_candidates_benchmark(tmp_path, candidate):
         + ["gaussian_tails", "max_feature"],
         "linear_path": ["defaults", "autograd_control", "linear_path"],
         "exclusion": ["defaults", "exclude_10", "exclude_30", "freeze"],
+        "trim_anew": [f"{n}_{k}" for k in range(3) for n in ("defaults", "anew")],
         "peer_ensembles": ["defaults", *peers, *(f"with_{p}" for p in peers), "with_all"],
         "capacity": ["defaults", "other_stream", "five_single_fits", "latent_range"]
         + ["width_range", "width_and_latent_range", "width_range_batched"],
@@ -441,7 +442,7 @@ def test_candidates_benchmark(tmp_path, candidate):
     if candidate == "linear_path":  # autograd's gradient trains the defaults as the hand's
         row = record["rows"][0]
         assert row["autograd_control"] == pytest.approx(row["defaults"], abs=1e-3)
-    if candidate in ("streams", "concentration"):
+    if candidate in ("streams", "concentration", "trim_anew"):
         first = "stream_0" if candidate == "streams" else "defaults_0"
         record["rows"][0]["defaults"] = record["rows"][0][first]
     if candidate == "selection":
@@ -492,12 +493,19 @@ def test_candidates_autograd_gradient_is_the_hand_written_one():
         net.reset_parameters(torch.Generator().manual_seed(2))
         for param in net.parameters():
             param.grad = torch.zeros_like(param)
+        kept = torch.rand(3, 40, generator=torch.Generator().manual_seed(3)) > 0.2
         loss, _, _ = net.loss_gradient(x, noise, 1.0, 0.1)
         grads.append((loss, {n: p.grad.clone() for n, p in net.named_parameters()}))
-    (hand_loss, hand), (auto_loss, auto), (linear_loss, linear) = grads
+        loss, _, _ = net.loss_gradient(x, noise, 1.0, 0.1, kept=kept)  # after the check
+        grads.append((loss, {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (hand_loss, hand), (hand_kept_loss, hand_kept) = grads[0:2]
+    (auto_loss, auto), (auto_kept_loss, auto_kept) = grads[2:4]
+    (linear_loss, linear) = grads[4]
     assert torch.allclose(auto_loss, hand_loss, atol=1e-5)
+    assert torch.allclose(auto_kept_loss, hand_kept_loss, atol=1e-5)
     for name, grad in hand.items():
         assert torch.allclose(auto[name], grad, atol=1e-4, rtol=1e-4), name
+        assert torch.allclose(auto_kept[name], hand_kept[name], atol=1e-4, rtol=1e-4), name
     # the linear path starts at zero: the same loss, and a gradient that moves it
     assert torch.allclose(linear_loss, hand_loss, atol=1e-5)
     assert linear["decoder_linear"].abs().sum() > 0 and linear["encoder_linear"].abs().sum() > 0
@@ -523,6 +531,9 @@ def test_candidates_training_exclusion_drops_rows_for_good():
         assert torch.all((weights > 0).sum(1) == 36)  # 90 % of the 40 left
         assert torch.allclose(weights.sum(1), torch.ones(2))
     assert VAEEnsemble.trim_weights(values, 0.1).shape == values.shape  # restored
+    from skvae import _training
+
+    assert _training.concentrate.__name__ == "concentrate"
     X = np.random.RandomState(0).normal(size=(200, 4))
     before = VAEOutlierDetector(random_state=0, epochs=30).fit(X).score_samples(X)
     with candidates.training_exclusion(step=20, fraction=0.1):

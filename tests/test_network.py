@@ -135,6 +135,32 @@ def test_loss_gradient_with_missing_values_is_autograd_s(decoder_variance, df):
     assert module.encoder_layers[0].weight.grad[:, 5:].abs().max() > 0
 
 
+def test_loss_gradient_over_kept_rows_is_autograd_s():
+    """With ``kept`` the loss is each member's mean over its kept rows (0 with none),
+    whatever ``trim_fraction`` says; the gradient is autograd's."""
+    gen = torch.Generator().manual_seed(4)
+    module = VAEEnsemble(5, 3, (8,), n_members=3, decoder_df=5.0)
+    module.reset_parameters(gen)
+    module.double().train()
+    x = torch.randn(3, 30, 5, generator=gen, dtype=torch.float64)
+    noise = torch.randn(3, 30, 3, generator=gen, dtype=torch.float64)
+    kept = torch.rand(3, 30, generator=gen) > 0.4
+    kept[2] = False  # a member with no kept row in this batch
+
+    nll, kl = module.loss_terms(x, noise)
+    weights = kept.double() / kept.sum(1, keepdim=True).clamp_min(1)
+    expected_loss = ((nll + kl) * weights).sum(1)
+    expected_loss.sum().backward()
+    expected = {name: p.grad.clone() for name, p in module.named_parameters()}
+
+    loss, _, _ = module.loss_gradient(x, noise, 1.0, 0.3, kept=kept)
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-12, atol=1e-12)
+    assert loss[2] == 0
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-10, atol=1e-12, msg=name)
+        assert p.grad[2].abs().max() == 0, name  # no kept row: no gradient
+
+
 def test_missing_values_leave_complete_rows_alone_and_keep_one_scale():
     module = make_module().double().eval()
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -102,10 +102,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
     beta : float, default=1.0
         Weight of the KL term in the training loss (1 is a VAE, > 1 a beta-VAE).
     trim_fraction : float in [0, 0.5), default=0.1
-        Fraction of each member's batch left out of the training loss: the rows with
-        the highest loss in that step (a trimmed ELBO, as in least trimmed squares).
-        Keeps outliers in contaminated training data from being learned as normal.
-        ``0`` trains on the plain ELBO.
+        Fraction of each member's training rows left out of the training loss (a
+        trimmed ELBO, as in least trimmed squares): until the first check of the
+        losses (after 20 steps), the rows of each batch with the highest loss in that
+        step; from then on, for good, the rows with the highest loss at that check (a
+        concentration step, as in MCD), so that copies of an outlier, once learned,
+        do not come back in. Keeps outliers in contaminated training data from being
+        learned as normal. ``0`` trains on the plain ELBO.
     epochs : int or 'auto', default='auto'
         Passes over each member's training rows. ``'auto'`` runs enough epochs for
         about 100 optimisation steps (one step an epoch with the default 128-row

@@ -426,18 +426,21 @@ class VAEEnsemble(nn.Module):
         trim_fraction: float,
         mask: torch.Tensor | None = None,
         workspace: Workspace | None = None,
+        kept: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each member's training loss on its batch, and its gradient.
 
         ``x`` (members, rows, features) holds one batch per member and ``noise``
         (members, rows, latent) the draws of the reparameterisation trick. A member's
         loss is the mean of ``nll + beta * kl`` over the ``1 - trim_fraction`` of its
-        rows where it is smallest (:meth:`trim_weights`). The gradient of the members'
-        summed loss is written into each parameter's ``.grad``; it is what autograd
-        gives (tested against it), except that a log-variance exactly at its bound gets
-        none. Written out by hand because on the small batches of a fit autograd's
-        bookkeeping costs more than the arithmetic. Returns the members' losses
-        (members,) and the ``nll`` and ``kl`` of each row (members, rows).
+        rows where it is smallest (:meth:`trim_weights`), or, with ``kept`` (members,
+        rows; True for a row that counts), over the kept rows (none: a loss of 0). The
+        gradient of the members' summed loss is written into each parameter's
+        ``.grad``; it is what autograd gives (tested against it), except that a
+        log-variance exactly at its bound gets none. Written out by hand because on the
+        small batches of a fit autograd's bookkeeping costs more than the arithmetic.
+        Returns the members' losses (members,) and the ``nll`` and ``kl`` of each row
+        (members, rows).
 
         With missing values, ``x`` holds 0 in their place and ``mask`` (like ``x``) is
         1 where a value is observed: the encoder sees the observed values (and, with
@@ -485,7 +488,11 @@ class VAEEnsemble(nn.Module):
                 nll = fit.mul_(half_df1).add_(constant).mul_(observed).sum(-1)
         kl = self.kl_divergence(mu, logvar)
         loss = nll + beta * kl
-        weights = self.trim_weights(loss, trim_fraction)
+        if kept is None:
+            weights = self.trim_weights(loss, trim_fraction)
+        else:
+            weights = kept.to(loss.dtype)
+            weights = weights.div_(weights.sum(1, keepdim=True).clamp_min_(1.0))
         member_loss = loss.mul_(weights).sum(1)
 
         # d/d mean and d/d logvar of the weighted nll, element by element: the Gaussian's

@@ -139,7 +139,9 @@ def train(
     the loss and its gradient come from :meth:`VAEEnsemble.loss_gradient` (the trimmed
     ELBO, gradient written by hand; with missing values (NaN in ``Z``), the ELBO of
     the observed values, the encoder seeing them and their mask), and one fused Adam
-    update moves all parameters, viewed as one flat tensor. A check runs at the end of
+    update moves all parameters, viewed as one flat tensor. Until the first check each
+    step trims the rows of its batch with the highest loss; from the first check on,
+    each member's trimmed rows are fixed (:func:`concentrate`). A check runs at the end of
     the first epoch that completes :data:`CHECK_STEPS` steps since the previous one,
     and after the last epoch: it records the mean training losses and, with
     validation rows, the validation loss, which early stopping (``patience`` checks
@@ -195,6 +197,8 @@ def train(
     whole_mask = None
     if missing and whole is not None:  # split once, not every step (a sync on a GPU)
         whole, whole_mask = module.observed(whole)
+    kept = None  # (members, rows): each member's rows that count, from the first check
+    concentrated = False
     workspace = Workspace()  # the step's large intermediates, allocated once
     progress = Progress(epochs * -(-n_rows // batch_size), schedule.verbose)
     module.train()  # (the validation loss puts it back after each check)
@@ -214,6 +218,9 @@ def train(
                 rows = torch.gather(subsets, 1, order)
             for start in range(0, n_rows, batch_size):
                 xb = whole if whole is not None else Z[rows[:, start : start + batch_size]]
+                kept_b = kept
+                if kept is not None and whole is None:
+                    kept_b = torch.gather(kept, 1, order[:, start : start + batch_size])
                 noise = torch.randn(
                     (*xb.shape[:2], module.latent_dim), generator=gen, device=device
                 )
@@ -221,7 +228,7 @@ def train(
                 if missing and whole is None:
                     xb, mask = module.observed(xb)
                 loss, nll, kl = module.loss_gradient(
-                    xb, noise, schedule.beta, schedule.trim_fraction, mask, workspace
+                    xb, noise, schedule.beta, schedule.trim_fraction, mask, workspace, kept_b
                 )
                 recorded.append((xb.shape[1], loss, nll.mean(1), kl.mean(1)))
                 optimizer.step()
@@ -241,6 +248,9 @@ def train(
             if not np.isfinite(values).all():
                 _diverged(epoch, dict(zip(keys, values)), best_epoch, best_state is None)
                 break
+            if not concentrated and epoch < epochs:
+                kept = concentrate(module, Z, subsets, schedule.beta, schedule.trim_fraction)
+                concentrated = True
             monitored = values[3] if use_val else values[0]
             if monitored < best_value or not use_val:
                 best_value, best_epoch, since_best = monitored, epoch, 0
@@ -251,6 +261,36 @@ def train(
                     break
     module.load_state_dict(best_state)
     return history, epoch, best_epoch
+
+
+def concentrate(
+    module: VAEEnsemble, Z: torch.Tensor, subsets: torch.Tensor, beta: float, trim_fraction: float
+) -> torch.Tensor | None:
+    """Each member's rows that count in its training loss from now on, as a mask
+    (members, rows) over ``subsets``: the ``1 - trim_fraction`` of its rows (at least
+    one) with the lowest ``nll + beta * kl`` at the posterior mean; None when
+    ``trim_fraction`` trims no row.
+
+    A concentration step, as in MCD: once chosen, the trimmed rows stay out. Chosen
+    anew each step, they are the rows the network explains worst at that step, and a
+    group of copies of one outlier, once learned, is explained well and comes back in:
+    the network memorises it. Chosen early, before the network can fit such groups,
+    they stay out.
+    """
+    n_members, n_rows = subsets.shape
+    keep = max(1, int(round((1.0 - trim_fraction) * n_rows)))
+    if keep >= n_rows:
+        return None
+    losses = torch.empty((n_members, n_rows), dtype=torch.float32, device=Z.device)
+    chunk = chunk_rows(module)
+    with torch.no_grad():
+        for start in range(0, n_rows, chunk):
+            nll, kl = module.loss_terms(Z[subsets[:, start : start + chunk]], None)
+            losses[:, start : start + chunk] = nll + beta * kl
+    lowest = torch.topk(losses, keep, dim=1, largest=False).indices
+    return torch.zeros((n_members, n_rows), dtype=torch.bool, device=Z.device).scatter_(
+        1, lowest, True
+    )
 
 
 def _diverged(epoch: int, losses: dict[str, float], best_epoch: int, no_best: bool) -> None:
