@@ -451,7 +451,7 @@ class AutogradVAE(VAEEnsemble):
             if kept is None:
                 weights = self.trim_weights(loss.detach(), trim_fraction)
             else:
-                weights = kept.to(loss.dtype) / kept.sum(1, keepdim=True).clamp_min(1)
+                weights = self.kept_weights(kept, loss.dtype)
             member_loss = (loss * weights).sum(1)
             grads = torch.autograd.grad(member_loss.sum(), params)
         for param, grad in zip(params, grads):
@@ -485,6 +485,20 @@ def linear_path(X_tr, X_te, seed):
 
 
 @contextlib.contextmanager
+def concentration_off():
+    """Inside, a fit trims anew every step to the end: the training loop's
+    concentration step (``skvae._training.concentrate``) keeps no rows."""
+    from skvae import _training
+
+    original = _training.concentrate
+    _training.concentrate = lambda *args: None
+    try:
+        yield
+    finally:
+        _training.concentrate = original
+
+
+@contextlib.contextmanager
 def training_exclusion(step: int, fraction: float, freeze: bool = False):
     """Inside, each member of a new fit drops for good, at optimisation step ``step``,
     the ``fraction`` of its batch's rows with the highest loss, and trims the rest as
@@ -492,11 +506,8 @@ def training_exclusion(step: int, fraction: float, freeze: bool = False):
     instead. (Each member's batch is its whole subsample, the same rows in the same
     order every step, as with the defaults.) The fit's own concentration step
     (``skvae._training.concentrate``) is off inside: these variants replace it."""
-    from skvae import _training
-
     original_weights = VAEEnsemble.trim_weights
     original_gradient = VAEEnsemble.loss_gradient
-    original_concentrate = _training.concentrate
 
     def loss_gradient(module, *args, **kwargs):
         module._in_step = True
@@ -524,13 +535,12 @@ def training_exclusion(step: int, fraction: float, freeze: bool = False):
         return torch.zeros_like(values).scatter_(1, kept.indices, 1.0 / keep)
 
     VAEEnsemble.trim_weights, VAEEnsemble.loss_gradient = trim_weights, loss_gradient
-    _training.concentrate = lambda *args: None
     try:
-        yield
+        with concentration_off():
+            yield
     finally:
         VAEEnsemble.trim_weights = staticmethod(original_weights)
         VAEEnsemble.loss_gradient = original_gradient
-        _training.concentrate = original_concentrate
 
 
 def exclusion(X_tr, X_te, seed):
@@ -546,17 +556,12 @@ def exclusion(X_tr, X_te, seed):
 
 
 def trim_anew(X_tr, X_te, seed):
-    from skvae import _training
-
     out = {}
     for k in range(3):
         stream = seed + 1000 * k
         out[f"defaults_{k}"] = _scores(X_tr, X_te, stream)
-        original, _training.concentrate = _training.concentrate, lambda *args: None
-        try:
+        with concentration_off():
             out[f"anew_{k}"] = _scores(X_tr, X_te, stream)
-        finally:
-            _training.concentrate = original
     return out, {}
 
 
@@ -671,14 +676,15 @@ def main(argv=None) -> None:
     for n, s in summary.items():
         print(f"{n:20s} mean ROC AUC {s['roc_auc']:.4f}  mean AP {s['average_precision']:.4f}")
     if args.candidate == "peer_ensembles":
-        print(f"the best peer on each set, chosen with labels: {best_peer_per_set(summary):.4f}")
+        best = best_peer_per_set(summary)
+        print(f"the best peer on each set, chosen with labels: {best:.4f}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {"candidate": args.candidate, "benchmark": args.benchmark, "seeds": seeds}
         if args.candidate == "params":
             record["params"] = args.params
         if args.candidate == "peer_ensembles":
-            record["best_peer_per_set_roc_auc"] = best_peer_per_set(summary)
+            record["best_peer_per_set_roc_auc"] = best
         args.out.write_text(json.dumps({**record, "summary": summary, "rows": rows}, indent=1))
 
 

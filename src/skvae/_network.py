@@ -417,6 +417,14 @@ class VAEEnsemble(nn.Module):
         kept = torch.topk(values, keep, dim=1, largest=False, sorted=False).indices
         return torch.zeros_like(values).scatter_(1, kept, 1.0 / keep)
 
+    @staticmethod
+    def kept_weights(kept: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Weights (members, rows) that average each member's rows where ``kept`` is
+        True (all 0 for a member with none): ``(weights * values).sum(1)`` is their
+        mean."""
+        weights = kept.to(dtype)
+        return weights.div_(weights.sum(1, keepdim=True).clamp_min_(1.0))
+
     @torch.inference_mode()
     def loss_gradient(
         self,
@@ -491,8 +499,7 @@ class VAEEnsemble(nn.Module):
         if kept is None:
             weights = self.trim_weights(loss, trim_fraction)
         else:
-            weights = kept.to(loss.dtype)
-            weights = weights.div_(weights.sum(1, keepdim=True).clamp_min_(1.0))
+            weights = self.kept_weights(kept, loss.dtype)
         member_loss = loss.mul_(weights).sum(1)
 
         # d/d mean and d/d logvar of the weighted nll, element by element: the Gaussian's

@@ -198,7 +198,6 @@ def train(
     if missing and whole is not None:  # split once, not every step (a sync on a GPU)
         whole, whole_mask = module.observed(whole)
     kept = None  # (members, rows): each member's rows that count, from the first check
-    concentrated = False
     workspace = Workspace()  # the step's large intermediates, allocated once
     progress = Progress(epochs * -(-n_rows // batch_size), schedule.verbose)
     module.train()  # (the validation loss puts it back after each check)
@@ -248,9 +247,8 @@ def train(
             if not np.isfinite(values).all():
                 _diverged(epoch, dict(zip(keys, values)), best_epoch, best_state is None)
                 break
-            if not concentrated and epoch < epochs:
+            if len(history["epoch"]) == 1 and epoch < epochs:  # the first check
                 kept = concentrate(module, Z, subsets, schedule.beta, schedule.trim_fraction)
-                concentrated = True
             monitored = values[3] if use_val else values[0]
             if monitored < best_value or not use_val:
                 best_value, best_epoch, since_best = monitored, epoch, 0
@@ -281,12 +279,12 @@ def concentrate(
     keep = max(1, int(round((1.0 - trim_fraction) * n_rows)))
     if keep >= n_rows:
         return None
-    losses = torch.empty((n_members, n_rows), dtype=torch.float32, device=Z.device)
     chunk = chunk_rows(module)
     with torch.no_grad():
-        for start in range(0, n_rows, chunk):
-            nll, kl = module.loss_terms(Z[subsets[:, start : start + chunk]], None)
-            losses[:, start : start + chunk] = nll + beta * kl
+        parts = [
+            module.loss_terms(Z[subsets[:, a : a + chunk]], None) for a in range(0, n_rows, chunk)
+        ]
+        losses = torch.cat([nll + beta * kl for nll, kl in parts], 1)
     lowest = torch.topk(losses, keep, dim=1, largest=False).indices
     return torch.zeros((n_members, n_rows), dtype=torch.bool, device=Z.device).scatter_(
         1, lowest, True
