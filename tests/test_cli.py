@@ -623,6 +623,32 @@ def test_ctrl_c_while_the_command_imports_exits_130_without_a_traceback():
         assert process.returncode == 130 and "Traceback" not in err, err
 
 
+def test_ctrl_c_inside_an_extension_import_exits_130_without_a_traceback():
+    # an extension module whose initialisation is interrupted raises ImportError from
+    # the KeyboardInterrupt (scipy's HiGHS did so in CI); interrupt the import of the
+    # command line the same way, deterministically
+    code = """
+import importlib.abc, os, signal, sys, time
+class Interrupting(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "skvae.cli":
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt as error:
+                raise ImportError("initialization failed") from error
+        return None
+sys.meta_path.insert(0, Interrupting())
+from skvae._entry import main
+sys.exit(main(["--version"]))
+"""
+    process = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert process.returncode == 130, process.stderr
+    assert process.stderr == "skvae: interrupted\n"
+
+
 def test_a_row_with_nothing_observed_gets_a_score_and_one_warning_line(tmp_path, capsys):
     X, _ = skvae.make_synthetic(300, 3, random_state=0)
     np.save(tmp_path / "x.npy", X)
