@@ -649,6 +649,26 @@ sys.exit(main(["--version"]))
     assert process.stderr == "skvae: interrupted\n"
 
 
+def test_an_error_caused_by_ctrl_c_inside_a_command_exits_130(tmp_path, monkeypatch, capsys):
+    import skvae.cli as cli
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as error:
+            raise ImportError("initialization failed") from error
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 2)))
+    monkeypatch.setattr(cli, "load", interrupted_import)
+    code = main(["score", str(tmp_path / "m.skvae"), str(tmp_path / "x.npy")])
+    assert code == 130
+    assert capsys.readouterr().err == "skvae: interrupted (nothing half-written was left)\n"
+    # an ImportError of its own is still an error
+    monkeypatch.setattr(cli, "load", lambda *a, **k: (_ for _ in ()).throw(ImportError("no h5py")))
+    assert main(["score", str(tmp_path / "m.skvae"), str(tmp_path / "x.npy")]) == 2
+    assert capsys.readouterr().err == "skvae: error: no h5py\n"
+
+
 def test_a_row_with_nothing_observed_gets_a_score_and_one_warning_line(tmp_path, capsys):
     X, _ = skvae.make_synthetic(300, 3, random_state=0)
     np.save(tmp_path / "x.npy", X)

@@ -1134,6 +1134,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_INTERRUPTED = "skvae: interrupted (nothing half-written was left)"
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the chain of causes of ``exc``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _warning_line(message, category, *args, **kwargs) -> None:
     """A warning, as the command line prints it: one line on stderr."""
     print(f"skvae: warning: {' '.join(str(message).split())}", file=sys.stderr)
@@ -1170,11 +1184,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("skvae: interrupted (nothing half-written was left)", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
             raise
+        if _caused_by_interrupt(exc):  # e.g. an extension module's import, interrupted
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
         message = " ".join(str(exc).split()) or type(exc).__name__
         if not isinstance(exc, (CLIError, OSError, ValueError, TypeError, ImportError)):
             message = f"{type(exc).__name__}: {message} (--debug shows the traceback)"
