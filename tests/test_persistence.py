@@ -1,6 +1,8 @@
 """The code-free .skvae format."""
 
+import io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -95,6 +97,50 @@ def test_truncated_corrupted_tampered(fitted, tmp_path):
         skvae.load(_rewrite(path, tmp_path / "badjson.skvae", metadata=bad_json))
     with pytest.raises(FileNotFoundError):
         skvae.load(tmp_path / "absent.skvae")
+
+
+def _protocol_4(w):
+    state = torch.load(io.BytesIO(w), weights_only=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer, pickle_protocol=4)
+    return buffer.getvalue()
+
+
+def _pickle_byte_flipped(w):  # the inner archive's CRC no longer matches
+    b = bytearray(w)
+    b[w.index(b"\x80\x02") + 1] = 4
+    return bytes(b)
+
+
+def _deflated(w):
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(w)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_protocol_4, "pickle is not protocol 2"),
+        (_pickle_byte_flipped, "data.pkl' does not match its CRC"),
+        (_deflated, "not an archive written by torch.save"),
+        (lambda w: b"not a zip archive", "the weights member: File is not a zip file"),
+    ],
+)
+def test_weights_not_as_skvae_writes_them_are_refused_before_torch_reads_them(
+    fitted, tmp_path, change, message
+):
+    # a consistent edit (checksums rewritten); torch would read some of these, with a
+    # warning of its own about the checkpoint
+    det, _ = fitted
+    path = _rewrite(det.save(tmp_path / "det.skvae"), tmp_path / "edited.skvae", weights=change)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=message):
+            skvae.load(path)
+    assert not caught, [str(w.message) for w in caught]
 
 
 def test_version_mismatch(fitted, tmp_path):

@@ -11,8 +11,10 @@ The format skvae writes is ``.skvae``, a zip archive with three members:
 - ``SHA256SUMS``: the SHA-256 of both.
 
 Files are untrusted input: sizes are checked before members are read, checksums before
-they are parsed, and every field against the schema (types, finite values, lengths,
-the architecture against the shapes of the weights) before anything is built from them.
+they are parsed, the weights' archive (stored members matching their CRCs, a pickle of
+the protocol skvae writes) before torch reads it, and every field against the schema
+(types, finite values, lengths, the architecture against the shapes of the weights)
+before anything is built from them.
 
 It also reads, without running code from them, the pair the old ``vae_module`` wrote
 (``<stem>_model.pth`` + ``<stem>_meta_data.pkl``), the pair skvae 0.1.0's
@@ -71,6 +73,9 @@ MAX_PAIR_METADATA_BYTES = 16 * 2**20
 # weights and scores compress little, so only a zip bomb goes beyond.
 MAX_INFLATION = 10
 INFLATION_ALLOWANCE = 16 * 2**20
+# The pickle protocol of the weights' ``torch.save`` archive (torch's default, named so
+# that the reader can require it).
+WEIGHTS_PICKLE_PROTOCOL = 2
 
 
 @dataclass
@@ -214,7 +219,7 @@ def write_model(path: str | os.PathLike, record: ModelRecord) -> Path:
         (CALIBRATION_SCORES_KEY, record.calibration_scores),
     ):
         state[key] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
-    torch.save(state, buffer)
+    torch.save(state, buffer, pickle_protocol=WEIGHTS_PICKLE_PROTOCOL)
     weights = buffer.getvalue()
     meta = {
         "format": FORMAT_NAME,
@@ -461,6 +466,32 @@ def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
     return data
 
 
+def _check_weights_archive(weights: bytes, path: Path) -> None:
+    """Refuse a ``weights.pt`` member that is not intact ``torch.save`` output as skvae
+    writes it (stored members that match their CRCs, one pickle of the writer's
+    protocol) before torch reads it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(weights)) as zf:
+            members = zf.infolist()
+            pickles = [m for m in members if m.filename.endswith("/data.pkl")]
+            if len(pickles) != 1 or any(m.compress_type != zipfile.ZIP_STORED for m in members):
+                raise ValueError("it is not an archive written by torch.save")
+            damaged = zf.testzip()  # stored members: reads at most len(weights) bytes
+            if damaged is not None:
+                raise ValueError(f"its member {damaged!r} does not match its CRC")
+            with zf.open(pickles[0]) as fh:
+                head = fh.read(2)
+    except ValueError as exc:
+        raise ValueError(f"corrupted skvae model file {path}: the weights member: {exc}") from None
+    except Exception as exc:  # zipfile's errors on a damaged archive
+        raise ValueError(f"corrupted skvae model file {path}: the weights member: {exc}") from exc
+    if head != bytes([pickle.PROTO[0], WEIGHTS_PICKLE_PROTOCOL]):
+        raise ValueError(
+            f"corrupted skvae model file {path}: the weights member's pickle is not "
+            f"protocol {WEIGHTS_PICKLE_PROTOCOL}, as skvae writes it"
+        )
+
+
 def _read_skvae(path: Path) -> ModelRecord:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -521,6 +552,7 @@ def _read_skvae(path: Path) -> ModelRecord:
     for older in range(version, FORMAT_VERSION):
         moved_to_state.update(MIGRATIONS[older](params, network, fitted, path))
     _check_network(network, path)
+    _check_weights_archive(weights, path)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
