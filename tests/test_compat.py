@@ -214,6 +214,23 @@ def test_old_format_files_load(tmp_path):
         VAE.load_model(str(tmp_path / "legacy"), hidden_dims=[32, 8])
 
 
+def test_a_damaged_old_weights_file_is_refused_not_loaded(tmp_path):
+    # the old pair has no checksums: the CRCs of torch's archive are its only record
+    torch.manual_seed(0)
+    old = _old_module(6, 2, [32, 16])
+    torch.save(old.state_dict(), tmp_path / "legacy_model.pth")
+    with open(tmp_path / "legacy_meta_data.pkl", "wb") as f:
+        meta = {"threshold": -1.0, "input_dim": 6, "latent_dim": 2, "mean": 0.0, "std": 1.0}
+        pickle.dump(meta, f)
+    raw = bytearray((tmp_path / "legacy_model.pth").read_bytes())
+    weight = old.state_dict()["encoder.encoder.0.weight"].numpy().tobytes()
+    at = bytes(raw).index(weight[:64])  # a byte inside a tensor's data
+    raw[at + 3] ^= 0x40
+    (tmp_path / "legacy_model.pth").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"legacy_model.pth: its member .* does not match"):
+        VAE.load_model(str(tmp_path / "legacy"), hidden_dims=[32, 16])
+
+
 def test_reward_penalty_slot_downstream_sequence(hopper, tmp_path):
     """The MOPO-style code path: load_model -> score_samples(x, device) -> normalise ->
     penalty from thr - s. The penalty must be higher on the other behaviour policy."""

@@ -123,7 +123,7 @@ def _deflated(w):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (_protocol_4, "pickle is not protocol 2"),
+        (_protocol_4, "its pickle is not protocol 2"),
         (_pickle_byte_flipped, "data.pkl' does not match its CRC"),
         (_deflated, "not an archive written by torch.save"),
         (lambda w: b"not a zip archive", "the weights member: File is not a zip file"),

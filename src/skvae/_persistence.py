@@ -466,29 +466,30 @@ def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
     return data
 
 
-def _check_weights_archive(weights: bytes, path: Path) -> None:
-    """Refuse a ``weights.pt`` member that is not intact ``torch.save`` output as skvae
-    writes it (stored members that match their CRCs, one pickle of the writer's
-    protocol) before torch reads it."""
+def _check_weights_archive(source: bytes | Path, path: Path, protocol: int | None) -> None:
+    """Refuse weights that are not intact ``torch.save`` output before torch reads them:
+    stored members that match their CRCs and one pickle, of ``protocol`` unless None.
+    ``source`` is the archive's bytes or its file."""
+    what = f"{path}: the weights member" if isinstance(source, bytes) else str(path)
     try:
-        with zipfile.ZipFile(io.BytesIO(weights)) as zf:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
             members = zf.infolist()
             pickles = [m for m in members if m.filename.endswith("/data.pkl")]
             if len(pickles) != 1 or any(m.compress_type != zipfile.ZIP_STORED for m in members):
                 raise ValueError("it is not an archive written by torch.save")
-            damaged = zf.testzip()  # stored members: reads at most len(weights) bytes
+            damaged = zf.testzip()  # stored members: reads no more than the archive
             if damaged is not None:
                 raise ValueError(f"its member {damaged!r} does not match its CRC")
             with zf.open(pickles[0]) as fh:
                 head = fh.read(2)
     except ValueError as exc:
-        raise ValueError(f"corrupted skvae model file {path}: the weights member: {exc}") from None
+        raise ValueError(f"corrupted model weights {what}: {exc}") from None
     except Exception as exc:  # zipfile's errors on a damaged archive
-        raise ValueError(f"corrupted skvae model file {path}: the weights member: {exc}") from exc
-    if head != bytes([pickle.PROTO[0], WEIGHTS_PICKLE_PROTOCOL]):
+        raise ValueError(f"corrupted model weights {what}: {exc}") from exc
+    if protocol is not None and head != bytes([pickle.PROTO[0], protocol]):
         raise ValueError(
-            f"corrupted skvae model file {path}: the weights member's pickle is not "
-            f"protocol {WEIGHTS_PICKLE_PROTOCOL}, as skvae writes it"
+            f"corrupted model weights {what}: its pickle is not protocol {protocol}, "
+            "as skvae writes it"
         )
 
 
@@ -552,7 +553,7 @@ def _read_skvae(path: Path) -> ModelRecord:
     for older in range(version, FORMAT_VERSION):
         moved_to_state.update(MIGRATIONS[older](params, network, fitted, path))
     _check_network(network, path)
-    _check_weights_archive(weights, path)
+    _check_weights_archive(weights, path, WEIGHTS_PICKLE_PROTOCOL)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -822,6 +823,10 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
     meta = load_plain_pickle(meta_file, MAX_PAIR_METADATA_BYTES)
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_file}: expected a dict of metadata, got {type(meta).__name__}")
+    with open(weights_file, "rb") as fh:  # torch's test: a zip archive (since torch 1.6)
+        archive = fh.read(4) == b"PK\x03\x04"
+    if archive:
+        _check_weights_archive(weights_file, weights_file, protocol=None)
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:
