@@ -51,7 +51,7 @@ import torch
 from . import __version__
 from ._inputs import finite_number, short_repr
 from ._network import MAX_DECODER_DF, MAX_NETWORK, MAX_PARAMETERS, n_parameters, state_shapes
-from ._plainpickle import load_plain_pickle
+from ._plainpickle import load_plain_pickle, read_regular_file
 from ._thresholds import normalize, safe_std
 
 FORMAT_NAME = "skvae-model"
@@ -466,13 +466,12 @@ def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
     return data
 
 
-def _check_weights_archive(source: bytes | Path, path: Path, protocol: int | None) -> None:
+def _check_weights_archive(weights: bytes, what: str, protocol: int | None) -> None:
     """Refuse weights that are not intact ``torch.save`` output before torch reads them:
     stored members that match their CRCs and one pickle, of ``protocol`` unless None.
-    ``source`` is the archive's bytes or its file."""
-    what = f"{path}: the weights member" if isinstance(source, bytes) else str(path)
+    ``what`` names the weights in the error."""
     try:
-        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+        with zipfile.ZipFile(io.BytesIO(weights)) as zf:
             members = zf.infolist()
             pickles = [m for m in members if m.filename.endswith("/data.pkl")]
             if len(pickles) != 1 or any(m.compress_type != zipfile.ZIP_STORED for m in members):
@@ -481,16 +480,10 @@ def _check_weights_archive(source: bytes | Path, path: Path, protocol: int | Non
             if damaged is not None:
                 raise ValueError(f"its member {damaged!r} does not match its CRC")
             with zf.open(pickles[0]) as fh:
-                head = fh.read(2)
-    except ValueError as exc:
-        raise ValueError(f"corrupted model weights {what}: {exc}") from None
-    except Exception as exc:  # zipfile's errors on a damaged archive
+                if protocol is not None and fh.read(2) != bytes([pickle.PROTO[0], protocol]):
+                    raise ValueError(f"its pickle is not protocol {protocol}, as skvae writes it")
+    except Exception as exc:  # the above, and zipfile's errors on a damaged archive
         raise ValueError(f"corrupted model weights {what}: {exc}") from exc
-    if protocol is not None and head != bytes([pickle.PROTO[0], protocol]):
-        raise ValueError(
-            f"corrupted model weights {what}: its pickle is not protocol {protocol}, "
-            "as skvae writes it"
-        )
 
 
 def _read_skvae(path: Path) -> ModelRecord:
@@ -553,7 +546,7 @@ def _read_skvae(path: Path) -> ModelRecord:
     for older in range(version, FORMAT_VERSION):
         moved_to_state.update(MIGRATIONS[older](params, network, fitted, path))
     _check_network(network, path)
-    _check_weights_archive(weights, path, WEIGHTS_PICKLE_PROTOCOL)
+    _check_weights_archive(weights, f"{path}: the weights member", WEIGHTS_PICKLE_PROTOCOL)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -823,19 +816,18 @@ def _read_pair(stem: Path, hidden_dims) -> ModelRecord:
     meta = load_plain_pickle(meta_file, MAX_PAIR_METADATA_BYTES)
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_file}: expected a dict of metadata, got {type(meta).__name__}")
-    with open(weights_file, "rb") as fh:  # torch's test: a zip archive (since torch 1.6)
-        archive = fh.read(4) == b"PK\x03\x04"
-    if archive:
-        _check_weights_archive(weights_file, weights_file, protocol=None)
+    weights = read_regular_file(weights_file, MAX_WEIGHTS_BYTES)  # checked, then loaded
+    if weights[:4] == b"PK\x03\x04":  # torch's archive (since torch 1.6; not older files)
+        _check_weights_archive(weights, str(weights_file), protocol=None)
     try:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{weights_file}: not a readable state dict: {exc}") from exc
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ValueError(f"{weights_file}: not a state dict of tensors")
-    _check_tensor_memory(state, weights_file.stat().st_size, weights_file)
+    _check_tensor_memory(state, len(weights), weights_file)
     try:
         if meta.get("format") == COMPAT_V1:
             record = _record_from_compat_v1(meta, state, meta_file)
